@@ -61,7 +61,9 @@ fn world(seed: u64, sim_secs: u64, tick_ms: u64, trace: Option<PathBuf>) -> Exit
             if r.converged {
                 ExitCode::SUCCESS
             } else {
-                println!("the standby did not converge; reproduce with: drlab world --seed {seed} --sim-secs {sim_secs}");
+                println!(
+                    "the standby did not converge; reproduce with: drlab world --seed {seed} --sim-secs {sim_secs}"
+                );
                 ExitCode::from(1)
             }
         }

@@ -9,9 +9,7 @@
 // tokio's own RNG (the branch order of `select!`) is only seeded from turmoil's seed when tokio is
 // built with `--cfg tokio_unstable`. Without it two runs of one seed can differ, so refuse to build.
 #[cfg(not(tokio_unstable))]
-compile_error!(
-    "drlab-sim needs `--cfg tokio_unstable` (set in .cargo/config.toml; a RUSTFLAGS variable replaces it)"
-);
+compile_error!("drlab-sim needs `--cfg tokio_unstable` (set in .cargo/config.toml; a RUSTFLAGS variable replaces it)");
 
 pub mod etcd;
 pub mod net;

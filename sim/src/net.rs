@@ -180,7 +180,10 @@ impl tower::Service<Uri> for Connector {
     fn call(&mut self, uri: Uri) -> Self::Future {
         let links = self.links.clone();
         Box::pin(async move {
-            let host = uri.host().ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, format!("no host in {uri}")))?.to_string();
+            let host = uri
+                .host()
+                .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, format!("no host in {uri}")))?
+                .to_string();
             let port = uri.port_u16().unwrap_or(2379);
             let stream = turmoil::net::TcpStream::connect((host.as_str(), port)).await?;
             Ok(TokioIo::new(links.wrap(stream)))

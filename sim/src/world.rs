@@ -92,7 +92,11 @@ async fn trace_commits(etcd: SimEtcd, trace: Trace, host: String) {
             for e in events {
                 let kv = e.kv.as_ref().expect("stored events carry their key-value");
                 let op = if e.r#type == crate::etcd::store::EVENT_PUT { "put" } else { "delete" };
-                trace.record(&host, "etcd.commit", json!({"rev": r, "op": op, "key": String::from_utf8_lossy(&kv.key)}));
+                trace.record(
+                    &host,
+                    "etcd.commit",
+                    json!({"rev": r, "op": op, "key": String::from_utf8_lossy(&kv.key)}),
+                );
             }
         }
         next = rev + 1;
@@ -173,8 +177,14 @@ async fn write_load(
 }
 
 /// A toy one-way copy: watch the primary, replay each event on the standby.
-async fn mirror(mut primary: Client, mut standby: Client, trace: Trace, mirrored: Arc<AtomicU64>) -> Result<(), etcd_client::Error> {
-    let mut stream = primary.watch("/registry/", Some(WatchOptions::new().with_prefix().with_start_revision(1))).await?;
+async fn mirror(
+    mut primary: Client,
+    mut standby: Client,
+    trace: Trace,
+    mirrored: Arc<AtomicU64>,
+) -> Result<(), etcd_client::Error> {
+    let mut stream =
+        primary.watch("/registry/", Some(WatchOptions::new().with_prefix().with_start_revision(1))).await?;
     while let Some(resp) = stream.message().await? {
         for e in resp.events() {
             let Some(kv) = e.kv() else { continue };
@@ -182,7 +192,11 @@ async fn mirror(mut primary: Client, mut standby: Client, trace: Trace, mirrored
                 EventType::Put => standby.put(kv.key(), kv.value(), None).await.map(|_| ())?,
                 EventType::Delete => standby.delete(kv.key(), None).await.map(|_| ())?,
             }
-            trace.record("client", "mirror", json!({"key": String::from_utf8_lossy(kv.key()), "rev": kv.mod_revision()}));
+            trace.record(
+                "client",
+                "mirror",
+                json!({"key": String::from_utf8_lossy(kv.key()), "rev": kv.mod_revision()}),
+            );
             mirrored.fetch_add(1, Ordering::SeqCst);
         }
     }

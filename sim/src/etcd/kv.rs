@@ -137,11 +137,7 @@ fn put(store: &mut Store, batch: &mut Batch, req: &PbPutRequest) -> PbPutRespons
 
 fn delete(store: &mut Store, batch: &mut Batch, req: &PbDeleteRequest) -> PbDeleteResponse {
     let gone = store.delete(batch, &KeyRange::new(&req.key, &req.range_end));
-    PbDeleteResponse {
-        header: None,
-        deleted: gone.len() as i64,
-        prev_kvs: if req.prev_kv { gone } else { Vec::new() },
-    }
+    PbDeleteResponse { header: None, deleted: gone.len() as i64, prev_kvs: if req.prev_kv { gone } else { Vec::new() } }
 }
 
 /// Single Put, as its own write transaction.
@@ -297,7 +293,9 @@ fn execute(store: &mut Store, batch: &mut Batch, t: &PbTxnRequest, path: &Path) 
         let response = match &op.request {
             Some(PbTxnOpRequest::RequestRange(r)) => PbTxnOpResponse::ResponseRange(range(store, Some(batch), r)?),
             Some(PbTxnOpRequest::RequestPut(p)) => PbTxnOpResponse::ResponsePut(put(store, batch, p)),
-            Some(PbTxnOpRequest::RequestDeleteRange(d)) => PbTxnOpResponse::ResponseDeleteRange(delete(store, batch, d)),
+            Some(PbTxnOpRequest::RequestDeleteRange(d)) => {
+                PbTxnOpResponse::ResponseDeleteRange(delete(store, batch, d))
+            }
             Some(PbTxnOpRequest::RequestTxn(n)) => {
                 let p = nested.next().expect("one path per nested txn");
                 PbTxnOpResponse::ResponseTxn(execute(store, batch, n, p)?)

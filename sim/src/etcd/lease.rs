@@ -1,8 +1,8 @@
 //! Lease requests and the expiry loop (etcd's leader revokes expired leases every 500 ms).
 
 use etcd_client::proto::{
-    PbLeaseGrantRequest, PbLeaseGrantResponse, PbLeaseKeepAliveResponse, PbLeaseLeasesResponse,
-    PbLeaseRevokeResponse, PbLeaseStatus, PbLeaseTimeToLiveRequest, PbLeaseTimeToLiveResponse,
+    PbLeaseGrantRequest, PbLeaseGrantResponse, PbLeaseKeepAliveResponse, PbLeaseLeasesResponse, PbLeaseRevokeResponse,
+    PbLeaseStatus, PbLeaseTimeToLiveRequest, PbLeaseTimeToLiveResponse,
 };
 use tokio::time::Instant;
 
@@ -12,7 +12,12 @@ impl SimEtcd {
     pub(crate) fn lease_grant(&self, req: &PbLeaseGrantRequest) -> Result<PbLeaseGrantResponse, EtcdError> {
         let mut store = self.lock();
         let lease = store.lease_grant(req.id, req.ttl, Instant::now())?;
-        Ok(PbLeaseGrantResponse { header: self.header(store.rev()), id: lease.id, ttl: lease.ttl_s, error: String::new() })
+        Ok(PbLeaseGrantResponse {
+            header: self.header(store.rev()),
+            id: lease.id,
+            ttl: lease.ttl_s,
+            error: String::new(),
+        })
     }
 
     pub(crate) fn lease_revoke(&self, id: i64) -> Result<PbLeaseRevokeResponse, EtcdError> {

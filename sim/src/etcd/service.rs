@@ -64,7 +64,7 @@ impl PbKvService for SimEtcd {
     }
 }
 
-/// etcd stamps every nested response of a transaction with the transaction's revision.
+/// etcd stamps the responses inside a transaction with the transaction's revision.
 fn set_txn_headers(etcd: &SimEtcd, resp: &mut PbTxnResponse, rev: i64) {
     resp.header = etcd.header(rev);
     for op in &mut resp.responses {
@@ -72,7 +72,11 @@ fn set_txn_headers(etcd: &SimEtcd, resp: &mut PbTxnResponse, rev: i64) {
             Some(PbTxnOpResponse::ResponseRange(r)) => r.header = etcd.header(rev),
             Some(PbTxnOpResponse::ResponsePut(r)) => r.header = etcd.header(rev),
             Some(PbTxnOpResponse::ResponseDeleteRange(r)) => r.header = etcd.header(rev),
-            Some(PbTxnOpResponse::ResponseTxn(t)) => set_txn_headers(etcd, t, rev),
+            Some(PbTxnOpResponse::ResponseTxn(t)) => {
+                set_txn_headers(etcd, t, rev);
+                // etcd leaves a nested transaction's own header at revision 0.
+                t.header = etcd.header(0);
+            }
             None => {}
         }
     }
@@ -126,10 +130,7 @@ impl PbLeaseService for SimEtcd {
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
-    async fn lease_time_to_live(
-        &self,
-        req: Request<PbLeaseTimeToLiveRequest>,
-    ) -> Answer<PbLeaseTimeToLiveResponse> {
+    async fn lease_time_to_live(&self, req: Request<PbLeaseTimeToLiveRequest>) -> Answer<PbLeaseTimeToLiveResponse> {
         Ok(Response::new(SimEtcd::lease_time_to_live(self, req.get_ref())))
     }
 

@@ -171,14 +171,7 @@ impl Store {
             Some(p) => (p.create_revision, p.version),
             None => (batch.rev, 1),
         };
-        let kv = PbKeyValue {
-            key: key.to_vec(),
-            create_revision,
-            mod_revision: batch.rev,
-            version,
-            value,
-            lease,
-        };
+        let kv = PbKeyValue { key: key.to_vec(), create_revision, mod_revision: batch.rev, version, value, lease };
         if let Some(p) = &prev {
             self.live_bytes -= p.value.len() as i64;
             self.detach(p.lease, key);
@@ -189,10 +182,7 @@ impl Store {
             }
         }
         self.live_bytes += kv.value.len() as i64;
-        self.keys
-            .entry(key.to_vec())
-            .or_default()
-            .push(Rev { mod_rev: batch.rev, kv: Some(kv.clone()) });
+        self.keys.entry(key.to_vec()).or_default().push(Rev { mod_rev: batch.rev, kv: Some(kv.clone()) });
         batch.events.push(PbEvent { r#type: EVENT_PUT, kv: Some(kv), prev_kv: prev.clone() });
         prev
     }

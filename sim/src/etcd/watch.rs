@@ -11,10 +11,10 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
+use super::SimEtcd;
 use super::config::Mutant;
 use super::service::STREAM_QUEUE_MAX;
 use super::store::{EVENT_DELETE, EVENT_PUT, KeyRange};
-use super::SimEtcd;
 
 const FILTER_NOPUT: i32 = 0;
 const FILTER_NODELETE: i32 = 1;
@@ -80,7 +80,11 @@ impl Session {
         match req.request_union {
             Some(PbWatchRequestUnion::CreateRequest(c)) => {
                 if self.watchers.len() >= WATCHERS_PER_STREAM_MAX {
-                    return self.tx.send(Err(Status::resource_exhausted("too many watchers on one stream"))).await.is_ok();
+                    return self
+                        .tx
+                        .send(Err(Status::resource_exhausted("too many watchers on one stream")))
+                        .await
+                        .is_ok();
                 }
                 let id = if c.watch_id != 0 {
                     c.watch_id
@@ -94,10 +98,19 @@ impl Session {
                 if next_rev <= 0 {
                     next_rev = rev + 1;
                 }
-                let created = PbWatchResponse { header: self.etcd.header(rev), watch_id: id, created: true, ..Default::default() };
+                let created = PbWatchResponse {
+                    header: self.etcd.header(rev),
+                    watch_id: id,
+                    created: true,
+                    ..Default::default()
+                };
                 if self.watchers.contains_key(&id) {
                     // etcd refuses a duplicate id with a created-and-cancelled response.
-                    let refused = PbWatchResponse { canceled: true, cancel_reason: "etcdserver: duplicate watch ID".into(), ..created };
+                    let refused = PbWatchResponse {
+                        canceled: true,
+                        cancel_reason: "etcdserver: duplicate watch ID".into(),
+                        ..created
+                    };
                     return self.send(refused).await;
                 }
                 self.watchers.insert(
@@ -119,13 +132,25 @@ impl Session {
                     return true;
                 }
                 let rev = self.etcd.revision();
-                self.send(PbWatchResponse { header: self.etcd.header(rev), watch_id: c.watch_id, canceled: true, ..Default::default() }).await
+                self.send(PbWatchResponse {
+                    header: self.etcd.header(rev),
+                    watch_id: c.watch_id,
+                    canceled: true,
+                    ..Default::default()
+                })
+                .await
             }
             Some(PbWatchRequestUnion::ProgressRequest(_)) => {
                 // etcd answers only when every watcher of the stream has caught up.
                 let rev = self.etcd.revision();
                 if self.watchers.values().all(|w| w.next_rev > rev) {
-                    return self.send(PbWatchResponse { header: self.etcd.header(rev), watch_id: WATCH_ID_STREAM, ..Default::default() }).await;
+                    return self
+                        .send(PbWatchResponse {
+                            header: self.etcd.header(rev),
+                            watch_id: WATCH_ID_STREAM,
+                            ..Default::default()
+                        })
+                        .await;
                 }
                 true
             }
@@ -161,15 +186,24 @@ impl Session {
                 for (_, evs) in store.events_in(w.next_rev, rev) {
                     // A revision is never split across responses.
                     if events.len() >= batch_max {
-                        out.push(PbWatchResponse { header: self.etcd.header(rev), watch_id: *id, events: std::mem::take(&mut events), ..Default::default() });
+                        out.push(PbWatchResponse {
+                            header: self.etcd.header(rev),
+                            watch_id: *id,
+                            events: std::mem::take(&mut events),
+                            ..Default::default()
+                        });
                     }
                     for e in evs {
                         let kv = e.kv.as_ref().expect("stored events carry their key-value");
-                        if !w.range.contains(&kv.key) || (e.r#type == EVENT_PUT && w.no_put) || (e.r#type == EVENT_DELETE && w.no_delete) {
+                        if !w.range.contains(&kv.key)
+                            || (e.r#type == EVENT_PUT && w.no_put)
+                            || (e.r#type == EVENT_DELETE && w.no_delete)
+                        {
                             continue;
                         }
                         let mut e = e.clone();
-                        let strip = !w.prev_kv || (e.r#type == EVENT_DELETE && store.is(Mutant::WatchDeletePrevKvMissing));
+                        let strip =
+                            !w.prev_kv || (e.r#type == EVENT_DELETE && store.is(Mutant::WatchDeletePrevKvMissing));
                         if strip {
                             e.prev_kv = None;
                         }
@@ -182,7 +216,12 @@ impl Session {
                 }
                 w.delivered_any |= !events.is_empty();
                 if !events.is_empty() {
-                    out.push(PbWatchResponse { header: self.etcd.header(rev), watch_id: *id, events, ..Default::default() });
+                    out.push(PbWatchResponse {
+                        header: self.etcd.header(rev),
+                        watch_id: *id,
+                        events,
+                        ..Default::default()
+                    });
                 }
             }
             for id in cancelled {
@@ -199,7 +238,8 @@ impl Session {
 
     async fn progress_notify(&mut self) -> bool {
         let rev = self.etcd.revision();
-        let ids: Vec<i64> = self.watchers.iter().filter(|(_, w)| w.progress_notify && w.next_rev > rev).map(|(id, _)| *id).collect();
+        let ids: Vec<i64> =
+            self.watchers.iter().filter(|(_, w)| w.progress_notify && w.next_rev > rev).map(|(id, _)| *id).collect();
         for id in ids {
             if !self.send(PbWatchResponse { header: self.etcd.header(rev), watch_id: id, ..Default::default() }).await {
                 return false;
