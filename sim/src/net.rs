@@ -57,9 +57,15 @@ struct Tracked {
 #[derive(Clone, Default)]
 pub struct Links {
     conns: Arc<Mutex<Vec<Tracked>>>,
+    dials: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Links {
+    /// Connections dialled by clients so far (a reconnect shows up as one more).
+    pub fn dials(&self) -> u64 {
+        self.dials.load(Ordering::SeqCst)
+    }
+
     fn track(&self, stream: &turmoil::net::TcpStream) -> Arc<ResetFlag> {
         let flag = Arc::new(ResetFlag::default());
         let (Ok(local), Ok(peer)) = (stream.local_addr(), stream.peer_addr()) else {
@@ -79,30 +85,18 @@ impl Links {
 
     /// Resets every connection between hosts `a` and `b` (either end). Returns how many ends.
     pub fn reset(&self, a: IpAddr, b: IpAddr) -> usize {
-        let conns = self.conns.lock().expect("links lock");
-        let mut n = 0;
-        for t in conns.iter() {
-            if (t.local == a && t.peer == b) || (t.local == b && t.peer == a) {
-                if let Some(f) = t.flag.upgrade() {
-                    f.fire();
-                    n += 1;
-                }
-            }
-        }
-        n
+        self.reset_where(|t| (t.local == a && t.peer == b) || (t.local == b && t.peer == a))
     }
 
     /// Resets every connection with one end at `host` (used when a host crashes or is cut off).
     pub fn reset_host(&self, host: IpAddr) -> usize {
+        self.reset_where(|t| t.local == host || t.peer == host)
+    }
+
+    fn reset_where(&self, pick: impl Fn(&Tracked) -> bool) -> usize {
         let conns = self.conns.lock().expect("links lock");
-        let mut n = 0;
-        for t in conns.iter().filter(|t| t.local == host || t.peer == host) {
-            if let Some(f) = t.flag.upgrade() {
-                f.fire();
-                n += 1;
-            }
-        }
-        n
+        let live = conns.iter().filter(|t| pick(t)).filter_map(|t| t.flag.upgrade());
+        live.map(|f| f.fire()).count()
     }
 }
 
@@ -186,6 +180,7 @@ impl tower::Service<Uri> for Connector {
                 .to_string();
             let port = uri.port_u16().unwrap_or(2379);
             let stream = turmoil::net::TcpStream::connect((host.as_str(), port)).await?;
+            links.dials.fetch_add(1, Ordering::SeqCst);
             Ok(TokioIo::new(links.wrap(stream)))
         })
     }

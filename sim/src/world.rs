@@ -212,3 +212,32 @@ async fn dump(mut c: Client) -> Result<Vec<(Vec<u8>, Vec<u8>)>, etcd_client::Err
 pub fn ip(sim: &turmoil::Sim<'_>, host: &str) -> IpAddr {
     sim.lookup(host)
 }
+
+/// One scheduled action on the world, run once simulated time reaches `at`.
+pub struct Step<'a> {
+    pub at: Duration,
+    pub action: Box<dyn FnOnce(&mut turmoil::Sim<'a>) + 'a>,
+}
+
+impl<'a> Step<'a> {
+    pub fn new(at: Duration, action: impl FnOnce(&mut turmoil::Sim<'a>) + 'a) -> Self {
+        Step { at, action: Box::new(action) }
+    }
+}
+
+/// Runs `sim` to completion, applying each step when its time comes (in `at` order).
+pub fn run_schedule<'a>(sim: &mut turmoil::Sim<'a>, mut steps: Vec<Step<'a>>, seed: u64) -> Result<(), WorldError> {
+    steps.sort_by_key(|s| s.at);
+    let mut steps = steps.into_iter().peekable();
+    loop {
+        while steps.peek().is_some_and(|s| sim.elapsed() >= s.at) {
+            let step = steps.next().expect("peeked");
+            (step.action)(sim);
+        }
+        match sim.step() {
+            Ok(true) => return Ok(()),
+            Ok(false) => {}
+            Err(e) => return Err(WorldError::Sim { seed, message: e.to_string() }),
+        }
+    }
+}

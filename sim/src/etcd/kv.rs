@@ -235,10 +235,8 @@ fn check_intervals(ops: &[PbTxnRequestOp]) -> Result<(Vec<KeyRange>, BTreeSet<Ve
     let mut puts = BTreeSet::new();
     for op in ops {
         match &op.request {
-            Some(PbTxnOpRequest::RequestPut(p)) => {
-                if !puts.insert(p.key.clone()) {
-                    return Err(EtcdError::DuplicateKey);
-                }
+            Some(PbTxnOpRequest::RequestPut(p)) if !puts.insert(p.key.clone()) => {
+                return Err(EtcdError::DuplicateKey);
             }
             Some(PbTxnOpRequest::RequestDeleteRange(d)) => dels.push(KeyRange::new(&d.key, &d.range_end)),
             Some(PbTxnOpRequest::RequestTxn(n)) => {

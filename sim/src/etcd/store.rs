@@ -176,10 +176,8 @@ impl Store {
             self.live_bytes -= p.value.len() as i64;
             self.detach(p.lease, key);
         }
-        if lease != 0 {
-            if let Some(l) = self.leases.get_mut(&lease) {
-                l.keys.insert(key.to_vec());
-            }
+        if let Some(l) = self.leases.get_mut(&lease) {
+            l.keys.insert(key.to_vec());
         }
         self.live_bytes += kv.value.len() as i64;
         self.keys.entry(key.to_vec()).or_default().push(Rev { mod_rev: batch.rev, kv: Some(kv.clone()) });
@@ -205,10 +203,8 @@ impl Store {
     }
 
     fn detach(&mut self, lease: i64, key: &[u8]) {
-        if lease != 0 {
-            if let Some(l) = self.leases.get_mut(&lease) {
-                l.keys.remove(key);
-            }
+        if let Some(l) = self.leases.get_mut(&lease) {
+            l.keys.remove(key);
         }
     }
 

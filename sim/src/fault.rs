@@ -1,0 +1,66 @@
+//! Faults as small rules over the turmoil world, each traced.
+//!
+//! turmoil's TCP never retransmits, so no rule here drops a segment: a partition holds segments
+//! (delivered on heal), and a partition that outlasts a keep-alive ends with a connection reset
+//! ([`Faults::reset_link`]), as a real kernel's gave-up retransmission would. Loss is modelled as
+//! latency.
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::net::Links;
+use crate::trace::Trace;
+
+/// The fault plumbing of one world.
+#[derive(Clone)]
+pub struct Faults {
+    links: Links,
+    trace: Trace,
+}
+
+impl Faults {
+    pub fn new(links: Links, trace: Trace) -> Self {
+        Faults { links, trace }
+    }
+
+    /// Holds every segment between `a` and `b`, both ways, until [`Faults::heal`].
+    pub fn partition(&self, sim: &turmoil::Sim<'_>, a: &str, b: &str) {
+        sim.hold(a, b);
+        self.trace.record("world", "fault.partition", json!({"a": a, "b": b}));
+    }
+
+    /// Delivers what was held and lets traffic flow again.
+    pub fn heal(&self, sim: &turmoil::Sim<'_>, a: &str, b: &str) {
+        sim.release(a, b);
+        self.trace.record("world", "fault.heal", json!({"a": a, "b": b}));
+    }
+
+    /// Resets every connection between `a` and `b`; returns how many connection ends saw it.
+    pub fn reset_link(&self, sim: &turmoil::Sim<'_>, a: &str, b: &str) -> usize {
+        let n = self.links.reset(sim.lookup(a), sim.lookup(b));
+        self.trace.record("world", "fault.reset", json!({"a": a, "b": b, "ends": n}));
+        n
+    }
+
+    /// Adds latency to every message between `a` and `b` (a slow link or a slow disk).
+    pub fn delay(&self, sim: &turmoil::Sim<'_>, a: &str, b: &str, latency: Duration) {
+        sim.set_link_latency(a, b, latency);
+        self.trace.record("world", "fault.delay", json!({"a": a, "b": b, "ms": latency.as_millis() as u64}));
+    }
+
+    /// Crashes a host: its tasks stop, its peers' connections are reset. A simulated etcd keeps
+    /// its committed state (it lives outside the host).
+    pub fn crash(&self, sim: &mut turmoil::Sim<'_>, host: &str) {
+        let ip = sim.lookup(host);
+        sim.crash(host);
+        self.links.reset_host(ip);
+        self.trace.record("world", "fault.crash", json!({"host": host}));
+    }
+
+    /// Starts a crashed host's software again.
+    pub fn restart(&self, sim: &mut turmoil::Sim<'_>, host: &str) {
+        sim.bounce(host);
+        self.trace.record("world", "fault.restart", json!({"host": host}));
+    }
+}
