@@ -1,5 +1,17 @@
-//! `sync`: the etcd-sync engine (one-way, owner-aware replication from the primary's etcd to the
-//! standby's). This issue lands its client seam, [`conn`]; the engine and the `etcd-sync` daemon
-//! build on it.
+//! `sync`: the etcd-sync engine (one-way, owner-aware etcd replication from the primary's etcd to the
+//! standby's) and its daemon.
+//!
+//! - [`conn`]: the client seam (real TCP or the simulator's turmoil connector).
+//! - [`keys`]: kube-apiserver storage paths.
+//! - [`object`]: UIDs and owners of stored objects (JSON, protobuf, ciphertext).
+//! - [`rules`]: what is synced (profiles, rules files, the hard deny list).
 
+pub mod batch;
 pub mod conn;
+pub mod keys;
+pub mod object;
+pub mod plan;
+pub mod rules;
+
+/// Every key the sync writes for itself on the target lives under this prefix.
+pub const BOOKKEEPING_PREFIX: &str = "/drlab/etcd-sync/";
