@@ -1,9 +1,15 @@
 //! `harness`: wires the real sync and failover code into the simulated world or onto real etcd
 //! servers, and (as later issues land) runs scenarios and checks invariants.
 //!
+//! - [`fixtures`]: Kubernetes objects as stored (CAPI JSON, built-in protobuf).
+//! - [`observe`]: watchers that record what invariant checks need (e.g. owner order).
 //! - [`real_etcd`]: real etcd servers on loopback (the conformance suite's reference).
+//! - [`simsync`]: the real sync engine as a host of the simulated world.
 //! - [`containers`]: the same behind testcontainers, for machines with Docker (feature `containers`).
 
 #[cfg(feature = "containers")]
 pub mod containers;
+pub mod fixtures;
+pub mod observe;
 pub mod real_etcd;
+pub mod simsync;

@@ -104,7 +104,9 @@ impl Batcher {
             }
             for (k, op) in dedup {
                 let b = op_bytes(&k, &op);
-                if !chunk.is_empty() && (chunk.len() + 1 > self.limits.ops_max || chunk_bytes + b > self.limits.bytes_max) {
+                if !chunk.is_empty()
+                    && (chunk.len() + 1 > self.limits.ops_max || chunk_bytes + b > self.limits.bytes_max)
+                {
                     out.push(Txn { ops: std::mem::take(&mut chunk), revision, partial: true });
                     chunk_bytes = 0;
                 }

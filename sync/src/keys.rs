@@ -68,17 +68,33 @@ mod tests {
             p("/registry/secrets/cpaas-system/global-ca"),
             Some(KeyInfo { group: "", resource: "secrets", namespace: Some("cpaas-system"), name: "global-ca" })
         );
-        assert_eq!(p("/registry/namespaces/default"), Some(KeyInfo { group: "", resource: "namespaces", namespace: None, name: "default" }));
+        assert_eq!(
+            p("/registry/namespaces/default"),
+            Some(KeyInfo { group: "", resource: "namespaces", namespace: None, name: "default" })
+        );
         assert_eq!(
             p("/registry/cluster.x-k8s.io/machines/cpaas-system/m-1"),
-            Some(KeyInfo { group: "cluster.x-k8s.io", resource: "machines", namespace: Some("cpaas-system"), name: "m-1" })
+            Some(KeyInfo {
+                group: "cluster.x-k8s.io",
+                resource: "machines",
+                namespace: Some("cpaas-system"),
+                name: "m-1"
+            })
         );
         assert_eq!(
             p("/registry/apiregistration.k8s.io/apiservices/v1.apps"),
-            Some(KeyInfo { group: "apiregistration.k8s.io", resource: "apiservices", namespace: None, name: "v1.apps" })
+            Some(KeyInfo {
+                group: "apiregistration.k8s.io",
+                resource: "apiservices",
+                namespace: None,
+                name: "v1.apps"
+            })
         );
         // A dotted name in a built-in cluster-scoped path stays a name.
-        assert_eq!(p("/registry/minions/node-1.example"), Some(KeyInfo { group: "", resource: "minions", namespace: None, name: "node-1.example" }));
+        assert_eq!(
+            p("/registry/minions/node-1.example"),
+            Some(KeyInfo { group: "", resource: "minions", namespace: None, name: "node-1.example" })
+        );
         assert_eq!(p("compact_rev_key"), None);
         assert_eq!(p("/registry/ranges"), None);
         assert_eq!(p("/registry/a/b/c/d"), None);

@@ -8,10 +8,13 @@
 
 pub mod batch;
 pub mod conn;
+pub mod engine;
 pub mod keys;
 pub mod object;
 pub mod plan;
 pub mod rules;
+pub mod scan;
+pub mod target;
 
 /// Every key the sync writes for itself on the target lives under this prefix.
 pub const BOOKKEEPING_PREFIX: &str = "/drlab/etcd-sync/";

@@ -40,7 +40,10 @@ pub struct Meta {
 pub enum Decoded {
     Object(Meta),
     /// Encrypted at rest: metadata unreadable without the key.
-    Encrypted { provider: String, key_name: String },
+    Encrypted {
+        provider: String,
+        key_name: String,
+    },
     /// Not a Kubernetes object (or not one we can read): a leaf.
     Opaque,
 }
@@ -98,7 +101,11 @@ struct SecretType {
     r#type: Option<String>,
 }
 
-fn implicit_sa_owner(kind: &str, secret_type: Option<&str>, annotations: &std::collections::BTreeMap<String, String>) -> Option<Owner> {
+fn implicit_sa_owner(
+    kind: &str,
+    secret_type: Option<&str>,
+    annotations: &std::collections::BTreeMap<String, String>,
+) -> Option<Owner> {
     if kind != "Secret" || secret_type != Some(SA_TOKEN_TYPE) {
         return None;
     }
@@ -114,8 +121,10 @@ pub fn decode(value: &[u8]) -> Decoded {
     if let Some(pb) = value.strip_prefix(PROTOBUF_MAGIC) {
         return decode_protobuf(pb).map(Decoded::Object).unwrap_or(Decoded::Opaque);
     }
-    if value.first() == Some(&b'{') {
-        if let Ok(o) = serde_json::from_slice::<JsonObject>(value) {
+    if value.first() == Some(&b'{')
+        && let Ok(o) = serde_json::from_slice::<JsonObject>(value)
+    {
+        {
             let mut owners: Vec<Owner> = o
                 .metadata
                 .owner_references
@@ -186,7 +195,10 @@ mod tests {
         let Decoded::Object(m) = decode(v) else { panic!("an object") };
         assert_eq!(m.uid, "u-m");
         assert_eq!(m.kind, "Machine");
-        assert_eq!(m.owners, vec![Owner { uid: "u-ms".into(), kind: "MachineSet".into(), name: "ms".into(), implicit: false }]);
+        assert_eq!(
+            m.owners,
+            vec![Owner { uid: "u-ms".into(), kind: "MachineSet".into(), name: "ms".into(), implicit: false }]
+        );
         assert!(!m.deleting);
     }
 
@@ -196,7 +208,11 @@ mod tests {
             metadata: Some(ObjectMeta {
                 name: Some("agent-token".into()),
                 uid: Some("u-secret".into()),
-                owner_references: vec![OwnerReference { uid: Some("u-owner".into()), kind: Some("Thing".into()), ..Default::default() }],
+                owner_references: vec![OwnerReference {
+                    uid: Some("u-owner".into()),
+                    kind: Some("Thing".into()),
+                    ..Default::default()
+                }],
                 annotations: [
                     ("kubernetes.io/service-account.name".to_string(), "agent".to_string()),
                     ("kubernetes.io/service-account.uid".to_string(), "u-sa".to_string()),

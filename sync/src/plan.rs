@@ -131,11 +131,11 @@ impl Planner {
     /// Records a source object's UID without writing anything (index building).
     pub fn observe_source(&mut self, key: &[u8], value: &[u8]) {
         self.forget_source(key);
-        if let Decoded::Object(m) = object::decode(value) {
-            if !m.uid.is_empty() {
-                self.uid_of.insert(key.to_vec(), m.uid.clone());
-                self.key_of.insert(m.uid, key.to_vec());
-            }
+        if let Decoded::Object(m) = object::decode(value)
+            && !m.uid.is_empty()
+        {
+            self.uid_of.insert(key.to_vec(), m.uid.clone());
+            self.key_of.insert(m.uid, key.to_vec());
         }
     }
 
@@ -149,10 +149,10 @@ impl Planner {
 
     /// Records that the target already holds this object (verified equal by a resync).
     pub fn verified_on_target(&mut self, value: &[u8], out: &mut Vec<(Vec<u8>, Op)>) -> Result<(), PlanError> {
-        if let Decoded::Object(m) = object::decode(value) {
-            if !m.uid.is_empty() {
-                self.landed(m.uid, out)?;
-            }
+        if let Decoded::Object(m) = object::decode(value)
+            && !m.uid.is_empty()
+        {
+            self.landed(m.uid, out)?;
         }
         Ok(())
     }
@@ -206,7 +206,9 @@ impl Planner {
                 }
                 let was_held = self.unhold(&key);
                 let (uid, owners) = match object::decode(&value) {
-                    Decoded::Object(m) => (m.uid, m.owners.into_iter().map(|o| o.uid).filter(|u| !u.is_empty()).collect()),
+                    Decoded::Object(m) => {
+                        (m.uid, m.owners.into_iter().map(|o| o.uid).filter(|u| !u.is_empty()).collect())
+                    }
                     _ => (String::new(), Vec::new()),
                 };
                 match self.reason(&owners).filter(|_| self.owner_order()) {
@@ -223,7 +225,8 @@ impl Planner {
                         if self.held.len() >= self.held_max {
                             return Err(PlanError::TooManyHeld { max: self.held_max });
                         }
-                        let record = serde_json::json!({"revision": revision, "reason": reason.as_str(), "owners": owners});
+                        let record =
+                            serde_json::json!({"revision": revision, "reason": reason.as_str(), "owners": owners});
                         out.push((Self::held_key(&key), Op::Put(record.to_string().into_bytes())));
                         for o in &owners {
                             self.waiting.entry(o.clone()).or_default().insert(key.clone());
@@ -308,9 +311,6 @@ impl Planner {
 
     /// Held keys with their current reason, for `/check` and the guard.
     pub fn held_report(&self) -> Vec<(Vec<u8>, HoldReason)> {
-        self.held
-            .iter()
-            .map(|(k, h)| (k.clone(), self.reason(&h.owners).unwrap_or(HoldReason::OwnerPending)))
-            .collect()
+        self.held.iter().map(|(k, h)| (k.clone(), self.reason(&h.owners).unwrap_or(HoldReason::OwnerPending))).collect()
     }
 }

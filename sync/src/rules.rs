@@ -62,7 +62,8 @@ impl StrMatch {
         match self {
             StrMatch::Exact(e) => s == e,
             StrMatch::Pattern(p) => {
-                p.prefix.as_ref().is_none_or(|x| s.starts_with(x.as_str())) && p.glob.as_ref().is_none_or(|g| glob(g, s))
+                p.prefix.as_ref().is_none_or(|x| s.starts_with(x.as_str()))
+                    && p.glob.as_ref().is_none_or(|g| glob(g, s))
             }
         }
     }
@@ -103,12 +104,13 @@ pub struct Matcher {
 
 impl Matcher {
     fn matches(&self, key: &[u8]) -> bool {
-        if let Some(p) = &self.prefix {
-            if !key.starts_with(p.as_bytes()) {
-                return false;
-            }
+        if let Some(p) = &self.prefix
+            && !key.starts_with(p.as_bytes())
+        {
+            return false;
         }
-        let needs_object = self.group.is_some() || self.resource.is_some() || self.namespace.is_some() || self.name.is_some();
+        let needs_object =
+            self.group.is_some() || self.resource.is_some() || self.namespace.is_some() || self.name.is_some();
         if !needs_object {
             return true;
         }

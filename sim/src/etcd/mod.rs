@@ -92,3 +92,32 @@ impl SimEtcd {
         }
     }
 }
+
+impl SimEtcd {
+    /// Writes keys directly, in one revision, as world set-up (no client, no network).
+    pub fn seed(&self, kvs: &[(Vec<u8>, Vec<u8>)]) -> i64 {
+        let rev = {
+            let mut store = self.lock();
+            let mut batch = store.begin();
+            for (k, v) in kvs {
+                store.put(&mut batch, k, v.clone(), 0);
+            }
+            store.commit(batch);
+            store.rev()
+        };
+        self.notify_commit(rev);
+        rev
+    }
+
+    /// The current value of a key (for checks after a run).
+    pub fn get(&self, key: &[u8]) -> Option<Vec<u8>> {
+        self.lock().latest(key).map(|kv| kv.value.clone())
+    }
+
+    /// Every live key-value, ascending (for checks after a run).
+    pub fn dump(&self) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let store = self.lock();
+        let all = store::KeyRange::new(&[0], &[0]);
+        store.range_at(&all, store.rev()).into_iter().map(|kv| (kv.key.clone(), kv.value.clone())).collect()
+    }
+}

@@ -1,0 +1,103 @@
+//! Kubernetes objects as kube-apiserver stores them, for tests and worlds: Cluster API kinds as
+//! JSON, built-in kinds as `k8s\0` protobuf.
+
+use k8s_pb::api::core::v1::{Secret, ServiceAccount};
+use k8s_pb::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use prost::Message;
+use serde_json::json;
+
+pub const CAPI_GROUP: &str = "cluster.x-k8s.io";
+pub const NS: &str = "cpaas-system";
+
+/// An owner of an object: (kind, name, uid).
+pub type OwnerOf<'a> = (&'a str, &'a str, &'a str);
+
+/// A Cluster API object (`resource` is the plural, e.g. "machinesets") as stored JSON.
+pub fn capi(resource: &str, kind: &str, name: &str, uid: &str, owners: &[OwnerOf<'_>]) -> (String, Vec<u8>) {
+    let refs: Vec<_> = owners
+        .iter()
+        .map(|(k, n, u)| json!({"apiVersion": "cluster.x-k8s.io/v1beta1", "kind": k, "name": n, "uid": u, "controller": true, "blockOwnerDeletion": true}))
+        .collect();
+    let v = json!({
+        "apiVersion": "cluster.x-k8s.io/v1beta1",
+        "kind": kind,
+        "metadata": {"name": name, "namespace": NS, "uid": uid, "ownerReferences": refs},
+        "spec": {},
+    });
+    (format!("/registry/{CAPI_GROUP}/{resource}/{NS}/{name}"), serde_json::to_vec(&v).expect("json"))
+}
+
+fn meta(name: &str, uid: &str, owners: &[OwnerOf<'_>]) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name.into()),
+        namespace: Some(NS.into()),
+        uid: Some(uid.into()),
+        owner_references: owners
+            .iter()
+            .map(|(k, n, u)| OwnerReference {
+                kind: Some((*k).into()),
+                name: Some((*n).into()),
+                uid: Some((*u).into()),
+                ..Default::default()
+            })
+            .collect(),
+        ..Default::default()
+    }
+}
+
+/// A Secret as stored protobuf (unencrypted).
+pub fn secret(name: &str, uid: &str, owners: &[OwnerOf<'_>], data: &[u8]) -> (String, Vec<u8>) {
+    let s = Secret {
+        metadata: Some(meta(name, uid, owners)),
+        data: [("value".to_string(), data.to_vec())].into(),
+        ..Default::default()
+    };
+    (format!("/registry/secrets/{NS}/{name}"), sync::object::encode_protobuf("v1", "Secret", s.encode_to_vec()))
+}
+
+/// A ServiceAccount and its token Secret (which the token controller deletes without it).
+pub fn service_account_with_token(name: &str, uid: &str, token_uid: &str) -> [(String, Vec<u8>); 2] {
+    let sa = ServiceAccount { metadata: Some(meta(name, uid, &[])), ..Default::default() };
+    let mut m = meta(&format!("{name}-token"), token_uid, &[]);
+    m.annotations = [
+        ("kubernetes.io/service-account.name".to_string(), name.to_string()),
+        ("kubernetes.io/service-account.uid".to_string(), uid.to_string()),
+    ]
+    .into();
+    let token =
+        Secret { metadata: Some(m), r#type: Some("kubernetes.io/service-account-token".into()), ..Default::default() };
+    [
+        (
+            format!("/registry/serviceaccounts/{NS}/{name}"),
+            sync::object::encode_protobuf("v1", "ServiceAccount", sa.encode_to_vec()),
+        ),
+        (
+            format!("/registry/secrets/{NS}/{name}-token"),
+            sync::object::encode_protobuf("v1", "Secret", token.encode_to_vec()),
+        ),
+    ]
+}
+
+/// One workload cluster's CAPI tree: Cluster → MachineDeployment → MachineSet → Machines, each
+/// Machine with a bootstrap Secret it owns. UIDs derive from the names (stable across runs).
+pub fn workload_cluster(cluster: &str, machines: usize) -> Vec<(String, Vec<u8>)> {
+    let uid = |s: &str| format!("uid-{s}");
+    let md = format!("{cluster}-md");
+    let ms = format!("{cluster}-md-0");
+    let mut out = vec![
+        capi("clusters", "Cluster", cluster, &uid(cluster), &[]),
+        capi("machinedeployments", "MachineDeployment", &md, &uid(&md), &[("Cluster", cluster, &uid(cluster))]),
+        capi("machinesets", "MachineSet", &ms, &uid(&ms), &[("MachineDeployment", &md, &uid(&md))]),
+    ];
+    for i in 0..machines {
+        let m = format!("{ms}-m{i}");
+        out.push(capi("machines", "Machine", &m, &uid(&m), &[("MachineSet", &ms, &uid(&ms))]));
+        out.push(secret(
+            &format!("{m}-bootstrap"),
+            &uid(&format!("{m}-bootstrap")),
+            &[("Machine", &m, &uid(&m))],
+            b"cloud-init",
+        ));
+    }
+    out
+}

@@ -1,0 +1,642 @@
+//! The replication loop: connect, take the gate, resync or resume, then stream.
+//!
+//! - **Resync** (first start, compaction, another source cluster, a source restored to an older
+//!   revision, or an interrupted resync): pin the source at revision R, index every source
+//!   object's UID, then merge-join source (R) and target in key order under the rules — Secrets
+//!   last, since they are leaves and are referenced by name — and write only the difference. A
+//!   target-only key is deleted only when the sync can prove it wrote it; other surplus keys are
+//!   reported, never deleted.
+//! - **Resume**: rebuild the UID index at the checkpoint revision C, restore held keys, then
+//!   watch from C + 1 (or C when C was only partly applied).
+//! - **Stream**: watch every key with prev_kv; each source revision goes through the planner,
+//!   consecutive revisions are coalesced into gate-guarded txns carrying the checkpoint.
+//!
+//! Transient failures (unreachable etcd, broken watch) restart the session after a bounded,
+//! jittered exponential backoff; a lost gate is final.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use etcd_client::{EventType, GetOptions, KeyValue, WatchOptions};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use tokio::sync::watch;
+
+use crate::batch::{Batcher, Limits};
+use crate::conn::{ConnConfig, ConnError, Connector, Etcd};
+use crate::plan::{Change, HELD_PREFIX, Op, PlanError, Planner};
+use crate::rules::Rules;
+use crate::scan::{Scan, ScanError, is_compacted, prefix_end};
+use crate::target::{self, Checkpoint, Gate, TargetError};
+
+const SECRETS_PREFIX: &[u8] = b"/registry/secrets/";
+/// Resync passes restarted by compaction before the session gives up (and backs off).
+const RESYNC_ATTEMPTS_MAX: u32 = 5;
+/// Surplus keys listed in the status (all are counted).
+const SURPLUS_LISTED_MAX: usize = 1000;
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub rules: Rules,
+    pub limits: Limits,
+    pub page_keys: i64,
+    pub held_max: usize,
+    /// Install over a cleared or uninstalled gate (a new epoch).
+    pub reinstall: bool,
+    pub backoff_min: Duration,
+    pub backoff_max: Duration,
+    /// Consecutive failed sessions before the engine gives up.
+    pub sessions_failed_max: u32,
+    /// Seeds the backoff jitter (the simulator passes its world seed).
+    pub seed: u64,
+    /// Test-only: write the checkpoint in its own txn, before the data.
+    #[cfg(feature = "mutants")]
+    pub checkpoint_outside_txn: bool,
+    /// Test-only: never hold dependents back.
+    #[cfg(feature = "mutants")]
+    pub owner_order_off: bool,
+}
+
+impl Settings {
+    pub fn new(rules: Rules) -> Self {
+        Settings {
+            rules,
+            limits: Limits::default(),
+            page_keys: 1000,
+            held_max: 100_000,
+            reinstall: false,
+            backoff_min: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(10),
+            sessions_failed_max: 100_000,
+            seed: 0,
+            #[cfg(feature = "mutants")]
+            checkpoint_outside_txn: false,
+            #[cfg(feature = "mutants")]
+            owner_order_off: false,
+        }
+    }
+
+    fn split_checkpoint(&self) -> bool {
+        #[cfg(feature = "mutants")]
+        if self.checkpoint_outside_txn {
+            return true;
+        }
+        false
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Phase {
+    Connecting,
+    Resyncing,
+    Resuming,
+    Streaming,
+    Frozen,
+    Backoff,
+    Stopped,
+    Failed,
+}
+
+/// What the monitor shows and the metrics export.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Status {
+    pub phase: Phase,
+    pub checkpoint: i64,
+    pub source_head: i64,
+    pub source_cluster_id: u64,
+    pub gate_epoch: u64,
+    pub frozen_at: Option<i64>,
+    pub applied_ops: u64,
+    pub applied_txns: u64,
+    pub resyncs: u64,
+    pub sessions_failed: u64,
+    pub split_revisions: u64,
+    pub skipped_leased: u64,
+    pub held_total: u64,
+    pub released_total: u64,
+    pub surplus_total: u64,
+    pub surplus: Vec<String>,
+    pub held: Vec<(String, String)>,
+    pub last_error: Option<String>,
+}
+
+impl Default for Status {
+    fn default() -> Self {
+        Status {
+            phase: Phase::Connecting,
+            checkpoint: 0,
+            source_head: 0,
+            source_cluster_id: 0,
+            gate_epoch: 0,
+            frozen_at: None,
+            applied_ops: 0,
+            applied_txns: 0,
+            resyncs: 0,
+            sessions_failed: 0,
+            split_revisions: 0,
+            skipped_leased: 0,
+            held_total: 0,
+            released_total: 0,
+            surplus_total: 0,
+            surplus: Vec::new(),
+            held: Vec::new(),
+            last_error: None,
+        }
+    }
+}
+
+/// Commands from the control API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Command {
+    Run,
+    /// Apply everything up to this source revision, then stop applying.
+    Freeze(i64),
+    /// Stop the engine for good.
+    Stop,
+}
+
+/// The engine's shared state: status out, commands in.
+#[derive(Clone)]
+pub struct Handle {
+    status: Arc<Mutex<Status>>,
+    commands: watch::Sender<Command>,
+}
+
+impl Default for Handle {
+    fn default() -> Self {
+        Handle { status: Arc::default(), commands: watch::channel(Command::Run).0 }
+    }
+}
+
+impl Handle {
+    pub fn status(&self) -> Status {
+        self.status.lock().expect("status lock").clone()
+    }
+
+    fn update(&self, f: impl FnOnce(&mut Status)) {
+        f(&mut self.status.lock().expect("status lock"));
+    }
+
+    pub fn command(&self, c: Command) {
+        self.commands.send_replace(c);
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error(transparent)]
+    Conn(#[from] ConnError),
+    #[error(transparent)]
+    Target(#[from] TargetError),
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    #[error("source revision {0} was compacted: resync")]
+    Compacted(i64),
+    #[error("the source watch ended: {0}")]
+    WatchEnded(String),
+    #[error("resync restarted by compaction {0} times in a row")]
+    ResyncGaveUp(u32),
+    #[error("gave up after {0} failed sessions in a row")]
+    GaveUp(u32),
+}
+
+impl From<ScanError> for SyncError {
+    fn from(e: ScanError) -> Self {
+        match e {
+            ScanError::Compacted { revision } => SyncError::Compacted(revision),
+            ScanError::Conn(c) => SyncError::Conn(c),
+        }
+    }
+}
+
+impl SyncError {
+    /// Errors no retry can fix: the gate is gone or not ours, bookkeeping is corrupt.
+    pub fn is_final(&self) -> bool {
+        matches!(
+            self,
+            SyncError::Target(
+                TargetError::GateLost { .. } | TargetError::GateNotSyncing { .. } | TargetError::Corrupt { .. }
+            )
+        ) || matches!(self, SyncError::Plan(_))
+    }
+}
+
+pub struct Engine {
+    pub source: ConnConfig,
+    pub target: ConnConfig,
+    pub source_connector: Connector,
+    pub target_connector: Connector,
+    pub settings: Settings,
+    pub handle: Handle,
+}
+
+struct Session<'a> {
+    settings: &'a Settings,
+    handle: &'a Handle,
+    source: Etcd,
+    target: Etcd,
+    gate: Gate,
+    cluster_id: u64,
+    planner: Planner,
+    batcher: Batcher,
+}
+
+impl Engine {
+    /// Runs until stopped (Ok) or a final error.
+    pub async fn run(&self) -> Result<(), SyncError> {
+        let mut rng = ChaCha8Rng::seed_from_u64(self.settings.seed);
+        let mut failed = 0u32;
+        let mut force_resync = false;
+        loop {
+            if *self.handle.commands.borrow() == Command::Stop {
+                self.handle.update(|s| s.phase = Phase::Stopped);
+                return Ok(());
+            }
+            self.handle.update(|s| s.phase = Phase::Connecting);
+            match self.session(force_resync).await {
+                Ok(()) => {
+                    self.handle.update(|s| s.phase = Phase::Stopped);
+                    return Ok(());
+                }
+                Err(e) if e.is_final() => {
+                    tracing::error!(error = %e, "etcd-sync stops");
+                    self.handle.update(|s| {
+                        s.phase = Phase::Failed;
+                        s.last_error = Some(e.to_string());
+                    });
+                    return Err(e);
+                }
+                Err(e) => {
+                    force_resync = matches!(e, SyncError::Compacted(_));
+                    failed += 1;
+                    if failed >= self.settings.sessions_failed_max {
+                        return Err(SyncError::GaveUp(failed));
+                    }
+                    let exp = self.settings.backoff_min.saturating_mul(1u32 << failed.min(16));
+                    let cap = exp.min(self.settings.backoff_max);
+                    // Full jitter from the injected RNG, never from the OS.
+                    let wait = cap.mul_f64(0.5 + rng.random::<f64>() / 2.0);
+                    tracing::warn!(error = %e, wait_ms = wait.as_millis() as u64, "etcd-sync session failed; retrying");
+                    self.handle.update(|s| {
+                        s.phase = Phase::Backoff;
+                        s.sessions_failed += 1;
+                        s.last_error = Some(e.to_string());
+                    });
+                    tokio::time::sleep(wait).await;
+                }
+            }
+        }
+    }
+
+    async fn session(&self, force_resync: bool) -> Result<(), SyncError> {
+        let source = crate::conn::connect(&self.source, &self.source_connector, 0).await?;
+        let target = crate::conn::connect(&self.target, &self.target_connector, 0).await?;
+        let gate = target::ensure_gate(&target, self.settings.reinstall).await?;
+        let mut m = source.maintenance.clone();
+        let st = source.call(m.status()).await?;
+        let header = st.header().expect("etcd answers with a header");
+        let (cluster_id, head) = (header.cluster_id(), header.revision());
+        let checkpoint = target::read_checkpoint(&target).await?;
+        #[allow(unused_mut)]
+        let mut planner = Planner::new(self.settings.rules.clone(), self.settings.held_max);
+        #[cfg(feature = "mutants")]
+        {
+            planner.owner_order_off = self.settings.owner_order_off;
+        }
+        let mut s = Session {
+            settings: &self.settings,
+            handle: &self.handle,
+            source,
+            target,
+            gate: gate.clone(),
+            cluster_id,
+            planner,
+            batcher: Batcher::new(self.settings.limits),
+        };
+        self.handle.update(|st| {
+            st.gate_epoch = gate.epoch;
+            st.source_cluster_id = cluster_id;
+            st.source_head = head;
+        });
+        let resume = match &checkpoint {
+            Some(cp) if !force_resync && !cp.resyncing && cp.source_cluster_id == cluster_id && cp.revision <= head => {
+                Some(cp.clone())
+            }
+            Some(cp) => {
+                tracing::info!(
+                    checkpoint = cp.revision,
+                    head,
+                    same_cluster = cp.source_cluster_id == cluster_id,
+                    "resync needed"
+                );
+                None
+            }
+            None => None,
+        };
+        let from = match resume {
+            Some(cp) => match s.resume(&cp).await {
+                Ok(from) => from,
+                Err(SyncError::Compacted(_)) => s.resync().await? + 1,
+                Err(e) => return Err(e),
+            },
+            None => s.resync().await? + 1,
+        };
+        s.stream(from).await
+    }
+}
+
+impl Session<'_> {
+    fn checkpoint(&self, revision: i64, partial: bool, resyncing: bool) -> Checkpoint {
+        Checkpoint { source_cluster_id: self.cluster_id, revision, partial, resyncing, epoch: self.gate.epoch }
+    }
+
+    async fn write(&mut self, ops: Vec<(Vec<u8>, Op)>, cp: Checkpoint) -> Result<(), SyncError> {
+        let n = ops.len() as u64;
+        target::write(&self.target, &self.gate, ops, &cp, self.settings.split_checkpoint()).await?;
+        let (split, stats) = (self.batcher.split_revisions, self.planner.stats.clone());
+        self.handle.update(|s| {
+            s.held_total = s.held_total.max(stats.held_total);
+            s.released_total = s.released_total.max(stats.released_total);
+            s.applied_ops += n;
+            s.applied_txns += 1;
+            s.split_revisions = split;
+            s.skipped_leased = stats.skipped_leased;
+            if !cp.partial && !cp.resyncing {
+                s.checkpoint = cp.revision;
+            }
+        });
+        Ok(())
+    }
+
+    fn publish_held(&self) {
+        let held: Vec<(String, String)> = self
+            .planner
+            .held_report()
+            .into_iter()
+            .map(|(k, r)| (String::from_utf8_lossy(&k).into_owned(), r.as_str().to_string()))
+            .collect();
+        self.handle.update(|s| s.held = held);
+    }
+
+    async fn head(&self) -> Result<i64, SyncError> {
+        let mut kv = self.source.kv.clone();
+        // A linearizable read: its header is the source's current revision.
+        let r = self.source.call(kv.get(vec![0u8], Some(GetOptions::new().with_count_only()))).await?;
+        Ok(r.header().map(|h| h.revision()).unwrap_or_default())
+    }
+
+    async fn resync(&mut self) -> Result<i64, SyncError> {
+        self.handle.update(|s| {
+            s.phase = Phase::Resyncing;
+            s.resyncs += 1;
+        });
+        for attempt in 0..RESYNC_ATTEMPTS_MAX {
+            let revision = self.head().await?;
+            tracing::info!(revision, attempt, "resync");
+            match self.resync_at(revision).await {
+                Ok(()) => return Ok(revision),
+                Err(SyncError::Compacted(_)) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(SyncError::ResyncGaveUp(RESYNC_ATTEMPTS_MAX))
+    }
+
+    async fn resync_at(&mut self, r: i64) -> Result<(), SyncError> {
+        self.planner = Planner::new(self.settings.rules.clone(), self.settings.held_max);
+        #[cfg(feature = "mutants")]
+        {
+            self.planner.owner_order_off = self.settings.owner_order_off;
+        }
+        self.batcher = Batcher::new(self.settings.limits);
+        let mut index = Scan::new(&self.source, &[0], &[0], r, self.settings.page_keys);
+        while let Some(kv) = index.next().await? {
+            self.planner.observe_source(kv.key(), kv.value());
+        }
+        let mut surplus = Vec::new();
+        let mut surplus_total = 0u64;
+        // Everything but Secrets, then Secrets: leaves go last.
+        for secrets in [false, true] {
+            let (start, end) =
+                if secrets { (SECRETS_PREFIX.to_vec(), prefix_end(SECRETS_PREFIX)) } else { (vec![0], vec![0]) };
+            let t_rev = self.target_head().await?;
+            let mut src = Scan::new(&self.source, &start, &end, r, self.settings.page_keys);
+            let mut tgt = Scan::new(&self.target, &start, &end, t_rev, self.settings.page_keys);
+            let in_pass = |k: &[u8], rules: &Rules| rules.includes(k) && (secrets || !k.starts_with(SECRETS_PREFIX));
+            let (mut s, mut t) = (src.next().await?, tgt.next().await?);
+            loop {
+                while s.as_ref().is_some_and(|kv| !in_pass(kv.key(), self.planner.rules())) {
+                    s = src.next().await?;
+                }
+                while t.as_ref().is_some_and(|kv| !in_pass(kv.key(), self.planner.rules())) {
+                    t = tgt.next().await?;
+                }
+                let mut ops = Vec::new();
+                match (&s, &t) {
+                    (None, None) => break,
+                    (Some(a), Some(b)) if a.key() == b.key() => {
+                        if a.value() == b.value() {
+                            self.planner.verified_on_target(a.value(), &mut ops)?;
+                        } else {
+                            self.planner.change(r, put_of(a), &mut ops)?;
+                        }
+                        s = src.next().await?;
+                        t = tgt.next().await?;
+                    }
+                    (Some(a), b) if b.as_ref().is_none_or(|b| a.key() < b.key()) => {
+                        self.planner.change(r, put_of(a), &mut ops)?;
+                        s = src.next().await?;
+                    }
+                    (_, Some(b)) => {
+                        if target::written_by_sync(&self.target, b.mod_revision()).await {
+                            ops.push((b.key().to_vec(), Op::Delete));
+                        } else {
+                            surplus_total += 1;
+                            if surplus.len() < SURPLUS_LISTED_MAX {
+                                surplus.push(String::from_utf8_lossy(b.key()).into_owned());
+                            }
+                        }
+                        t = tgt.next().await?;
+                    }
+                    (Some(_), None) => unreachable!("handled by the source-only arm"),
+                }
+                for txn in self.batcher.push(r, ops) {
+                    let cp = self.checkpoint(r, false, true);
+                    self.write(txn.ops, cp).await?;
+                }
+            }
+        }
+        let ops = self.batcher.flush().map(|t| t.ops).unwrap_or_default();
+        let cp = self.checkpoint(r, false, false);
+        self.write(ops, cp).await?;
+        self.publish_held();
+        self.handle.update(|s| {
+            s.surplus = surplus;
+            s.surplus_total = surplus_total;
+            s.checkpoint = r;
+        });
+        Ok(())
+    }
+
+    async fn target_head(&self) -> Result<i64, SyncError> {
+        let mut kv = self.target.kv.clone();
+        let r = self.target.call(kv.get(vec![0u8], Some(GetOptions::new().with_count_only()))).await?;
+        Ok(r.header().map(|h| h.revision()).unwrap_or_default())
+    }
+
+    async fn resume(&mut self, cp: &Checkpoint) -> Result<i64, SyncError> {
+        self.handle.update(|s| s.phase = Phase::Resuming);
+        tracing::info!(checkpoint = cp.revision, partial = cp.partial, "resume");
+        let mut index = Scan::new(&self.source, &[0], &[0], cp.revision, self.settings.page_keys);
+        while let Some(kv) = index.next().await? {
+            self.planner.observe_source(kv.key(), kv.value());
+        }
+        let t_rev = self.target_head().await?;
+        let held_start = HELD_PREFIX.as_bytes();
+        let mut held = Scan::new(&self.target, held_start, &prefix_end(held_start), t_rev, self.settings.page_keys);
+        while let Some(kv) = held.next().await? {
+            let key = kv.key()[held_start.len()..].to_vec();
+            let rec: serde_json::Value = serde_json::from_slice(kv.value()).unwrap_or_default();
+            let rev = rec.get("revision").and_then(|v| v.as_i64()).unwrap_or(cp.revision);
+            let mut src = self.source.kv.clone();
+            let r = match self.source.call(src.get(key.clone(), Some(GetOptions::new().with_revision(rev)))).await {
+                Err(e) if is_compacted(&e) => return Err(SyncError::Compacted(rev)),
+                r => r?,
+            };
+            if let Some(v) = r.kvs().first() {
+                self.planner.restore_hold(key, v.value().to_vec(), rev);
+            }
+        }
+        let mut ops = Vec::new();
+        let mut tgt = Scan::new(&self.target, &[0], &[0], t_rev, self.settings.page_keys);
+        while let Some(kv) = tgt.next().await? {
+            if self.planner.rules().includes(kv.key()) {
+                self.planner.verified_on_target(kv.value(), &mut ops)?;
+            }
+        }
+        self.planner.release_ready(&mut ops)?;
+        if !ops.is_empty() {
+            let cp = self.checkpoint(cp.revision, cp.partial, false);
+            self.write(ops, cp).await?;
+        }
+        self.publish_held();
+        self.handle.update(|s| s.checkpoint = cp.revision);
+        Ok(if cp.partial { cp.revision } else { cp.revision + 1 })
+    }
+
+    async fn wait_while_frozen(&mut self, next_rev: i64) -> Result<bool, SyncError> {
+        let mut commands = self.handle.commands.subscribe();
+        loop {
+            let c = *commands.borrow_and_update();
+            match c {
+                Command::Stop => return Ok(false),
+                Command::Freeze(at) if next_rev > at => {
+                    if let Some(t) = self.batcher.flush() {
+                        let cp = self.checkpoint(t.revision, t.partial, false);
+                        self.write(t.ops, cp).await?;
+                    }
+                    self.handle.update(|s| {
+                        s.phase = Phase::Frozen;
+                        s.frozen_at = Some(at);
+                    });
+                    if commands.changed().await.is_err() {
+                        return Ok(false);
+                    }
+                }
+                _ => {
+                    self.handle.update(|s| {
+                        s.phase = Phase::Streaming;
+                        s.frozen_at = None;
+                    });
+                    return Ok(true);
+                }
+            }
+        }
+    }
+
+    async fn stream(&mut self, from: i64) -> Result<(), SyncError> {
+        self.handle.update(|s| s.phase = Phase::Streaming);
+        let opts = WatchOptions::new().with_from_key().with_start_revision(from).with_prev_key();
+        let mut w = self.source.watch.clone();
+        let mut stream = self.source.call(w.watch(vec![0u8], Some(opts))).await?;
+        let mut applied = from - 1;
+        if !self.wait_while_frozen(applied + 1).await? {
+            return Ok(());
+        }
+        loop {
+            let msg = tokio::select! {
+                m = stream.message() => m,
+                _ = self.handle_changed() => {
+                    if !self.wait_while_frozen(applied + 1).await? {
+                        return Ok(());
+                    }
+                    continue;
+                }
+            };
+            let resp = match msg {
+                Ok(Some(r)) => r,
+                Ok(None) => return Err(SyncError::WatchEnded("closed by the source".into())),
+                Err(e) => {
+                    return Err(SyncError::Conn(ConnError::Unreachable {
+                        endpoint: self.source.endpoint.clone(),
+                        source: e,
+                    }));
+                }
+            };
+            if resp.compact_revision() != 0 {
+                return Err(SyncError::Compacted(resp.compact_revision()));
+            }
+            if resp.canceled() {
+                return Err(SyncError::WatchEnded(format!("cancelled: {}", resp.cancel_reason())));
+            }
+            if let Some(h) = resp.header() {
+                let head = h.revision();
+                self.handle.update(|s| s.source_head = s.source_head.max(head));
+            }
+            let mut events = resp.events().iter().peekable();
+            while let Some(first) = events.peek() {
+                let rev = first.kv().map(|kv| kv.mod_revision()).unwrap_or_default();
+                if !self.wait_while_frozen(rev).await? {
+                    return Ok(());
+                }
+                let mut ops = Vec::new();
+                while let Some(e) = events.next_if(|e| e.kv().map(|kv| kv.mod_revision()) == Some(rev)) {
+                    let kv = e.kv().expect("watch events carry a key-value");
+                    let change = match e.event_type() {
+                        EventType::Put => put_of(kv),
+                        EventType::Delete => Change::Delete { key: kv.key().to_vec() },
+                    };
+                    self.planner.change(rev, change, &mut ops)?;
+                }
+                for t in self.batcher.push(rev, ops) {
+                    let cp = self.checkpoint(t.revision, t.partial, false);
+                    self.write(t.ops, cp).await?;
+                }
+                applied = rev;
+            }
+            if let Some(t) = self.batcher.flush() {
+                let cp = self.checkpoint(t.revision, t.partial, false);
+                self.write(t.ops, cp).await?;
+            }
+            self.publish_held();
+        }
+    }
+
+    /// Resolves when a command arrives that the stream must act on.
+    async fn handle_changed(&self) {
+        let mut commands = self.handle.commands.subscribe();
+        loop {
+            if commands.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+            if *commands.borrow() != Command::Run {
+                return;
+            }
+        }
+    }
+}
+
+fn put_of(kv: &KeyValue) -> Change {
+    Change::Put { key: kv.key().to_vec(), value: kv.value().to_vec(), lease: kv.lease() }
+}

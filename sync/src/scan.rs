@@ -1,0 +1,86 @@
+//! Paged reads at one fixed revision, with bounded memory: one page at a time.
+//!
+//! A compaction past the pinned revision in the middle of a scan surfaces as
+//! [`ScanError::Compacted`]; the caller restarts its pass at a new revision.
+
+use etcd_client::{GetOptions, KeyValue};
+
+use crate::conn::{ConnError, Etcd};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ScanError {
+    #[error("revision {revision} was compacted during the scan")]
+    Compacted { revision: i64 },
+    #[error(transparent)]
+    Conn(#[from] ConnError),
+}
+
+/// Whether an etcd error is "required revision has been compacted".
+pub fn is_compacted(e: &ConnError) -> bool {
+    match e {
+        ConnError::Etcd { source: etcd_client::Error::GRpcStatus(s), .. } => {
+            s.message().contains("required revision has been compacted")
+        }
+        _ => false,
+    }
+}
+
+/// The smallest key after every key starting with `prefix` ("\0" when there is none).
+pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0]
+}
+
+/// Reads `[start, end)` at `revision`, `page` keys at a time.
+pub struct Scan {
+    etcd: Etcd,
+    next: Option<Vec<u8>>,
+    end: Vec<u8>,
+    revision: i64,
+    page: i64,
+    buf: std::vec::IntoIter<KeyValue>,
+}
+
+impl Scan {
+    pub fn new(etcd: &Etcd, start: &[u8], end: &[u8], revision: i64, page: i64) -> Self {
+        assert!(page > 0, "a scan page holds at least one key");
+        Scan {
+            etcd: etcd.clone(),
+            next: Some(start.to_vec()),
+            end: end.to_vec(),
+            revision,
+            page,
+            buf: Vec::new().into_iter(),
+        }
+    }
+
+    pub async fn next(&mut self) -> Result<Option<KeyValue>, ScanError> {
+        loop {
+            if let Some(kv) = self.buf.next() {
+                return Ok(Some(kv));
+            }
+            let Some(start) = self.next.take() else { return Ok(None) };
+            let opts =
+                GetOptions::new().with_range(self.end.clone()).with_revision(self.revision).with_limit(self.page);
+            let mut kv = self.etcd.kv.clone();
+            let mut r = match self.etcd.call(kv.get(start, Some(opts))).await {
+                Ok(r) => r,
+                Err(e) if is_compacted(&e) => return Err(ScanError::Compacted { revision: self.revision }),
+                Err(e) => return Err(e.into()),
+            };
+            let kvs = r.take_kvs();
+            if r.more() {
+                let mut after = kvs.last().expect("more implies a key").key().to_vec();
+                after.push(0);
+                self.next = Some(after);
+            }
+            self.buf = kvs.into_iter();
+        }
+    }
+}
