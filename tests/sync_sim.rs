@@ -64,6 +64,8 @@ fn standby_seed() -> Kvs {
 }
 
 struct Outcome {
+    /// `etcd-sync check` run from the client at the end of the world.
+    report: sync::check::Report,
     primary: SimEtcd,
     standby: SimEtcd,
     violations: Vec<Orphaned>,
@@ -74,6 +76,18 @@ struct Outcome {
 /// Runs the world: the sync starts at 1 s, a writer adds a cluster and scales another during
 /// streaming, `faults` runs on the schedule; the run ends at `secs`.
 fn run_world(seed: u64, secs: u64, settings: Settings, faults: impl FnOnce(&Faults) -> Vec<Step<'static>>) -> Outcome {
+    run_world_then(seed, secs, settings, faults, false)
+}
+
+/// As [`run_world`]; with `perturb`, the client then damages the standby behind the sync's back
+/// (as a garbage collector or an operator would) before the final check.
+fn run_world_then(
+    seed: u64,
+    secs: u64,
+    settings: Settings,
+    faults: impl FnOnce(&Faults) -> Vec<Step<'static>>,
+    perturb: bool,
+) -> Outcome {
     let links = Links::default();
     let trace = Trace::new(None).expect("trace");
     let mut sim = builder(seed, Duration::from_secs(secs), Duration::from_millis(1)).build();
@@ -92,11 +106,13 @@ fn run_world(seed: u64, secs: u64, settings: Settings, faults: impl FnOnce(&Faul
     let rules = settings.rules.clone();
     let obs = observer.clone();
     let l = links.clone();
+    let report = std::sync::Arc::new(std::sync::Mutex::new(None));
+    let slot = report.clone();
     sim.client("client", async move {
         let connector = Connector::custom(SimConnector::new(l));
         let standby = sync::conn::connect(&conn_config("standby"), &connector, 0).await?;
         let rules2 = rules.clone();
-        tokio::spawn(obs.run(standby, move |k| rules2.includes(k)));
+        tokio::spawn(obs.run(standby.clone(), move |k| rules2.includes(k)));
         let primary = sync::conn::connect(&conn_config("primary"), &connector, 0).await?;
         tokio::time::sleep(Duration::from_secs(5)).await;
         let mut kv = primary.kv.clone();
@@ -108,11 +124,22 @@ fn run_world(seed: u64, secs: u64, settings: Settings, faults: impl FnOnce(&Faul
         primary.call(kv.delete("/registry/secrets/cpaas-system/wl-a-md-0-m9-bootstrap", None)).await?;
         primary.call(kv.delete("/registry/cluster.x-k8s.io/machines/cpaas-system/wl-a-md-0-m9", None)).await?;
         tokio::time::sleep(Duration::from_secs(secs - 10)).await;
+        if perturb {
+            let mut skv = standby.kv.clone();
+            standby.call(skv.delete("/registry/cluster.x-k8s.io/machines/cpaas-system/wl-b-md-0-m0", None)).await?;
+            let (k, v) = capi("machines", "Machine", "ghost", "uid-ghost", &[("MachineSet", "gone", "uid-gone")]);
+            standby.call(skv.put(k, v, None)).await?;
+            let (k, _) = capi("clusters", "Cluster", "wl-c", "uid-wl-c", &[]);
+            standby.call(skv.put(k, b"{\"kind\":\"Cluster\"}".to_vec(), None)).await?;
+        }
+        let r = sync::check::check(Some(&primary), &standby, &rules, None, 64).await?;
+        *slot.lock().expect("report slot") = Some(r);
         Ok(())
     });
     let steps = faults(&Faults::new(links, trace));
     run_schedule(&mut sim, steps, seed).unwrap_or_else(|e| panic!("{e}"));
-    Outcome { primary, standby, violations: observer.violations(), handle, seed }
+    let report = report.lock().expect("report slot").take().unwrap_or_else(|| panic!("no check report (seed={seed})"));
+    Outcome { report, primary, standby, violations: observer.violations(), handle, seed }
 }
 
 /// The standby must hold exactly the primary's in-scope keys; out-of-scope standby keys must be
@@ -156,6 +183,7 @@ fn initial_sync_and_streaming_converge_with_owners_first() {
     assert_eq!(st.checkpoint, o.primary.revision(), "caught up with the primary");
     assert_convergeds(&o);
     assert!(o.violations.is_empty(), "dependents landed before owners: {:?} (seed={})", o.violations, o.seed);
+    assert!(o.report.is_clean(), "{}", o.report.text());
     // The initial copy met dependents before their owners in key order: it held and released them.
     assert!(st.held_total > 0 && st.released_total >= st.held_total, "{st:?}");
     assert!(st.applied_txns >= 3, "several txns: {st:?}");
@@ -217,4 +245,25 @@ fn ignore_rules_off_overwrites_the_standbys_globals() {
         Some(standby_seed()[0].1.clone()),
         "without rules the primary's global overwrites the standby's"
     );
+}
+
+#[test]
+fn check_reports_what_was_done_behind_the_syncs_back() {
+    let o = run_world_then(24, 30, immutable(), |_| Vec::new(), true);
+    let r = &o.report;
+    assert!(!r.is_clean());
+    assert_eq!(r.missed.keys, vec!["/registry/cluster.x-k8s.io/machines/cpaas-system/wl-b-md-0-m0"], "{}", r.text());
+    assert_eq!(r.surplus.keys, vec!["/registry/cluster.x-k8s.io/machines/cpaas-system/ghost"], "{}", r.text());
+    assert_eq!(r.stale.keys, vec!["/registry/cluster.x-k8s.io/clusters/cpaas-system/wl-c"], "{}", r.text());
+    let dangling: Vec<&str> = r.dangling.keys.iter().map(String::as_str).collect();
+    assert!(dangling.contains(&"/registry/cluster.x-k8s.io/machines/cpaas-system/ghost -> uid-gone"), "{}", r.text());
+    // The deleted Machine's bootstrap Secret now points at a Machine the standby lacks.
+    assert!(
+        dangling.contains(&"/registry/secrets/cpaas-system/wl-b-md-0-m0-bootstrap -> uid-wl-b-md-0-m0"),
+        "{}",
+        r.text()
+    );
+    let text = r.text();
+    assert!(text.contains("LOCAL ETCD missed keys: 1") && text.contains("LOCAL ETCD surplus keys: 1"), "{text}");
+    assert!(text.ends_with("result: INCONSISTENT\n"), "{text}");
 }

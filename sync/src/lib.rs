@@ -7,6 +7,7 @@
 //! - [`rules`]: what is synced (profiles, rules files, the hard deny list).
 
 pub mod batch;
+pub mod check;
 pub mod conn;
 pub mod engine;
 pub mod keys;
