@@ -119,6 +119,24 @@ pub struct Status {
     pub surplus: Vec<String>,
     pub held: Vec<(String, String)>,
     pub last_error: Option<String>,
+    /// Since when the checkpoint has been behind the source head (simulated or real clock).
+    #[serde(skip)]
+    pub behind_since: Option<tokio::time::Instant>,
+}
+
+impl Status {
+    /// Seconds the target has been behind the source; 0 when caught up.
+    pub fn lag_seconds(&self) -> f64 {
+        self.behind_since.map(|t| t.elapsed().as_secs_f64()).unwrap_or(0.0)
+    }
+
+    fn track_lag(&mut self) {
+        if self.checkpoint >= self.source_head {
+            self.behind_since = None;
+        } else if self.behind_since.is_none() {
+            self.behind_since = Some(tokio::time::Instant::now());
+        }
+    }
 }
 
 impl Default for Status {
@@ -142,6 +160,7 @@ impl Default for Status {
             surplus: Vec::new(),
             held: Vec::new(),
             last_error: None,
+            behind_since: None,
         }
     }
 }
@@ -175,7 +194,9 @@ impl Handle {
     }
 
     fn update(&self, f: impl FnOnce(&mut Status)) {
-        f(&mut self.status.lock().expect("status lock"));
+        let mut s = self.status.lock().expect("status lock");
+        f(&mut s);
+        s.track_lag();
     }
 
     pub fn command(&self, c: Command) {

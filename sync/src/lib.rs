@@ -9,8 +9,10 @@
 pub mod batch;
 pub mod check;
 pub mod conn;
+pub mod control;
 pub mod engine;
 pub mod keys;
+pub mod monitor;
 pub mod object;
 pub mod plan;
 pub mod rules;

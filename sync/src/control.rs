@@ -1,0 +1,154 @@
+//! The operations the failover orchestrator (and an operator) drives: check, freeze, resume,
+//! uninstall (guarded), gate. The HTTP monitor is a thin layer over these.
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::BOOKKEEPING_PREFIX;
+use crate::check::{self, CheckError, Report};
+use crate::conn::{ConnConfig, ConnError, Connector, Etcd};
+use crate::engine::{Command, Handle};
+use crate::rules::Rules;
+use crate::target::{self, Gate, GateState, TargetError};
+
+/// How often a waiting freeze looks at the engine's checkpoint.
+const FREEZE_POLL: Duration = Duration::from_millis(20);
+
+#[derive(Clone)]
+pub struct Control {
+    pub source: ConnConfig,
+    pub target: ConnConfig,
+    pub source_connector: Connector,
+    pub target_connector: Connector,
+    pub rules: Rules,
+    pub handle: Handle,
+    pub page_keys: i64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error(transparent)]
+    Conn(#[from] ConnError),
+    #[error(transparent)]
+    Check(#[from] CheckError),
+    #[error(transparent)]
+    Target(#[from] TargetError),
+    #[error("refused: the standby is not consistent with the primary\n{report}")]
+    Refused { report: String },
+    #[error("no sync gate on the target")]
+    NoGate,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Frozen {
+    /// Source revision the sync stops after.
+    pub revision: i64,
+    /// Whether the sync had applied up to it when the call returned.
+    pub reached: bool,
+    pub checkpoint: i64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Uninstalled {
+    pub forced_by: Option<String>,
+    pub gate: Gate,
+    pub missed: u64,
+    pub surplus: u64,
+    pub stale: u64,
+    pub held_pending: u64,
+    pub dangling: u64,
+}
+
+impl Control {
+    async fn source(&self) -> Result<Etcd, ConnError> {
+        crate::conn::connect(&self.source, &self.source_connector, 0).await
+    }
+
+    async fn target(&self) -> Result<Etcd, ConnError> {
+        crate::conn::connect(&self.target, &self.target_connector, 0).await
+    }
+
+    /// A fresh check of both sides (or of the target alone).
+    pub async fn check(&self, target_only: bool) -> Result<Report, ControlError> {
+        let target = self.target().await?;
+        let source = if target_only { None } else { Some(self.source().await?) };
+        Ok(check::check(source.as_ref(), &target, &self.rules, None, self.page_keys).await?)
+    }
+
+    /// The source's current revision, read linearizably (never from a watch progress
+    /// notification, which etcd 3.4.23 and 3.5.1 can deliver out of order).
+    pub async fn source_head(&self) -> Result<i64, ControlError> {
+        let source = self.source().await?;
+        let mut kv = source.kv.clone();
+        let r = source.call(kv.get(vec![0u8], Some(etcd_client::GetOptions::new().with_count_only()))).await?;
+        Ok(r.header().map(|h| h.revision()).unwrap_or_default())
+    }
+
+    /// Freezes after `at` (default: the source head now) and waits up to `wait` for the sync to
+    /// get there.
+    pub async fn freeze(&self, at: Option<i64>, wait: Duration) -> Result<Frozen, ControlError> {
+        let revision = match at {
+            Some(r) => r,
+            None => self.source_head().await?,
+        };
+        self.handle.command(Command::Freeze(revision));
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let checkpoint = self.handle.status().checkpoint;
+            if checkpoint >= revision || tokio::time::Instant::now() >= deadline {
+                return Ok(Frozen { revision, reached: checkpoint >= revision, checkpoint });
+            }
+            tokio::time::sleep(FREEZE_POLL).await;
+        }
+    }
+
+    pub fn resume(&self) {
+        self.handle.command(Command::Run);
+    }
+
+    /// Uninstalls the sync: refuses unless a fresh check is clean, or `force` names who forces
+    /// it (recorded in the audit trail). Stops the engine and moves the gate to `uninstalled`,
+    /// so no sync process — this one or a zombie — can write again.
+    pub async fn uninstall(&self, force: Option<&str>) -> Result<Uninstalled, ControlError> {
+        let report = self.check(false).await?;
+        if !report.is_clean() && force.is_none() {
+            return Err(ControlError::Refused { report: report.text() });
+        }
+        self.handle.command(Command::Stop);
+        let target = self.target().await?;
+        let gate = target::read_gate(&target).await?.ok_or(ControlError::NoGate)?;
+        let gate = target::set_gate(&target, &gate, GateState::Uninstalled).await?;
+        let out = Uninstalled {
+            forced_by: if report.is_clean() { None } else { force.map(str::to_string) },
+            gate,
+            missed: report.missed.count,
+            surplus: report.surplus.count,
+            stale: report.stale.count,
+            held_pending: report.held_pending,
+            dangling: report.dangling.count,
+        };
+        audit(&target, out.gate.epoch, "uninstall", &out).await?;
+        Ok(out)
+    }
+
+    /// Moves the gate to `state` (a failover clears it), recording who did it.
+    pub async fn set_gate(&self, state: GateState, who: &str) -> Result<Gate, ControlError> {
+        let target = self.target().await?;
+        let gate = target::read_gate(&target).await?.ok_or(ControlError::NoGate)?;
+        let next = target::set_gate(&target, &gate, state).await?;
+        audit(&target, next.epoch, "gate", &serde_json::json!({"who": who, "from": gate, "to": next})).await?;
+        Ok(next)
+    }
+}
+
+/// Appends an audit record under the sync's bookkeeping prefix (ordered by etcd revision).
+async fn audit(target: &Etcd, epoch: u64, action: &str, record: &impl Serialize) -> Result<(), ConnError> {
+    let mut kv = target.kv.clone();
+    let head = target.call(kv.get(vec![0u8], Some(etcd_client::GetOptions::new().with_count_only()))).await?;
+    let rev = head.header().map(|h| h.revision()).unwrap_or_default();
+    let key = format!("{BOOKKEEPING_PREFIX}audit/{epoch:06}/{rev:012}-{action}");
+    let value = serde_json::to_vec(record).expect("audit records serialise");
+    target.call(kv.put(key, value, None)).await?;
+    Ok(())
+}
