@@ -76,7 +76,7 @@ struct Outcome {
 /// Runs the world: the sync starts at 1 s, a writer adds a cluster and scales another during
 /// streaming, `faults` runs on the schedule; the run ends at `secs`.
 fn run_world(seed: u64, secs: u64, settings: Settings, faults: impl FnOnce(&Faults) -> Vec<Step<'static>>) -> Outcome {
-    run_world_then(seed, secs, settings, faults, false)
+    run_world_then(seed, secs, settings, faults, false, primary_seed())
 }
 
 /// As [`run_world`]; with `perturb`, the client then damages the standby behind the sync's back
@@ -87,6 +87,7 @@ fn run_world_then(
     settings: Settings,
     faults: impl FnOnce(&Faults) -> Vec<Step<'static>>,
     perturb: bool,
+    primary_kvs: Kvs,
 ) -> Outcome {
     let links = Links::default();
     let trace = Trace::new(None).expect("trace");
@@ -95,7 +96,7 @@ fn run_world_then(
         SimEtcd::new(Config { seed, ..Config::default() }),
         SimEtcd::new(Config { seed: seed + 1, ..Config::default() }),
     );
-    primary.seed(&primary_seed());
+    primary.seed(&primary_kvs);
     standby.seed(&standby_seed());
     add_etcd(&mut sim, "primary", primary.clone(), links.clone(), trace.clone());
     add_etcd(&mut sim, "standby", standby.clone(), links.clone(), trace.clone());
@@ -104,6 +105,7 @@ fn run_world_then(
     let handle = host.add(&mut sim, links.clone());
     let observer = OwnerOrder::default();
     let rules = settings.rules.clone();
+    let boundary = settings.boundary.clone();
     let obs = observer.clone();
     let l = links.clone();
     let report = std::sync::Arc::new(std::sync::Mutex::new(None));
@@ -132,7 +134,7 @@ fn run_world_then(
             let (k, _) = capi("clusters", "Cluster", "wl-c", "uid-wl-c", &[]);
             standby.call(skv.put(k, b"{\"kind\":\"Cluster\"}".to_vec(), None)).await?;
         }
-        let r = sync::check::check(Some(&primary), &standby, &rules, None, 64).await?;
+        let r = sync::check::check(Some(&primary), &standby, &rules, &boundary, None, 64).await?;
         *slot.lock().expect("report slot") = Some(r);
         Ok(())
     });
@@ -249,7 +251,7 @@ fn ignore_rules_off_overwrites_the_standbys_globals() {
 
 #[test]
 fn check_reports_what_was_done_behind_the_syncs_back() {
-    let o = run_world_then(24, 30, immutable(), |_| Vec::new(), true);
+    let o = run_world_then(24, 30, immutable(), |_| Vec::new(), true, primary_seed());
     let r = &o.report;
     assert!(!r.is_clean());
     assert_eq!(r.missed.keys, vec!["/registry/cluster.x-k8s.io/machines/cpaas-system/wl-b-md-0-m0"], "{}", r.text());
@@ -366,4 +368,96 @@ fn compaction_while_partitioned_triggers_a_resync_that_converges() {
     assert!(missing.is_empty(), "lost {} keys (seed={})", missing.len(), o.seed);
     let st = o.handle.status();
     assert!(st.resyncs >= 2, "the compacted watch must trigger a resync: {st:?}");
+}
+
+fn keyring(secret: u8) -> sync::crypto::Keyring {
+    use base64::Engine as _;
+    let key = base64::engine::general_purpose::STANDARD.encode([secret; 32]);
+    // The usual mistake: both sides call their key `key1`, with different secrets.
+    let text = format!(
+        "apiVersion: apiserver.config.k8s.io/v1\nkind: EncryptionConfiguration\nresources:\n  - resources: [secrets]\n    providers:\n      - aescbc:\n          keys:\n            - name: key1\n              secret: {key}\n      - identity: {{}}\n"
+    );
+    sync::crypto::Keyring::parse("test", &text).expect("keyring")
+}
+
+/// The primary's seed with every Secret encrypted at rest with the primary's key; returns the
+/// plaintexts by key too.
+fn encrypted_primary() -> (Kvs, Vec<(Vec<u8>, Vec<u8>)>) {
+    use rand::SeedableRng;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+    let k = keyring(1);
+    let mut plain = Vec::new();
+    let kvs = primary_seed()
+        .into_iter()
+        .map(|(key, v)| {
+            if key.starts_with(b"/registry/secrets/") {
+                plain.push((key.clone(), v.clone()));
+                (key, k.encrypt(&v, &mut rng).expect("encrypts"))
+            } else {
+                (key, v)
+            }
+        })
+        .collect();
+    (kvs, plain)
+}
+
+fn with_keys(source: Option<u8>, target: Option<u8>) -> Settings {
+    let mut s = immutable();
+    s.boundary.source = source.map(keyring);
+    s.boundary.target = target.map(keyring);
+    s
+}
+
+#[test]
+fn secrets_are_reencrypted_for_a_standby_with_other_keys() {
+    let (kvs, plain) = encrypted_primary();
+    let o = run_world_then(25, 30, with_keys(Some(1), Some(2)), |_| Vec::new(), false, kvs);
+    let standby_key = keyring(2);
+    // (The writer deletes one Machine and its Secret during the run.)
+    let plain: Vec<_> = plain.into_iter().filter(|(k, _)| o.primary.get(k).is_some()).collect();
+    assert!(plain.len() > 50);
+    for (k, p) in &plain {
+        let v =
+            o.standby.get(k).unwrap_or_else(|| panic!("{} not synced (seed={})", String::from_utf8_lossy(k), o.seed));
+        assert_eq!(
+            standby_key.decrypt(&v).as_ref(),
+            Some(p),
+            "the standby reads {} with its own key",
+            String::from_utf8_lossy(k)
+        );
+    }
+    assert!(o.report.is_clean(), "the check compares plaintexts: {}", o.report.text());
+    // Owners of encrypted Secrets are visible through the source key: none landed early.
+    assert!(o.violations.is_empty(), "{:?}", o.violations);
+}
+
+#[test]
+fn without_the_source_key_ciphertext_is_never_written_and_is_reported() {
+    let (kvs, plain) = encrypted_primary();
+    let o = run_world_then(26, 30, with_keys(None, Some(2)), |_| Vec::new(), false, kvs);
+    let plain: Vec<_> = plain.into_iter().filter(|(k, _)| o.primary.get(k).is_some()).collect();
+    for (k, _) in &plain {
+        assert!(
+            o.standby.get(k).is_none(),
+            "undecryptable {} was written (seed={})",
+            String::from_utf8_lossy(k),
+            o.seed
+        );
+    }
+    assert_eq!(o.report.undecryptable.count as usize, plain.len(), "{}", o.report.text());
+    assert!(!o.report.is_clean());
+    assert_eq!(o.handle.status().undecryptable.len(), plain.len());
+}
+
+#[cfg(feature = "mutants")]
+#[test]
+fn raw_secret_copy_leaves_the_standby_unable_to_read_its_secrets() {
+    let (kvs, plain) = encrypted_primary();
+    let mut settings = with_keys(Some(1), Some(2));
+    settings.boundary.raw_secret_copy = true;
+    let o = run_world_then(25, 30, settings, |_| Vec::new(), false, kvs);
+    let standby_key = keyring(2);
+    let unreadable =
+        plain.iter().filter(|(k, _)| o.standby.get(k).is_some_and(|v| standby_key.decrypt(&v).is_none())).count();
+    assert!(unreadable > 0, "a raw copy across different keys must leave unreadable Secrets (seed={})", o.seed);
 }

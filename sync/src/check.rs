@@ -17,6 +17,7 @@ use std::collections::BTreeSet;
 use serde::Serialize;
 
 use crate::conn::{ConnError, Etcd};
+use crate::crypto::Boundary;
 use crate::object::{self, Decoded};
 use crate::plan::HELD_PREFIX;
 use crate::rules::Rules;
@@ -139,6 +140,7 @@ pub async fn check(
     source: Option<&Etcd>,
     target: &Etcd,
     rules: &Rules,
+    boundary: &Boundary,
     pin: Option<(i64, i64)>,
     page: i64,
 ) -> Result<Report, CheckError> {
@@ -153,7 +155,7 @@ pub async fn check(
                 head(target).await?,
             ),
         };
-        match check_at(source, target, rules, s_rev, t_rev, page).await {
+        match check_at(source, target, rules, boundary, s_rev, t_rev, page).await {
             Ok(r) => return Ok(r),
             Err(ScanError::Compacted { revision }) if pin.is_some() => {
                 return Err(CheckError::PinnedCompacted(revision));
@@ -169,6 +171,7 @@ async fn check_at(
     source: Option<&Etcd>,
     target: &Etcd,
     rules: &Rules,
+    boundary: &Boundary,
     s_rev: Option<i64>,
     t_rev: i64,
     page: i64,
@@ -176,9 +179,14 @@ async fn check_at(
     let mut r = Report { source_revision: s_rev, target_revision: t_rev, ..Report::default() };
     // Target UIDs, for dangling owners (all keys: an owner may be out of scope).
     let mut uids = BTreeSet::new();
+    let target_plain = |v: &[u8]| boundary.target.as_ref().and_then(|k| k.decrypt(v));
+    let decode = |v: &[u8]| match target_plain(v) {
+        Some(p) => object::decode(&p),
+        None => object::decode(v),
+    };
     let mut scan = Scan::new(target, &[0], &[0], t_rev, page);
     while let Some(kv) = scan.next().await? {
-        if let Decoded::Object(m) = object::decode(kv.value()) {
+        if let Decoded::Object(m) = decode(kv.value()) {
             uids.insert(m.uid);
         }
     }
@@ -187,7 +195,7 @@ async fn check_at(
         if !rules.includes(kv.key()) {
             continue;
         }
-        match object::decode(kv.value()) {
+        match decode(kv.value()) {
             Decoded::Object(m) => {
                 for o in m.owners.iter().filter(|o| !uids.contains(&o.uid)) {
                     r.dangling.add(format!("{} -> {}", String::from_utf8_lossy(kv.key()), o.uid));
@@ -225,10 +233,19 @@ async fn check_at(
         while t.as_ref().is_some_and(|kv| !rules.includes(kv.key()) || held_keys.contains(kv.key())) {
             t = tgt.next().await?;
         }
+        if let Some(a) = s.as_ref().filter(|a| !boundary.readable_by_target(a.value())) {
+            // Ciphertext the sync will not carry: undecryptable, not missed or stale.
+            r.undecryptable.add(String::from_utf8_lossy(a.key()).into_owned());
+            if t.as_ref().is_some_and(|b| b.key() == a.key()) {
+                t = tgt.next().await?;
+            }
+            s = src.next().await?;
+            continue;
+        }
         match (&s, &t) {
             (None, None) => break,
             (Some(a), Some(b)) if a.key() == b.key() => {
-                if a.value() != b.value() {
+                if !boundary.same(a.value(), b.value()) {
                     r.stale.add(String::from_utf8_lossy(a.key()).into_owned());
                 }
                 s = src.next().await?;

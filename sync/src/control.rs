@@ -22,6 +22,7 @@ pub struct Control {
     pub source_connector: Connector,
     pub target_connector: Connector,
     pub rules: Rules,
+    pub boundary: crate::crypto::Boundary,
     pub handle: Handle,
     pub page_keys: i64,
 }
@@ -73,7 +74,7 @@ impl Control {
     pub async fn check(&self, target_only: bool) -> Result<Report, ControlError> {
         let target = self.target().await?;
         let source = if target_only { None } else { Some(self.source().await?) };
-        Ok(check::check(source.as_ref(), &target, &self.rules, None, self.page_keys).await?)
+        Ok(check::check(source.as_ref(), &target, &self.rules, &self.boundary, None, self.page_keys).await?)
     }
 
     /// The source's current revision, read linearizably (never from a watch progress

@@ -47,8 +47,11 @@ pub struct Settings {
     pub backoff_max: Duration,
     /// Consecutive failed sessions before the engine gives up.
     pub sessions_failed_max: u32,
-    /// Seeds the backoff jitter (the simulator passes its world seed).
+    /// Seeds the backoff jitter and re-encryption IVs (the daemon draws it from the OS, the
+    /// simulator passes its world seed).
     pub seed: u64,
+    /// Both sides' encryption keys, when given.
+    pub boundary: crate::crypto::Boundary,
     /// Test-only: write the checkpoint in its own txn, before the data.
     #[cfg(feature = "mutants")]
     pub checkpoint_outside_txn: bool,
@@ -69,11 +72,24 @@ impl Settings {
             backoff_max: Duration::from_secs(10),
             sessions_failed_max: 100_000,
             seed: 0,
+            boundary: crate::crypto::Boundary::default(),
             #[cfg(feature = "mutants")]
             checkpoint_outside_txn: false,
             #[cfg(feature = "mutants")]
             owner_order_off: false,
         }
+    }
+
+    /// A fresh planner with this run's rules, keys and (mutant) switches.
+    pub fn planner(&self, generation: u64) -> Planner {
+        let rng = ChaCha8Rng::seed_from_u64(self.seed.wrapping_add(generation.wrapping_mul(0x9E37_79B9_7F4A_7C15)));
+        #[allow(unused_mut)]
+        let mut p = Planner::new(self.rules.clone(), self.held_max, self.boundary.clone(), Box::new(rng));
+        #[cfg(feature = "mutants")]
+        {
+            p.owner_order_off = self.owner_order_off;
+        }
+        p
     }
 
     fn split_checkpoint(&self) -> bool {
@@ -113,6 +129,7 @@ pub struct Status {
     pub sessions_failed: u64,
     pub split_revisions: u64,
     pub skipped_leased: u64,
+    pub undecryptable: Vec<String>,
     pub held_total: u64,
     pub released_total: u64,
     pub surplus_total: u64,
@@ -154,6 +171,7 @@ impl Default for Status {
             sessions_failed: 0,
             split_revisions: 0,
             skipped_leased: 0,
+            undecryptable: Vec::new(),
             held_total: 0,
             released_total: 0,
             surplus_total: 0,
@@ -319,12 +337,7 @@ impl Engine {
         let header = st.header().expect("etcd answers with a header");
         let (cluster_id, head) = (header.cluster_id(), header.revision());
         let checkpoint = target::read_checkpoint(&target).await?;
-        #[allow(unused_mut)]
-        let mut planner = Planner::new(self.settings.rules.clone(), self.settings.held_max);
-        #[cfg(feature = "mutants")]
-        {
-            planner.owner_order_off = self.settings.owner_order_off;
-        }
+        let planner = self.settings.planner(1);
         let mut s = Session {
             settings: &self.settings,
             handle: &self.handle,
@@ -391,6 +404,14 @@ impl Session<'_> {
     }
 
     fn publish_held(&self) {
+        let undecryptable: Vec<String> = self
+            .planner
+            .undecryptable()
+            .iter()
+            .take(crate::check::LISTED_MAX)
+            .map(|k| String::from_utf8_lossy(k).into_owned())
+            .collect();
+        self.handle.update(|s| s.undecryptable = undecryptable);
         let held: Vec<(String, String)> = self
             .planner
             .held_report()
@@ -425,11 +446,7 @@ impl Session<'_> {
     }
 
     async fn resync_at(&mut self, r: i64) -> Result<(), SyncError> {
-        self.planner = Planner::new(self.settings.rules.clone(), self.settings.held_max);
-        #[cfg(feature = "mutants")]
-        {
-            self.planner.owner_order_off = self.settings.owner_order_off;
-        }
+        self.planner = self.settings.planner(r as u64);
         self.batcher = Batcher::new(self.settings.limits);
         let mut index = Scan::new(&self.source, &[0], &[0], r, self.settings.page_keys);
         while let Some(kv) = index.next().await? {
@@ -457,7 +474,7 @@ impl Session<'_> {
                 match (&s, &t) {
                     (None, None) => break,
                     (Some(a), Some(b)) if a.key() == b.key() => {
-                        if a.value() == b.value() {
+                        if self.settings.boundary.same(a.value(), b.value()) {
                             self.planner.verified_on_target(a.value(), &mut ops)?;
                         } else {
                             self.planner.change(r, put_of(a), &mut ops)?;

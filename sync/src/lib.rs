@@ -10,6 +10,7 @@ pub mod batch;
 pub mod check;
 pub mod conn;
 pub mod control;
+pub mod crypto;
 pub mod engine;
 pub mod keys;
 pub mod monitor;

@@ -8,6 +8,11 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use std::collections::BTreeSet as Set;
+
+use rand::RngCore;
+
+use crate::crypto::{Boundary, Carry};
 use crate::object::{self, Decoded};
 use crate::rules::Rules;
 
@@ -69,11 +74,17 @@ pub struct PlanStats {
     pub held_total: u64,
     pub released_total: u64,
     pub skipped_leased: u64,
+    pub undecryptable_total: u64,
 }
 
-#[derive(Debug, Clone)]
 pub struct Planner {
     rules: Rules,
+    boundary: Boundary,
+    /// IVs for re-encryption: seeded by the caller (from the OS in the daemon, from the world
+    /// seed in the simulator).
+    rng: Box<dyn RngCore + Send>,
+    /// Source keys whose latest value could not be carried (ciphertext the target cannot read).
+    undecryptable: Set<Vec<u8>>,
     /// Every source object's UID by key and key by UID (all keys, excluded ones too, so an
     /// excluded owner is recognised).
     uid_of: BTreeMap<Vec<u8>, String>,
@@ -97,9 +108,12 @@ pub enum PlanError {
 }
 
 impl Planner {
-    pub fn new(rules: Rules, held_max: usize) -> Self {
+    pub fn new(rules: Rules, held_max: usize, boundary: Boundary, rng: Box<dyn RngCore + Send>) -> Self {
         Planner {
             rules,
+            boundary,
+            rng,
+            undecryptable: Set::new(),
             uid_of: BTreeMap::new(),
             key_of: BTreeMap::new(),
             on_target: BTreeSet::new(),
@@ -131,11 +145,41 @@ impl Planner {
     /// Records a source object's UID without writing anything (index building).
     pub fn observe_source(&mut self, key: &[u8], value: &[u8]) {
         self.forget_source(key);
-        if let Decoded::Object(m) = object::decode(value)
+        if let Decoded::Object(m) = self.decode(value)
             && !m.uid.is_empty()
         {
             self.uid_of.insert(key.to_vec(), m.uid.clone());
             self.key_of.insert(m.uid, key.to_vec());
+        }
+    }
+
+    /// Metadata of a source value, through the source key when it is ciphertext we can open.
+    fn decode(&self, value: &[u8]) -> Decoded {
+        match self.boundary.source_plain(value) {
+            Some(plain) => object::decode(&plain),
+            None => object::decode(value),
+        }
+    }
+
+    /// Keys skipped as undecryptable (their latest source value).
+    pub fn undecryptable(&self) -> &Set<Vec<u8>> {
+        &self.undecryptable
+    }
+
+    /// The bytes to write for a source value, or None (and the key recorded) when the target
+    /// could not read them.
+    fn carry(&mut self, key: &[u8], value: Vec<u8>) -> Option<Vec<u8>> {
+        match self.boundary.carry(&value, self.rng.as_mut()) {
+            Carry::Write(v) => {
+                self.undecryptable.remove(key);
+                Some(v)
+            }
+            Carry::Undecryptable => {
+                if self.undecryptable.insert(key.to_vec()) {
+                    self.stats.undecryptable_total += 1;
+                }
+                None
+            }
         }
     }
 
@@ -149,7 +193,7 @@ impl Planner {
 
     /// Records that the target already holds this object (verified equal by a resync).
     pub fn verified_on_target(&mut self, value: &[u8], out: &mut Vec<(Vec<u8>, Op)>) -> Result<(), PlanError> {
-        if let Decoded::Object(m) = object::decode(value)
+        if let Decoded::Object(m) = self.decode(value)
             && !m.uid.is_empty()
         {
             self.landed(m.uid, out)?;
@@ -185,6 +229,7 @@ impl Planner {
                 if !included {
                     return Ok(());
                 }
+                self.undecryptable.remove(&key);
                 if self.unhold(&key) {
                     out.push((Self::held_key(&key), Op::Delete));
                 }
@@ -205,7 +250,7 @@ impl Planner {
                     return Ok(());
                 }
                 let was_held = self.unhold(&key);
-                let (uid, owners) = match object::decode(&value) {
+                let (uid, owners) = match self.decode(&value) {
                     Decoded::Object(m) => {
                         (m.uid, m.owners.into_iter().map(|o| o.uid).filter(|u| !u.is_empty()).collect())
                     }
@@ -216,6 +261,7 @@ impl Planner {
                         if was_held {
                             out.push((Self::held_key(&key), Op::Delete));
                         }
+                        let Some(value) = self.carry(&key, value) else { return Ok(()) };
                         out.push((key, Op::Put(value)));
                         if !uid.is_empty() {
                             self.landed(uid, out)?;
@@ -269,7 +315,8 @@ impl Planner {
                 let h = self.held.get(&key).cloned().expect("checked above");
                 self.unhold(&key);
                 out.push((Self::held_key(&key), Op::Delete));
-                out.push((key, Op::Put(h.value)));
+                let Some(value) = self.carry(&key, h.value) else { continue };
+                out.push((key, Op::Put(value)));
                 self.stats.released_total += 1;
                 if !h.uid.is_empty() {
                     work.push(h.uid);
@@ -281,7 +328,7 @@ impl Planner {
 
     /// Restores a hold persisted by an earlier run (value re-read from the source).
     pub fn restore_hold(&mut self, key: Vec<u8>, value: Vec<u8>, revision: i64) {
-        let (uid, owners) = match object::decode(&value) {
+        let (uid, owners) = match self.decode(&value) {
             Decoded::Object(m) => (m.uid, m.owners.into_iter().map(|o| o.uid).filter(|u| !u.is_empty()).collect()),
             _ => (String::new(), Vec::new()),
         };

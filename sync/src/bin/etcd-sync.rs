@@ -15,6 +15,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde::Deserialize;
 use sync::conn::{ConnConfig, Connector, TlsFiles};
 use sync::control::Control;
+use sync::crypto::{Boundary, Keyring};
 use sync::engine::{Command as EngineCommand, Engine, Handle, Settings};
 use sync::rules::{Profile, Rules};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -132,6 +133,12 @@ struct ConnArgs {
     /// Keys per page when reading.
     #[arg(long)]
     page_keys: Option<i64>,
+    /// The primary's EncryptionConfiguration (to decrypt and re-encrypt Secrets).
+    #[arg(long)]
+    source_encryption_config: Option<PathBuf>,
+    /// The standby's EncryptionConfiguration.
+    #[arg(long)]
+    target_encryption_config: Option<PathBuf>,
 }
 
 #[derive(Deserialize, Default)]
@@ -149,9 +156,12 @@ struct FileConfig {
     rules: Option<PathBuf>,
     target_max_txn_ops: Option<usize>,
     page_keys: Option<i64>,
+    source_encryption_config: Option<PathBuf>,
+    target_encryption_config: Option<PathBuf>,
 }
 
 struct Resolved {
+    boundary: Boundary,
     source: ConnConfig,
     target: ConnConfig,
     rules: Rules,
@@ -201,7 +211,19 @@ impl ConnArgs {
             self.target_cert.or(file.target_cert),
             self.target_key.or(file.target_key),
         );
+        let keyring = |p: Option<PathBuf>| p.map(|p| Keyring::load(&p).map_err(|e| e.to_string())).transpose();
+        let boundary = Boundary {
+            source: keyring(self.source_encryption_config.or(file.source_encryption_config))?,
+            target: keyring(self.target_encryption_config.or(file.target_encryption_config))?,
+            ..Boundary::default()
+        };
+        if boundary.source.is_some() != boundary.target.is_some() {
+            tracing::warn!(
+                "only one side's encryption configuration given: ciphertext will be reported undecryptable, not copied"
+            );
+        }
         Ok(Resolved {
+            boundary,
             source,
             target,
             rules,
@@ -265,8 +287,9 @@ async fn run(conn: ConnArgs, monitor_addr: String, reinstall: bool) -> ExitCode 
     settings.limits = sync::batch::Limits::for_target(r.txn_ops_max, 1536 * 1024);
     settings.page_keys = r.page_keys;
     settings.reinstall = reinstall;
-    // The daemon seeds its jitter from the OS; the simulator injects its world seed instead.
-    settings.seed = std::process::id() as u64;
+    // The daemon seeds jitter and IVs from the OS; the simulator injects its world seed instead.
+    settings.seed = rand::random();
+    settings.boundary = r.boundary.clone();
     let handle = Handle::default();
     let control = Control {
         source: r.source.clone(),
@@ -274,6 +297,7 @@ async fn run(conn: ConnArgs, monitor_addr: String, reinstall: bool) -> ExitCode 
         source_connector: Connector::Tcp,
         target_connector: Connector::Tcp,
         rules: r.rules,
+        boundary: r.boundary,
         handle: handle.clone(),
         page_keys: r.page_keys,
     };
@@ -338,6 +362,7 @@ async fn check(conn: ConnArgs, output: Output, target_only: bool) -> ExitCode {
         source_connector: Connector::Tcp,
         target_connector: Connector::Tcp,
         rules: r.rules,
+        boundary: r.boundary,
         handle: Handle::default(),
         page_keys: r.page_keys,
     };
