@@ -382,7 +382,7 @@ fn keyring(secret: u8) -> sync::crypto::Keyring {
 
 /// The primary's seed with every Secret encrypted at rest with the primary's key; returns the
 /// plaintexts by key too.
-fn encrypted_primary() -> (Kvs, Vec<(Vec<u8>, Vec<u8>)>) {
+fn encrypted_primary() -> (Kvs, Kvs) {
     use rand::SeedableRng;
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
     let k = keyring(1);
