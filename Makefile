@@ -18,6 +18,8 @@ lint: tools
 test: lint
 	# The determinism test compares this debug build with the release one.
 	cargo build --bin drlab
+	# Every binary first: tests run the etcd-sync daemon as operators do.
+	cargo build --release --workspace --features mutants
 	cargo test --release --workspace --features mutants
 	# testcontainers launcher: compiled, not run (no Docker here).
 	cargo check --release -p drlab-harness --features containers
