@@ -6,6 +6,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod bench;
+
 #[derive(Parser)]
 #[command(name = "drlab", version, about = "Proves a DR failover never deletes a Cluster API Machine")]
 struct Cli {
@@ -30,12 +32,31 @@ enum Command {
         #[arg(long)]
         trace: Option<PathBuf>,
     },
+    /// Benchmarks on real etcd servers started for the run.
+    Bench {
+        #[command(subcommand)]
+        what: BenchWhat,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchWhat {
+    /// Sync throughput (initial copy, streaming lag) next to the target's raw write ceiling.
+    Sync {
+        /// 10k keys and 3 s of streaming instead of 100k and 10 s.
+        #[arg(long)]
+        quick: bool,
+        /// Print one JSON object instead of a table.
+        #[arg(short = 'o', long, value_parser = ["table", "json"], default_value = "table")]
+        output: String,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::World { seed, sim_secs, tick_ms, trace } => world(seed, sim_secs, tick_ms, trace),
+        Command::Bench { what: BenchWhat::Sync { quick, output } } => bench_sync(quick, output == "json"),
     }
 }
 
@@ -71,6 +92,31 @@ fn world(seed: u64, sim_secs: u64, tick_ms: u64, trace: Option<PathBuf>) -> Exit
             eprintln!("error: {e}");
             eprintln!("reproduce with: drlab world --seed {seed} --sim-secs {sim_secs} --tick-ms {tick_ms}");
             ExitCode::from(2)
+        }
+    }
+}
+
+fn bench_sync(quick: bool, json: bool) -> ExitCode {
+    match bench::sync(bench::Options { quick }) {
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+        Ok(v) => {
+            let dir = PathBuf::from("reports/bench");
+            let written = std::fs::create_dir_all(&dir)
+                .and_then(|_| std::fs::write(dir.join("sync.json"), serde_json::to_string_pretty(&v).expect("json")));
+            if json {
+                println!("{v}");
+            } else {
+                for (k, val) in v.as_object().expect("an object") {
+                    println!("{k:28} {val}");
+                }
+            }
+            if let Err(e) = written {
+                eprintln!("warning: could not write reports/bench/sync.json: {e}");
+            }
+            ExitCode::SUCCESS
         }
     }
 }

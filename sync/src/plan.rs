@@ -82,7 +82,7 @@ pub struct Planner {
     boundary: Boundary,
     /// IVs for re-encryption: seeded by the caller (from the OS in the daemon, from the world
     /// seed in the simulator).
-    rng: Box<dyn RngCore + Send>,
+    rng: Box<dyn RngCore + Send + Sync>,
     /// Source keys whose latest value could not be carried (ciphertext the target cannot read).
     undecryptable: Set<Vec<u8>>,
     /// Every source object's UID by key and key by UID (all keys, excluded ones too, so an
@@ -108,7 +108,7 @@ pub enum PlanError {
 }
 
 impl Planner {
-    pub fn new(rules: Rules, held_max: usize, boundary: Boundary, rng: Box<dyn RngCore + Send>) -> Self {
+    pub fn new(rules: Rules, held_max: usize, boundary: Boundary, rng: Box<dyn RngCore + Send + Sync>) -> Self {
         Planner {
             rules,
             boundary,

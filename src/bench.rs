@@ -1,0 +1,184 @@
+//! `drlab bench sync`: the sync's throughput on real etcd, next to the target's own raw write
+//! ceiling measured in the same run (these machines are shared and noisy: only ratios from one
+//! run mean anything). Wall-clock time is read here, outside any simulation.
+
+use std::time::{Duration, Instant};
+
+use etcd_client::{GetOptions, Txn, TxnOp};
+use harness::real_etcd::{EtcdOptions, EtcdServer, EtcdVersion};
+use serde_json::json;
+use sync::conn::{ConnConfig, Connector, Etcd};
+use sync::engine::{Engine, Handle, Phase, Settings};
+use sync::rules::{Profile, Rules};
+
+const VALUE_BYTES: usize = 1024;
+const TXN_OPS: usize = 128;
+/// Concurrent txns for the ceiling and the loader.
+const IN_FLIGHT: usize = 4;
+/// How long the sync may take before the bench calls it stuck.
+const CATCH_UP_MAX: Duration = Duration::from_secs(600);
+
+pub struct Options {
+    pub quick: bool,
+}
+
+async fn connect(endpoint: &str) -> Etcd {
+    let mut c = ConnConfig::new([endpoint.to_string()]);
+    c.request_timeout = Duration::from_secs(60);
+    sync::conn::connect(&c, &Connector::Tcp, 0).await.unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Writes `n` keys `prefix{i}` in txns of 128, `IN_FLIGHT` at a time; returns keys/s.
+async fn load(etcd: &Etcd, prefix: &str, n: usize) -> f64 {
+    let start = Instant::now();
+    let value = vec![b'v'; VALUE_BYTES];
+    let chunks: Vec<Vec<usize>> = (0..n).collect::<Vec<_>>().chunks(TXN_OPS).map(<[usize]>::to_vec).collect();
+    for group in chunks.chunks(IN_FLIGHT) {
+        let mut tasks = Vec::new();
+        for chunk in group {
+            let ops: Vec<TxnOp> =
+                chunk.iter().map(|i| TxnOp::put(format!("{prefix}{i:08}"), value.clone(), None)).collect();
+            let mut kv = etcd.kv.clone();
+            let etcd = etcd.clone();
+            tasks.push(tokio::spawn(
+                async move { etcd.call(kv.txn(Txn::new().and_then(ops))).await.expect("bench txn") },
+            ));
+        }
+        for t in tasks {
+            t.await.expect("bench task");
+        }
+    }
+    n as f64 / start.elapsed().as_secs_f64()
+}
+
+async fn head(etcd: &Etcd) -> i64 {
+    let mut kv = etcd.kv.clone();
+    etcd.call(kv.get(vec![0u8], Some(GetOptions::new().with_count_only())))
+        .await
+        .expect("head")
+        .header()
+        .expect("header")
+        .revision()
+}
+
+async fn wait_caught_up(handle: &Handle, source: &Etcd) -> Duration {
+    let start = Instant::now();
+    let want = head(source).await;
+    loop {
+        let s = handle.status();
+        if s.checkpoint >= want && s.phase == Phase::Streaming {
+            return start.elapsed();
+        }
+        assert!(start.elapsed() < CATCH_UP_MAX, "the sync did not catch up within {CATCH_UP_MAX:?}: {s:?}");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+pub fn sync(opts: Options) -> Result<serde_json::Value, String> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    rt.block_on(async {
+        let keys = if opts.quick { 10_000 } else { 100_000 };
+        let stream_rate = if opts.quick { 1_000 } else { 5_000 };
+        let stream_secs = if opts.quick { 3 } else { 10 };
+        let src = EtcdServer::start(EtcdVersion::V35, EtcdOptions::default()).await.map_err(|e| e.to_string())?;
+        let tgt = EtcdServer::start(EtcdVersion::V35, EtcdOptions::default()).await.map_err(|e| e.to_string())?;
+        let (source, target) = (connect(&src.endpoint()).await, connect(&tgt.endpoint()).await);
+
+        // Ceiling: the target's own raw write rate, then cleaned away.
+        let ceiling = load(&target, "/bench-ceiling/", keys).await;
+        let mut kv = target.kv.clone();
+        target
+            .call(kv.delete("/bench-ceiling/", Some(etcd_client::DeleteOptions::new().with_prefix())))
+            .await
+            .map_err(|e| e.to_string())?;
+
+        load(&source, "/registry/configmaps/bench/k-", keys).await;
+        let handle = Handle::default();
+        let mut settings = Settings::new(Rules::profile(Profile::Traditional));
+        settings.seed = 1;
+        let engine = Engine {
+            source: ConnConfig::new([src.endpoint()]),
+            target: ConnConfig::new([tgt.endpoint()]),
+            source_connector: Connector::Tcp,
+            target_connector: Connector::Tcp,
+            settings,
+            handle: handle.clone(),
+        };
+        let task = tokio::spawn(async move { engine.run().await });
+        let initial = wait_caught_up(&handle, &source).await;
+        let initial_rate = keys as f64 / initial.as_secs_f64();
+
+        // Streaming: single puts at a fixed rate; lag = source ack → checkpoint covers it.
+        let mut lags_ms = Vec::new();
+        let period = Duration::from_secs_f64(1.0 / stream_rate as f64);
+        let start = Instant::now();
+        let mut pending: Vec<(i64, Instant)> = Vec::new();
+        let mut i = 0usize;
+        while start.elapsed() < Duration::from_secs(stream_secs) {
+            let due = start + period * i as u32;
+            if Instant::now() < due {
+                tokio::time::sleep_until(due.into()).await;
+            }
+            let mut kv = source.kv.clone();
+            let r = source
+                .call(kv.put(format!("/registry/configmaps/bench/s-{i:08}"), vec![b's'; VALUE_BYTES], None))
+                .await
+                .map_err(|e| e.to_string())?;
+            pending.push((r.header().expect("header").revision(), Instant::now()));
+            i += 1;
+            let cp = handle.status().checkpoint;
+            pending.retain(|(rev, t)| {
+                if *rev <= cp {
+                    lags_ms.push(t.elapsed().as_secs_f64() * 1000.0);
+                    false
+                } else {
+                    true
+                }
+            });
+        }
+        let achieved_rate = i as f64 / start.elapsed().as_secs_f64();
+        while !pending.is_empty() {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            let cp = handle.status().checkpoint;
+            pending.retain(|(rev, t)| {
+                if *rev <= cp {
+                    lags_ms.push(t.elapsed().as_secs_f64() * 1000.0);
+                    false
+                } else {
+                    true
+                }
+            });
+        }
+        handle.command(sync::engine::Command::Stop);
+        task.abort();
+        lags_ms.sort_by(f64::total_cmp);
+        Ok(json!({
+            "bench": "sync",
+            "quick": opts.quick,
+            "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+            "etcd_version": tgt.version,
+            "value_bytes": VALUE_BYTES,
+            "keys": keys,
+            "ceiling_keys_per_s": ceiling.round(),
+            "ceiling_mode": format!("txns of {TXN_OPS}, {IN_FLIGHT} in flight"),
+            "initial_keys_per_s": initial_rate.round(),
+            "initial_vs_ceiling": (initial_rate / ceiling * 1000.0).round() / 1000.0,
+            "stream_rate_target_per_s": stream_rate,
+            "stream_rate_achieved_per_s": achieved_rate.round(),
+            "stream_lag_p50_ms": (percentile(&lags_ms, 0.5) * 100.0).round() / 100.0,
+            "stream_lag_p99_ms": (percentile(&lags_ms, 0.99) * 100.0).round() / 100.0,
+            "stream_lag_max_ms": (percentile(&lags_ms, 1.0) * 100.0).round() / 100.0,
+        }))
+    })
+}
