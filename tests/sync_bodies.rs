@@ -1,0 +1,324 @@
+//! The same sync test bodies against the simulated etcds (inside turmoil) and against real etcd
+//! (3.4 source, 3.5 target). Each body drives the real engine in-process through an [`Env`]
+//! that differs only in its connector and endpoints: a crash is an abort of the engine task
+//! (its memory and connections are gone), a compaction is the etcd Compact call.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use etcd_client::GetOptions;
+use harness::fixtures::{self, capi};
+use harness::observe::OwnerOrder;
+use harness::real_etcd::{EtcdOptions, EtcdServer, EtcdVersion};
+use sim::etcd::{Config, SimEtcd};
+use sim::net::{Connector as SimConnector, Links};
+use sim::trace::Trace;
+use sim::world::{add_etcd, builder};
+use sync::conn::{ConnConfig, Connector, Etcd};
+use sync::control::Control;
+use sync::engine::{Engine, Handle, Phase, Settings};
+use sync::rules::{Profile, Rules};
+use sync::target::GateState;
+
+const SEED: u64 = 41;
+/// Bound on every wait in a body (simulated or real seconds).
+const WAIT: Duration = Duration::from_secs(60);
+
+struct Env {
+    source: Etcd,
+    target: Etcd,
+    source_cfg: ConnConfig,
+    target_cfg: ConnConfig,
+    connector: Connector,
+    settings: Settings,
+    handle: Mutex<Handle>,
+    task: Mutex<Option<tokio::task::JoinHandle<Result<(), sync::engine::SyncError>>>>,
+}
+
+impl Env {
+    async fn new(source_cfg: ConnConfig, target_cfg: ConnConfig, connector: Connector) -> Result<Env, String> {
+        let source = sync::conn::connect(&source_cfg, &connector, 0).await.map_err(|e| e.to_string())?;
+        let target = sync::conn::connect(&target_cfg, &connector, 0).await.map_err(|e| e.to_string())?;
+        let mut settings = Settings::new(Rules::profile(Profile::Immutable));
+        settings.seed = SEED;
+        settings.page_keys = 50;
+        Ok(Env {
+            source,
+            target,
+            source_cfg,
+            target_cfg,
+            connector,
+            settings,
+            handle: Mutex::default(),
+            task: Mutex::default(),
+        })
+    }
+
+    fn handle(&self) -> Handle {
+        self.handle.lock().expect("handle").clone()
+    }
+
+    /// Starts a fresh engine (a new process, as far as the engine can tell).
+    fn start_sync(&self) {
+        let handle = Handle::default();
+        *self.handle.lock().expect("handle") = handle.clone();
+        let engine = Engine {
+            source: self.source_cfg.clone(),
+            target: self.target_cfg.clone(),
+            source_connector: self.connector.clone(),
+            target_connector: self.connector.clone(),
+            settings: self.settings.clone(),
+            handle,
+        };
+        *self.task.lock().expect("task") = Some(tokio::spawn(async move { engine.run().await }));
+    }
+
+    fn crash_sync(&self) {
+        if let Some(t) = self.task.lock().expect("task").take() {
+            t.abort();
+        }
+    }
+
+    fn control(&self) -> Control {
+        Control {
+            source: self.source_cfg.clone(),
+            target: self.target_cfg.clone(),
+            source_connector: self.connector.clone(),
+            target_connector: self.connector.clone(),
+            rules: self.settings.rules.clone(),
+            boundary: self.settings.boundary.clone(),
+            handle: self.handle(),
+            page_keys: 50,
+        }
+    }
+
+    async fn put_all(&self, kvs: Vec<(String, Vec<u8>)>) -> Result<(), String> {
+        let mut kv = self.source.kv.clone();
+        for (k, v) in kvs {
+            self.source.call(kv.put(k, v, None)).await.map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+
+    async fn source_head(&self) -> Result<i64, String> {
+        let mut kv = self.source.kv.clone();
+        let r = self
+            .source
+            .call(kv.get(vec![0u8], Some(GetOptions::new().with_count_only())))
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(r.header().map(|h| h.revision()).unwrap_or_default())
+    }
+
+    /// Waits until the engine has applied the source head and streams.
+    async fn caught_up(&self) -> Result<sync::engine::Status, String> {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let want = self.source_head().await?;
+            let st = self.handle().status();
+            if st.checkpoint >= want && st.phase == Phase::Streaming {
+                return Ok(st);
+            }
+            if tokio::time::Instant::now() > deadline {
+                return Err(format!("not caught up with {want}: {st:?}"));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn clean_check(&self) -> Result<(), String> {
+        let r = self.control().check(false).await.map_err(|e| e.to_string())?;
+        if r.is_clean() { Ok(()) } else { Err(r.text()) }
+    }
+}
+
+fn standby_global() -> (String, Vec<u8>) {
+    capi("clusters", "Cluster", "global", "uid-standby-global", &[])
+}
+
+/// Initial copy (dependents sort before owners) and streaming: converged, owners first, the
+/// standby's own global untouched.
+async fn initial_and_streaming(env: &Env) -> Result<(), String> {
+    for c in ["wl-a", "wl-b", "wl-c", "wl-d", "wl-e", "wl-f"] {
+        env.put_all(fixtures::workload_cluster(c, 10)).await?;
+    }
+    env.put_all(vec![capi("clusters", "Cluster", "global", "uid-primary-global", &[])]).await?;
+    let (gk, gv) = standby_global();
+    let mut tkv = env.target.kv.clone();
+    env.target.call(tkv.put(gk.clone(), gv.clone(), None)).await.map_err(|e| e.to_string())?;
+    let observer = OwnerOrder::default();
+    let rules = env.settings.rules.clone();
+    tokio::spawn(observer.clone().run(env.target.clone(), move |k| rules.includes(k)));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    env.start_sync();
+    let st = env.caught_up().await?;
+    if st.held_total == 0 {
+        return Err(format!("the key-ordered copy met dependents first and must have held some: {st:?}"));
+    }
+    env.put_all(fixtures::workload_cluster("wl-g", 4)).await?;
+    env.caught_up().await?;
+    env.clean_check().await?;
+    let g = env.target.call(tkv.get(gk, None)).await.map_err(|e| e.to_string())?;
+    if g.kvs().first().map(|kv| kv.value()) != Some(gv.as_slice()) {
+        return Err("the standby's own global Cluster was overwritten".into());
+    }
+    let v = observer.violations();
+    if !v.is_empty() {
+        return Err(format!("dependents before owners: {v:?}"));
+    }
+    Ok(())
+}
+
+/// The engine is killed again and again while the source is written: nothing is lost.
+async fn crash_and_resume(env: &Env) -> Result<(), String> {
+    env.start_sync();
+    for round in 0..5 {
+        let writes = fixtures::workload_cluster(&format!("wl-{round}"), 6);
+        let (source, kvs) = (env.source.clone(), writes);
+        let writer = tokio::spawn(async move {
+            let mut kv = source.kv.clone();
+            for (k, v) in kvs {
+                source.call(kv.put(k, v, None)).await.map_err(|e| e.to_string())?;
+            }
+            Ok::<(), String>(())
+        });
+        tokio::time::sleep(Duration::from_millis(15 + round * 7)).await;
+        env.crash_sync();
+        writer.await.map_err(|e| e.to_string())??;
+        env.start_sync();
+    }
+    env.caught_up().await?;
+    env.clean_check().await
+}
+
+/// Keys deleted on the source while the sync is down, history compacted meanwhile: the restart
+/// resyncs and deletes what it can prove it wrote (make-mirror restarted without `--rev` would
+/// leave them as surplus).
+async fn compaction_while_down(env: &Env) -> Result<(), String> {
+    env.put_all(fixtures::workload_cluster("wl-a", 8)).await?;
+    env.start_sync();
+    env.caught_up().await?;
+    env.crash_sync();
+    let mut kv = env.source.kv.clone();
+    let gone = "/registry/cluster.x-k8s.io/machines/cpaas-system/wl-a-md-0-m7";
+    env.source
+        .call(kv.delete("/registry/secrets/cpaas-system/wl-a-md-0-m7-bootstrap", None))
+        .await
+        .map_err(|e| e.to_string())?;
+    env.source.call(kv.delete(gone, None)).await.map_err(|e| e.to_string())?;
+    env.put_all(fixtures::workload_cluster("wl-b", 3)).await?;
+    let head = env.source_head().await?;
+    env.source.call(kv.compact(head, None)).await.map_err(|e| e.to_string())?;
+    env.start_sync();
+    let st = env.caught_up().await?;
+    if st.resyncs == 0 {
+        return Err(format!("a compacted checkpoint must resync: {st:?}"));
+    }
+    let mut tkv = env.target.kv.clone();
+    if !env.target.call(tkv.get(gone, None)).await.map_err(|e| e.to_string())?.kvs().is_empty() {
+        return Err(format!("{gone} was deleted on the source but survived the resync"));
+    }
+    env.clean_check().await
+}
+
+/// After a failover takes the gate, a leftover sync cannot write a single key.
+async fn zombie_is_fenced_by_the_gate(env: &Env) -> Result<(), String> {
+    env.put_all(fixtures::workload_cluster("wl-a", 2)).await?;
+    env.start_sync();
+    env.caught_up().await?;
+    env.control().set_gate(GateState::Cleared, "failover-test").await.map_err(|e| e.to_string())?;
+    env.put_all(vec![capi("clusters", "Cluster", "after-failover", "uid-after", &[])]).await?;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while env.handle().status().phase != Phase::Failed {
+        if tokio::time::Instant::now() > deadline {
+            return Err(format!("the zombie kept running: {:?}", env.handle().status()));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut tkv = env.target.kv.clone();
+    let k = "/registry/cluster.x-k8s.io/clusters/cpaas-system/after-failover";
+    if !env.target.call(tkv.get(k, None)).await.map_err(|e| e.to_string())?.kvs().is_empty() {
+        return Err("a write landed after the gate was cleared".into());
+    }
+    // A restarted zombie refuses to start over a cleared gate.
+    env.start_sync();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let st = env.handle().status();
+    match st.last_error {
+        Some(e) if e.contains("Cleared") && st.phase == Phase::Failed => Ok(()),
+        _ => Err(format!("a sync started over a cleared gate: {st:?}")),
+    }
+}
+
+type Body = for<'a> fn(&'a Env) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + 'a>>;
+
+fn run_sim(body: Body) {
+    let links = Links::default();
+    let trace = Trace::new(None).expect("trace");
+    let mut sim = builder(SEED, Duration::from_secs(600), Duration::from_millis(1)).build();
+    add_etcd(
+        &mut sim,
+        "primary",
+        SimEtcd::new(Config { seed: SEED, ..Config::default() }),
+        links.clone(),
+        trace.clone(),
+    );
+    add_etcd(&mut sim, "standby", SimEtcd::new(Config { seed: SEED + 1, ..Config::default() }), links.clone(), trace);
+    let out: Arc<Mutex<Option<Result<(), String>>>> = Arc::default();
+    let slot = out.clone();
+    sim.client("tester", async move {
+        let connector = Connector::custom(SimConnector::new(links));
+        let env =
+            Env::new(harness::simsync::conn_config("primary"), harness::simsync::conn_config("standby"), connector)
+                .await;
+        let r = match env {
+            Ok(env) => {
+                let r = body(&env).await;
+                env.crash_sync();
+                r
+            }
+            Err(e) => Err(e),
+        };
+        *slot.lock().expect("slot") = Some(r);
+        Ok(())
+    });
+    sim.run().unwrap_or_else(|e| panic!("sim (seed={SEED}): {e}"));
+    let r = out.lock().expect("slot").take().expect("body finished");
+    if let Err(e) = r {
+        panic!("simulated etcd: {e} (reproduce with seed={SEED})");
+    }
+}
+
+fn run_real(body: Body) {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    rt.block_on(async {
+        let src = EtcdServer::start(EtcdVersion::V34, EtcdOptions::default()).await.unwrap_or_else(|e| panic!("{e}"));
+        let tgt = EtcdServer::start(EtcdVersion::V35, EtcdOptions::default()).await.unwrap_or_else(|e| panic!("{e}"));
+        let env = Env::new(ConnConfig::new([src.endpoint()]), ConnConfig::new([tgt.endpoint()]), Connector::Tcp)
+            .await
+            .expect("env");
+        let r = body(&env).await;
+        env.crash_sync();
+        if let Err(e) = r {
+            panic!("real etcd {} → {}: {e}", src.version, tgt.version);
+        }
+    });
+}
+
+macro_rules! both {
+    ($body:ident, $sim:ident, $real:ident) => {
+        #[test]
+        fn $sim() {
+            run_sim(|e| Box::pin($body(e)));
+        }
+        #[test]
+        fn $real() {
+            run_real(|e| Box::pin($body(e)));
+        }
+    };
+}
+
+both!(initial_and_streaming, initial_and_streaming_sim, initial_and_streaming_real);
+both!(crash_and_resume, crash_and_resume_sim, crash_and_resume_real);
+both!(compaction_while_down, compaction_while_down_sim, compaction_while_down_real);
+both!(zombie_is_fenced_by_the_gate, zombie_is_fenced_by_the_gate_sim, zombie_is_fenced_by_the_gate_real);
