@@ -32,6 +32,8 @@ use crate::target::{self, Checkpoint, Gate, TargetError};
 const SECRETS_PREFIX: &[u8] = b"/registry/secrets/";
 /// Resync passes restarted by compaction before the session gives up (and backs off).
 const RESYNC_ATTEMPTS_MAX: u32 = 5;
+type Flight = tokio::task::JoinSet<Result<(u64, Checkpoint), TargetError>>;
+
 /// Surplus keys listed in the status (all are counted).
 const SURPLUS_LISTED_MAX: usize = 1000;
 
@@ -41,6 +43,8 @@ pub struct Settings {
     pub limits: Limits,
     pub page_keys: i64,
     pub held_max: usize,
+    /// Resync txns in flight at once (streaming stays strictly in order).
+    pub txns_in_flight_max: usize,
     /// Install over a cleared or uninstalled gate (a new epoch).
     pub reinstall: bool,
     pub backoff_min: Duration,
@@ -67,6 +71,7 @@ impl Settings {
             limits: Limits::default(),
             page_keys: 1000,
             held_max: 100_000,
+            txns_in_flight_max: 4,
             reinstall: false,
             backoff_min: Duration::from_millis(100),
             backoff_max: Duration::from_secs(10),
@@ -388,6 +393,58 @@ impl Session<'_> {
     async fn write(&mut self, ops: Vec<(Vec<u8>, Op)>, cp: Checkpoint) -> Result<(), SyncError> {
         let n = ops.len() as u64;
         target::write(&self.target, &self.gate, ops, &cp, self.settings.split_checkpoint()).await?;
+        self.account(n, &cp);
+        Ok(())
+    }
+
+    /// Whether a write must wait for every earlier one: it releases a held key, or puts an object
+    /// with owners (which may be in a txn still in flight).
+    fn ordered(&self, ops: &[(Vec<u8>, Op)]) -> bool {
+        ops.iter().any(|(k, op)| {
+            k.starts_with(HELD_PREFIX.as_bytes())
+                || matches!(op, Op::Put(v) if {
+                    let plain = self.settings.boundary.target.as_ref().and_then(|t| t.decrypt(v));
+                    matches!(crate::object::decode(plain.as_deref().unwrap_or(v)), crate::object::Decoded::Object(m) if !m.owners.is_empty())
+                })
+        })
+    }
+
+    /// A resync write, with up to `txns_in_flight_max` in flight: within one pass every key is
+    /// written once, so only owner order constrains the order of txns.
+    async fn write_resync(
+        &mut self,
+        flight: &mut Flight,
+        ops: Vec<(Vec<u8>, Op)>,
+        cp: Checkpoint,
+    ) -> Result<(), SyncError> {
+        if self.ordered(&ops) {
+            self.drain(flight).await?;
+        }
+        while flight.len() >= self.settings.txns_in_flight_max.max(1) {
+            self.join_one(flight).await?;
+        }
+        let (target, gate, split) = (self.target.clone(), self.gate.clone(), self.settings.split_checkpoint());
+        let n = ops.len() as u64;
+        flight.spawn(async move { target::write(&target, &gate, ops, &cp, split).await.map(|()| (n, cp)) });
+        Ok(())
+    }
+
+    async fn join_one(&mut self, flight: &mut Flight) -> Result<(), SyncError> {
+        if let Some(r) = flight.join_next().await {
+            let (n, cp) = r.expect("resync writes do not panic")?;
+            self.account(n, &cp);
+        }
+        Ok(())
+    }
+
+    async fn drain(&mut self, flight: &mut Flight) -> Result<(), SyncError> {
+        while !flight.is_empty() {
+            self.join_one(flight).await?;
+        }
+        Ok(())
+    }
+
+    fn account(&self, n: u64, cp: &Checkpoint) {
         let (split, stats) = (self.batcher.split_revisions, self.planner.stats.clone());
         self.handle.update(|s| {
             s.held_total = s.held_total.max(stats.held_total);
@@ -400,7 +457,6 @@ impl Session<'_> {
                 s.checkpoint = cp.revision;
             }
         });
-        Ok(())
     }
 
     fn publish_held(&self) {
@@ -455,7 +511,10 @@ impl Session<'_> {
         let mut surplus = Vec::new();
         let mut surplus_total = 0u64;
         // Everything but Secrets, then Secrets: leaves go last.
+        let mut flight = Flight::new();
         for secrets in [false, true] {
+            // Secrets are written after every other key has landed.
+            self.drain(&mut flight).await?;
             let (start, end) =
                 if secrets { (SECRETS_PREFIX.to_vec(), prefix_end(SECRETS_PREFIX)) } else { (vec![0], vec![0]) };
             let t_rev = self.target_head().await?;
@@ -501,10 +560,11 @@ impl Session<'_> {
                 }
                 for txn in self.batcher.push(r, ops) {
                     let cp = self.checkpoint(r, false, true);
-                    self.write(txn.ops, cp).await?;
+                    self.write_resync(&mut flight, txn.ops, cp).await?;
                 }
             }
         }
+        self.drain(&mut flight).await?;
         let ops = self.batcher.flush().map(|t| t.ops).unwrap_or_default();
         let cp = self.checkpoint(r, false, false);
         self.write(ops, cp).await?;
