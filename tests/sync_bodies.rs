@@ -30,7 +30,7 @@ struct Env {
     source_cfg: ConnConfig,
     target_cfg: ConnConfig,
     connector: Connector,
-    settings: Settings,
+    settings: Mutex<Settings>,
     handle: Mutex<Handle>,
     task: Mutex<Option<tokio::task::JoinHandle<Result<(), sync::engine::SyncError>>>>,
 }
@@ -48,10 +48,14 @@ impl Env {
             source_cfg,
             target_cfg,
             connector,
-            settings,
+            settings: Mutex::new(settings),
             handle: Mutex::default(),
             task: Mutex::default(),
         })
+    }
+
+    fn settings(&self) -> Settings {
+        self.settings.lock().expect("settings").clone()
     }
 
     fn handle(&self) -> Handle {
@@ -67,7 +71,7 @@ impl Env {
             target: self.target_cfg.clone(),
             source_connector: self.connector.clone(),
             target_connector: self.connector.clone(),
-            settings: self.settings.clone(),
+            settings: self.settings(),
             handle,
         };
         *self.task.lock().expect("task") = Some(tokio::spawn(async move { engine.run().await }));
@@ -85,8 +89,8 @@ impl Env {
             target: self.target_cfg.clone(),
             source_connector: self.connector.clone(),
             target_connector: self.connector.clone(),
-            rules: self.settings.rules.clone(),
-            boundary: self.settings.boundary.clone(),
+            rules: self.settings().rules,
+            boundary: self.settings().boundary,
             handle: self.handle(),
             page_keys: 50,
         }
@@ -147,7 +151,7 @@ async fn initial_and_streaming(env: &Env) -> Result<(), String> {
     let mut tkv = env.target.kv.clone();
     env.target.call(tkv.put(gk.clone(), gv.clone(), None)).await.map_err(|e| e.to_string())?;
     let observer = OwnerOrder::default();
-    let rules = env.settings.rules.clone();
+    let rules = env.settings().rules;
     tokio::spawn(observer.clone().run(env.target.clone(), move |k| rules.includes(k)));
     tokio::time::sleep(Duration::from_millis(200)).await;
     env.start_sync();
@@ -250,6 +254,91 @@ async fn zombie_is_fenced_by_the_gate(env: &Env) -> Result<(), String> {
     }
 }
 
+/// Secrets encrypted with the primary's key reach a standby whose `key1` is another secret,
+/// re-encrypted so the standby reads them; the check compares plaintexts.
+async fn secrets_cross_the_encryption_boundary(env: &Env) -> Result<(), String> {
+    use rand::SeedableRng;
+    let (a, b) = (fixtures::keyring("key1", 1), fixtures::keyring("key1", 2));
+    env.settings.lock().expect("settings").boundary =
+        sync::crypto::Boundary { source: Some(a.clone()), target: Some(b.clone()), ..Default::default() };
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(SEED);
+    let mut plain = Vec::new();
+    let kvs: Vec<(String, Vec<u8>)> = fixtures::workload_cluster("wl-enc", 5)
+        .into_iter()
+        .map(|(k, v)| {
+            if k.starts_with("/registry/secrets/") {
+                plain.push((k.clone(), v.clone()));
+                let ct = a.encrypt(&v, &mut rng).expect("encrypts");
+                (k, ct)
+            } else {
+                (k, v)
+            }
+        })
+        .collect();
+    env.put_all(kvs).await?;
+    env.start_sync();
+    env.caught_up().await?;
+    let mut tkv = env.target.kv.clone();
+    for (k, p) in &plain {
+        let r = env.target.call(tkv.get(k.as_str(), None)).await.map_err(|e| e.to_string())?;
+        let v = r.kvs().first().map(|kv| kv.value().to_vec()).ok_or(format!("{k} missing on the standby"))?;
+        if b.decrypt(&v).as_ref() != Some(p) {
+            return Err(format!("the standby cannot read {k} with its own key"));
+        }
+    }
+    env.clean_check().await
+}
+
+/// A 128-op source txn plus the checkpoint exceeds the target's 128-op limit: it is split, the
+/// split is counted, and the standby still converges.
+async fn oversized_revision_is_split(env: &Env) -> Result<(), String> {
+    env.start_sync();
+    env.caught_up().await?;
+    let ops: Vec<etcd_client::TxnOp> = (0..128)
+        .map(|i| etcd_client::TxnOp::put(format!("/registry/secrets/cpaas-system/bulk-{i:03}"), vec![b'x'; 64], None))
+        .collect();
+    let mut kv = env.source.kv.clone();
+    env.source.call(kv.txn(etcd_client::Txn::new().and_then(ops))).await.map_err(|e| e.to_string())?;
+    let st = env.caught_up().await?;
+    if st.split_revisions < 1 {
+        return Err(format!("a 128-op revision must be split: {st:?}"));
+    }
+    env.clean_check().await
+}
+
+/// Freeze holds later source writes back until resume; the uninstall is refused on an
+/// inconsistent standby and goes through only when forced by a named operator.
+async fn freeze_resume_and_guarded_uninstall(env: &Env) -> Result<(), String> {
+    env.put_all(fixtures::workload_cluster("wl-a", 3)).await?;
+    env.start_sync();
+    env.caught_up().await?;
+    let control = env.control();
+    let frozen = control.freeze(None, WAIT).await.map_err(|e| e.to_string())?;
+    if !frozen.reached {
+        return Err(format!("freeze did not reach its revision: {frozen:?}"));
+    }
+    env.put_all(vec![capi("clusters", "Cluster", "late", "uid-late", &[])]).await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let st = env.handle().status();
+    if st.phase != Phase::Frozen || st.checkpoint != frozen.revision {
+        return Err(format!("a frozen sync applied past {}: {st:?}", frozen.revision));
+    }
+    control.resume();
+    env.caught_up().await?;
+    let mut tkv = env.target.kv.clone();
+    let victim = "/registry/cluster.x-k8s.io/machines/cpaas-system/wl-a-md-0-m1";
+    env.target.call(tkv.delete(victim, None)).await.map_err(|e| e.to_string())?;
+    match control.uninstall(None).await {
+        Err(sync::control::ControlError::Refused { report }) if report.contains(victim) => {}
+        other => return Err(format!("an inconsistent uninstall must be refused naming {victim}: {other:?}")),
+    }
+    let done = control.uninstall(Some("bob@ops")).await.map_err(|e| e.to_string())?;
+    if done.forced_by.as_deref() != Some("bob@ops") || done.gate.state != GateState::Uninstalled {
+        return Err(format!("{done:?}"));
+    }
+    Ok(())
+}
+
 type Body = for<'a> fn(&'a Env) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + 'a>>;
 
 fn run_sim(body: Body) {
@@ -322,3 +411,6 @@ both!(initial_and_streaming, initial_and_streaming_sim, initial_and_streaming_re
 both!(crash_and_resume, crash_and_resume_sim, crash_and_resume_real);
 both!(compaction_while_down, compaction_while_down_sim, compaction_while_down_real);
 both!(zombie_is_fenced_by_the_gate, zombie_is_fenced_by_the_gate_sim, zombie_is_fenced_by_the_gate_real);
+both!(secrets_cross_the_encryption_boundary, encryption_boundary_sim, encryption_boundary_real);
+both!(oversized_revision_is_split, oversized_revision_is_split_sim, oversized_revision_is_split_real);
+both!(freeze_resume_and_guarded_uninstall, freeze_and_uninstall_sim, freeze_and_uninstall_real);

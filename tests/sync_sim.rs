@@ -371,13 +371,8 @@ fn compaction_while_partitioned_triggers_a_resync_that_converges() {
 }
 
 fn keyring(secret: u8) -> sync::crypto::Keyring {
-    use base64::Engine as _;
-    let key = base64::engine::general_purpose::STANDARD.encode([secret; 32]);
     // The usual mistake: both sides call their key `key1`, with different secrets.
-    let text = format!(
-        "apiVersion: apiserver.config.k8s.io/v1\nkind: EncryptionConfiguration\nresources:\n  - resources: [secrets]\n    providers:\n      - aescbc:\n          keys:\n            - name: key1\n              secret: {key}\n      - identity: {{}}\n"
-    );
-    sync::crypto::Keyring::parse("test", &text).expect("keyring")
+    fixtures::keyring("key1", secret)
 }
 
 /// The primary's seed with every Secret encrypted at rest with the primary's key; returns the

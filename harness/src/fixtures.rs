@@ -101,3 +101,18 @@ pub fn workload_cluster(cluster: &str, machines: usize) -> Vec<(String, Vec<u8>)
     }
     out
 }
+
+/// An EncryptionConfiguration for Secrets: aescbc with one key `name` whose 32-byte secret is
+/// `byte` repeated (tests only), then identity.
+pub fn encryption_config(name: &str, byte: u8) -> String {
+    use base64::Engine as _;
+    let secret = base64::engine::general_purpose::STANDARD.encode([byte; 32]);
+    format!(
+        "apiVersion: apiserver.config.k8s.io/v1\nkind: EncryptionConfiguration\nresources:\n  - resources: [secrets]\n    providers:\n      - aescbc:\n          keys:\n            - name: {name}\n              secret: {secret}\n      - identity: {{}}\n"
+    )
+}
+
+/// A keyring from [`encryption_config`].
+pub fn keyring(name: &str, byte: u8) -> sync::crypto::Keyring {
+    sync::crypto::Keyring::parse("test", &encryption_config(name, byte)).expect("test keyring parses")
+}

@@ -45,6 +45,8 @@ pub struct Txn {
     pub revision: i64,
     /// True when `revision` is only partly applied (a split revision's earlier chunk).
     pub partial: bool,
+    /// 1-based chunk number of a split revision; 0 when the revision was not split.
+    pub chunk: u32,
 }
 
 fn op_bytes(key: &[u8], op: &Op) -> usize {
@@ -98,6 +100,7 @@ impl Batcher {
             self.split_revisions += 1;
             let mut chunk: Vec<(Vec<u8>, Op)> = Vec::new();
             let mut chunk_bytes = 0;
+            let mut number = 0u32;
             let mut dedup: BTreeMap<Vec<u8>, Op> = BTreeMap::new();
             for (k, op) in ops {
                 dedup.insert(k, op);
@@ -107,13 +110,14 @@ impl Batcher {
                 if !chunk.is_empty()
                     && (chunk.len() + 1 > self.limits.ops_max || chunk_bytes + b > self.limits.bytes_max)
                 {
-                    out.push(Txn { ops: std::mem::take(&mut chunk), revision, partial: true });
+                    number += 1;
+                    out.push(Txn { ops: std::mem::take(&mut chunk), revision, partial: true, chunk: number });
                     chunk_bytes = 0;
                 }
                 chunk_bytes += b;
                 chunk.push((k, op));
             }
-            out.push(Txn { ops: chunk, revision, partial: false });
+            out.push(Txn { ops: chunk, revision, partial: false, chunk: number + 1 });
             return out;
         }
         for (k, op) in ops {
@@ -134,7 +138,7 @@ impl Batcher {
             return None;
         }
         let ops = std::mem::take(&mut self.ops).into_iter().collect();
-        let t = Txn { ops, revision: self.revision, partial: false };
+        let t = Txn { ops, revision: self.revision, partial: false, chunk: 0 };
         self.bytes = 0;
         self.revision = 0;
         Some(t)
@@ -172,6 +176,7 @@ mod tests {
         assert_eq!((txns[0].revision, txns[0].partial, txns[0].ops.len()), (2, false, 1));
         assert_eq!((txns[1].revision, txns[1].partial, txns[1].ops.len()), (3, true, 127));
         assert_eq!((txns[2].revision, txns[2].partial, txns[2].ops.len()), (3, false, 1));
+        assert_eq!((txns[1].chunk, txns[2].chunk), (1, 2));
         assert_eq!(b.split_revisions, 1);
         assert!(txns.iter().all(|t| t.ops.len() < 128));
     }

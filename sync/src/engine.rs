@@ -387,7 +387,18 @@ impl Engine {
 
 impl Session<'_> {
     fn checkpoint(&self, revision: i64, partial: bool, resyncing: bool) -> Checkpoint {
-        Checkpoint { source_cluster_id: self.cluster_id, revision, partial, resyncing, epoch: self.gate.epoch }
+        Checkpoint {
+            source_cluster_id: self.cluster_id,
+            revision,
+            partial,
+            chunk: 0,
+            resyncing,
+            epoch: self.gate.epoch,
+        }
+    }
+
+    fn txn_checkpoint(&self, t: &crate::batch::Txn) -> Checkpoint {
+        Checkpoint { chunk: t.chunk, ..self.checkpoint(t.revision, t.partial, false) }
     }
 
     async fn write(&mut self, ops: Vec<(Vec<u8>, Op)>, cp: Checkpoint) -> Result<(), SyncError> {
@@ -585,7 +596,7 @@ impl Session<'_> {
 
     async fn resume(&mut self, cp: &Checkpoint) -> Result<i64, SyncError> {
         self.handle.update(|s| s.phase = Phase::Resuming);
-        tracing::info!(checkpoint = cp.revision, partial = cp.partial, "resume");
+        tracing::info!(checkpoint = cp.revision, partial = cp.partial, chunk = cp.chunk, "resume");
         let mut index = Scan::new(&self.source, &[0], &[0], cp.revision, self.settings.page_keys);
         while let Some(kv) = index.next().await? {
             self.planner.observe_source(kv.key(), kv.value());
@@ -631,7 +642,7 @@ impl Session<'_> {
                 Command::Stop => return Ok(false),
                 Command::Freeze(at) if next_rev > at => {
                     if let Some(t) = self.batcher.flush() {
-                        let cp = self.checkpoint(t.revision, t.partial, false);
+                        let cp = self.txn_checkpoint(&t);
                         self.write(t.ops, cp).await?;
                     }
                     self.handle.update(|s| {
@@ -708,13 +719,13 @@ impl Session<'_> {
                     self.planner.change(rev, change, &mut ops)?;
                 }
                 for t in self.batcher.push(rev, ops) {
-                    let cp = self.checkpoint(t.revision, t.partial, false);
+                    let cp = self.txn_checkpoint(&t);
                     self.write(t.ops, cp).await?;
                 }
                 applied = rev;
             }
             if let Some(t) = self.batcher.flush() {
-                let cp = self.checkpoint(t.revision, t.partial, false);
+                let cp = self.txn_checkpoint(&t);
                 self.write(t.ops, cp).await?;
             }
             self.publish_held();

@@ -52,6 +52,10 @@ pub struct Checkpoint {
     /// `revision` itself is only partly applied (a split revision): resume re-applies it.
     #[serde(default)]
     pub partial: bool,
+    /// The last chunk of a split `revision` applied (0 when not split). A resume re-applies the
+    /// whole revision: its puts and deletes are idempotent, and chunking need not repeat exactly.
+    #[serde(default)]
+    pub chunk: u32,
     /// A resync at `revision` is in progress: resume must resync again.
     #[serde(default)]
     pub resyncing: bool,
