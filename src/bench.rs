@@ -74,6 +74,47 @@ async fn wait_caught_up(handle: &Handle, source: &Etcd) -> Duration {
     }
 }
 
+/// `etcdctl make-mirror` (Debian's etcd-client, or `ETCDCTL`) copying the same keys to a fresh
+/// server: keys/s until the destination holds them all.
+async fn make_mirror(source: &str, prefix: &str, keys: usize) -> Result<f64, String> {
+    let dest = EtcdServer::start(EtcdVersion::V35, EtcdOptions::default()).await.map_err(|e| e.to_string())?;
+    let dest_etcd = connect(&dest.endpoint()).await;
+    let bin = std::env::var("ETCDCTL").unwrap_or_else(|_| "etcdctl".into());
+    // etcdctl 3.4's make-mirror takes host:port, without a scheme (with one it copies nothing).
+    let (source, dest_addr) =
+        (source.trim_start_matches("http://"), dest.endpoint().trim_start_matches("http://").to_string());
+    let start = Instant::now();
+    let mut child = std::process::Command::new(&bin)
+        .env("ETCDCTL_API", "3")
+        .args(["--endpoints", source, "make-mirror", "--prefix", prefix, "--no-dest-prefix", &dest_addr])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .map_err(|e| format!("cannot run {bin}: {e} (install Debian's etcd-client)"))?;
+    let result = loop {
+        let mut kv = dest_etcd.kv.clone();
+        // --no-dest-prefix strips the prefix on the way: count every key of the fresh server.
+        let n = dest_etcd
+            .call(kv.get(vec![0u8], Some(GetOptions::new().with_from_key().with_count_only())))
+            .await
+            .map(|r| r.count())
+            .unwrap_or(0);
+        if n as usize >= keys {
+            break Ok(keys as f64 / start.elapsed().as_secs_f64());
+        }
+        if start.elapsed() > CATCH_UP_MAX {
+            break Err(format!("make-mirror copied {n} of {keys} keys in {CATCH_UP_MAX:?}"));
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            break Err(format!("make-mirror exited: {status}"));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    result
+}
+
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
@@ -162,6 +203,7 @@ pub fn sync(opts: Options) -> Result<serde_json::Value, String> {
         }
         handle.command(sync::engine::Command::Stop);
         task.abort();
+        let mirror = make_mirror(&src.endpoint(), "/registry/configmaps/bench/k-", keys).await?;
         lags_ms.sort_by(f64::total_cmp);
         Ok(json!({
             "bench": "sync",
@@ -174,6 +216,8 @@ pub fn sync(opts: Options) -> Result<serde_json::Value, String> {
             "ceiling_mode": format!("txns of {TXN_OPS}, {IN_FLIGHT} in flight"),
             "initial_keys_per_s": initial_rate.round(),
             "initial_vs_ceiling": (initial_rate / ceiling * 1000.0).round() / 1000.0,
+            "make_mirror_keys_per_s": mirror.round(),
+            "initial_vs_make_mirror": (initial_rate / mirror * 10.0).round() / 10.0,
             "stream_rate_target_per_s": stream_rate,
             "stream_rate_achieved_per_s": achieved_rate.round(),
             "stream_lag_p50_ms": (percentile(&lags_ms, 0.5) * 100.0).round() / 100.0,
