@@ -51,19 +51,9 @@ async fn load(etcd: &Etcd, prefix: &str, n: usize) -> f64 {
     n as f64 / start.elapsed().as_secs_f64()
 }
 
-async fn head(etcd: &Etcd) -> i64 {
-    let mut kv = etcd.kv.clone();
-    etcd.call(kv.get(vec![0u8], Some(GetOptions::new().with_count_only())))
-        .await
-        .expect("head")
-        .header()
-        .expect("header")
-        .revision()
-}
-
 async fn wait_caught_up(handle: &Handle, source: &Etcd) -> Duration {
     let start = Instant::now();
-    let want = head(source).await;
+    let want = source.head().await.expect("source head");
     loop {
         let s = handle.status();
         if s.checkpoint >= want && s.phase == Phase::Streaming {
@@ -113,6 +103,17 @@ async fn make_mirror(source: &str, prefix: &str, keys: usize) -> Result<f64, Str
     let _ = child.kill();
     let _ = child.wait();
     result
+}
+
+/// Moves every write the checkpoint now covers from `pending` to `lags_ms`.
+fn settle(pending: &mut Vec<(i64, Instant)>, lags_ms: &mut Vec<f64>, checkpoint: i64) {
+    pending.retain(|(rev, t)| {
+        let done = *rev <= checkpoint;
+        if done {
+            lags_ms.push(t.elapsed().as_secs_f64() * 1000.0);
+        }
+        !done
+    });
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -178,28 +179,12 @@ pub fn sync(opts: Options) -> Result<serde_json::Value, String> {
                 .map_err(|e| e.to_string())?;
             pending.push((r.header().expect("header").revision(), Instant::now()));
             i += 1;
-            let cp = handle.status().checkpoint;
-            pending.retain(|(rev, t)| {
-                if *rev <= cp {
-                    lags_ms.push(t.elapsed().as_secs_f64() * 1000.0);
-                    false
-                } else {
-                    true
-                }
-            });
+            settle(&mut pending, &mut lags_ms, handle.status().checkpoint);
         }
         let achieved_rate = i as f64 / start.elapsed().as_secs_f64();
         while !pending.is_empty() {
             tokio::time::sleep(Duration::from_millis(1)).await;
-            let cp = handle.status().checkpoint;
-            pending.retain(|(rev, t)| {
-                if *rev <= cp {
-                    lags_ms.push(t.elapsed().as_secs_f64() * 1000.0);
-                    false
-                } else {
-                    true
-                }
-            });
+            settle(&mut pending, &mut lags_ms, handle.status().checkpoint);
         }
         handle.command(sync::engine::Command::Stop);
         task.abort();

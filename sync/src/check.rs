@@ -128,12 +128,6 @@ pub enum CheckError {
     GaveUp(u32),
 }
 
-async fn head(etcd: &Etcd) -> Result<i64, ConnError> {
-    let mut kv = etcd.kv.clone();
-    let r = etcd.call(kv.get(vec![0u8], Some(etcd_client::GetOptions::new().with_count_only()))).await?;
-    Ok(r.header().map(|h| h.revision()).unwrap_or_default())
-}
-
 /// Runs the check. `pin` fixes (source revision, target revision); otherwise the current heads
 /// are used, and a compaction during the pass restarts it.
 pub async fn check(
@@ -149,10 +143,10 @@ pub async fn check(
             Some((s, t)) => (Some(s), t),
             None => (
                 match source {
-                    Some(s) => Some(head(s).await?),
+                    Some(s) => Some(s.head().await?),
                     None => None,
                 },
-                head(target).await?,
+                target.head().await?,
             ),
         };
         match check_at(source, target, rules, boundary, s_rev, t_rev, page).await {

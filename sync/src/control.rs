@@ -80,10 +80,7 @@ impl Control {
     /// The source's current revision, read linearizably (never from a watch progress
     /// notification, which etcd 3.4.23 and 3.5.1 can deliver out of order).
     pub async fn source_head(&self) -> Result<i64, ControlError> {
-        let source = self.source().await?;
-        let mut kv = source.kv.clone();
-        let r = source.call(kv.get(vec![0u8], Some(etcd_client::GetOptions::new().with_count_only()))).await?;
-        Ok(r.header().map(|h| h.revision()).unwrap_or_default())
+        Ok(self.source().await?.head().await?)
     }
 
     /// Freezes after `at` (default: the source head now) and waits up to `wait` for the sync to
@@ -145,9 +142,8 @@ impl Control {
 
 /// Appends an audit record under the sync's bookkeeping prefix (ordered by etcd revision).
 async fn audit(target: &Etcd, epoch: u64, action: &str, record: &impl Serialize) -> Result<(), ConnError> {
+    let rev = target.head().await?;
     let mut kv = target.kv.clone();
-    let head = target.call(kv.get(vec![0u8], Some(etcd_client::GetOptions::new().with_count_only()))).await?;
-    let rev = head.header().map(|h| h.revision()).unwrap_or_default();
     let key = format!("{BOOKKEEPING_PREFIX}audit/{epoch:06}/{rev:012}-{action}");
     let value = serde_json::to_vec(record).expect("audit records serialise");
     target.call(kv.put(key, value, None)).await?;

@@ -489,10 +489,7 @@ impl Session<'_> {
     }
 
     async fn head(&self) -> Result<i64, SyncError> {
-        let mut kv = self.source.kv.clone();
-        // A linearizable read: its header is the source's current revision.
-        let r = self.source.call(kv.get(vec![0u8], Some(GetOptions::new().with_count_only()))).await?;
-        Ok(r.header().map(|h| h.revision()).unwrap_or_default())
+        Ok(self.source.head().await?)
     }
 
     async fn resync(&mut self) -> Result<i64, SyncError> {
@@ -589,9 +586,7 @@ impl Session<'_> {
     }
 
     async fn target_head(&self) -> Result<i64, SyncError> {
-        let mut kv = self.target.kv.clone();
-        let r = self.target.call(kv.get(vec![0u8], Some(GetOptions::new().with_count_only()))).await?;
-        Ok(r.header().map(|h| h.revision()).unwrap_or_default())
+        Ok(self.target.head().await?)
     }
 
     async fn resume(&mut self, cp: &Checkpoint) -> Result<i64, SyncError> {
