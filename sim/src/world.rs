@@ -4,7 +4,6 @@
 //! to the primary and copies what it watches to the standby. It exists to prove the seam (the
 //! real etcd-client over turmoil) and determinism; the full topology builds on the same pieces.
 
-use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -206,11 +205,6 @@ async fn mirror(
 async fn dump(mut c: Client) -> Result<Vec<(Vec<u8>, Vec<u8>)>, etcd_client::Error> {
     let r = c.get("/registry/", Some(GetOptions::new().with_prefix())).await?;
     Ok(r.kvs().iter().map(|kv| (kv.key().to_vec(), kv.value().to_vec())).collect())
-}
-
-/// The address turmoil gave a host, for faults that name hosts.
-pub fn ip(sim: &turmoil::Sim<'_>, host: &str) -> IpAddr {
-    sim.lookup(host)
 }
 
 /// One scheduled action on the world, run once simulated time reaches `at`.

@@ -630,6 +630,13 @@ impl Session<'_> {
     }
 
     async fn wait_while_frozen(&mut self, next_rev: i64) -> Result<bool, SyncError> {
+        // Called before every revision: when nothing stops it, skip the subscription and the
+        // status update (a resume from a freeze leaves through the loop below, which resets them).
+        match *self.handle.commands.borrow() {
+            Command::Run => return Ok(true),
+            Command::Freeze(at) if next_rev <= at => return Ok(true),
+            _ => {}
+        }
         let mut commands = self.handle.commands.subscribe();
         loop {
             let c = *commands.borrow_and_update();

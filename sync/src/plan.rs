@@ -8,8 +8,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use std::collections::BTreeSet as Set;
-
 use rand::RngCore;
 
 use crate::crypto::{Boundary, Carry};
@@ -84,7 +82,7 @@ pub struct Planner {
     /// seed in the simulator).
     rng: Box<dyn RngCore + Send + Sync>,
     /// Source keys whose latest value could not be carried (ciphertext the target cannot read).
-    undecryptable: Set<Vec<u8>>,
+    undecryptable: BTreeSet<Vec<u8>>,
     /// Every source object's UID by key and key by UID (all keys, excluded ones too, so an
     /// excluded owner is recognised).
     uid_of: BTreeMap<Vec<u8>, String>,
@@ -113,7 +111,7 @@ impl Planner {
             rules,
             boundary,
             rng,
-            undecryptable: Set::new(),
+            undecryptable: BTreeSet::new(),
             uid_of: BTreeMap::new(),
             key_of: BTreeMap::new(),
             on_target: BTreeSet::new(),
@@ -162,7 +160,7 @@ impl Planner {
     }
 
     /// Keys skipped as undecryptable (their latest source value).
-    pub fn undecryptable(&self) -> &Set<Vec<u8>> {
+    pub fn undecryptable(&self) -> &BTreeSet<Vec<u8>> {
         &self.undecryptable
     }
 
@@ -332,7 +330,6 @@ impl Planner {
             Decoded::Object(m) => (m.uid, m.owners.into_iter().map(|o| o.uid).filter(|u| !u.is_empty()).collect()),
             _ => (String::new(), Vec::new()),
         };
-        let owners: Vec<String> = owners;
         for o in &owners {
             self.waiting.entry(o.clone()).or_default().insert(key.clone());
         }

@@ -169,6 +169,22 @@ struct Resolved {
     page_keys: i64,
 }
 
+impl Resolved {
+    /// The control operations over real TCP, reporting on `handle`'s engine.
+    fn control(&self, handle: Handle) -> Control {
+        Control {
+            source: self.source.clone(),
+            target: self.target.clone(),
+            source_connector: Connector::Tcp,
+            target_connector: Connector::Tcp,
+            rules: self.rules.clone(),
+            boundary: self.boundary.clone(),
+            handle,
+            page_keys: self.page_keys,
+        }
+    }
+}
+
 fn tls(cacert: Option<PathBuf>, cert: Option<PathBuf>, key: Option<PathBuf>) -> Option<TlsFiles> {
     (cacert.is_some() || cert.is_some() || key.is_some()).then_some(TlsFiles { cacert, cert, key })
 }
@@ -291,16 +307,7 @@ async fn run(conn: ConnArgs, monitor_addr: String, reinstall: bool) -> ExitCode 
     settings.seed = rand::random();
     settings.boundary = r.boundary.clone();
     let handle = Handle::default();
-    let control = Control {
-        source: r.source.clone(),
-        target: r.target.clone(),
-        source_connector: Connector::Tcp,
-        target_connector: Connector::Tcp,
-        rules: r.rules,
-        boundary: r.boundary,
-        handle: handle.clone(),
-        page_keys: r.page_keys,
-    };
+    let control = r.control(handle.clone());
     let listener = match tokio::net::TcpListener::bind(&monitor_addr).await {
         Ok(l) => l,
         Err(e) => {
@@ -356,16 +363,7 @@ async fn check(conn: ConnArgs, output: Output, target_only: bool) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let control = Control {
-        source: r.source,
-        target: r.target,
-        source_connector: Connector::Tcp,
-        target_connector: Connector::Tcp,
-        rules: r.rules,
-        boundary: r.boundary,
-        handle: Handle::default(),
-        page_keys: r.page_keys,
-    };
+    let control = r.control(Handle::default());
     match control.check(target_only).await {
         Err(e) => {
             eprintln!("etcd-sync: {e}");
