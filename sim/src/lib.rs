@@ -12,8 +12,13 @@
 #[cfg(not(tokio_unstable))]
 compile_error!("drlab-sim needs `--cfg tokio_unstable` (set in .cargo/config.toml; a RUSTFLAGS variable replaces it)");
 
+pub mod dns;
 pub mod etcd;
 pub mod fault;
+pub mod iaas;
+pub mod k8s;
 pub mod net;
+pub mod platform;
+pub mod topology;
 pub mod trace;
 pub mod world;

@@ -20,7 +20,7 @@ use crate::trace::Trace;
 
 pub const ETCD_PORT: u16 = 2379;
 /// The simulated epoch: a fixed instant, so nothing in the world depends on when it ran.
-const EPOCH_UNIX_S: u64 = 1_767_225_600; // 2026-01-01T00:00:00Z
+pub const EPOCH_UNIX_S: u64 = 1_767_225_600; // 2026-01-01T00:00:00Z
 /// Extra simulated time after the scenario for the client to finish its last round trips.
 const DRAIN_S: u64 = 30;
 
@@ -69,12 +69,32 @@ pub fn builder(seed: u64, duration: Duration, tick: Duration) -> turmoil::Builde
 /// Adds a simulated etcd member as host `name`, serving on [`ETCD_PORT`]; its commits are
 /// traced. The member's state outlives crashes of the host.
 pub fn add_etcd(sim: &mut turmoil::Sim<'_>, name: &str, etcd: SimEtcd, links: Links, trace: Trace) {
+    add_etcd_with(sim, name, etcd, links, trace, || async {});
+}
+
+/// [`add_etcd`] plus more software on the same host (a control plane): `software` runs at every
+/// start of the host, before the member serves (it spawns its tasks and returns), and loses its
+/// memory at a crash.
+pub fn add_etcd_with<F, Fut>(
+    sim: &mut turmoil::Sim<'_>,
+    name: &str,
+    etcd: SimEtcd,
+    links: Links,
+    trace: Trace,
+    software: F,
+) where
+    F: Fn() -> Fut + 'static,
+    Fut: std::future::Future<Output = ()> + 'static,
+{
     let host = name.to_string();
+    let software = std::rc::Rc::new(software);
     sim.host(name, move || {
-        let (etcd, links, trace, host) = (etcd.clone(), links.clone(), trace.clone(), host.clone());
+        let (etcd, links, trace, host, software) =
+            (etcd.clone(), links.clone(), trace.clone(), host.clone(), software.clone());
         async move {
             etcd.on_restart(tokio::time::Instant::now());
             tokio::spawn(trace_commits(etcd.clone(), trace, host));
+            software().await;
             crate::etcd::serve(etcd, ETCD_PORT, links).await
         }
     });

@@ -1,0 +1,234 @@
+//! DNS for the platform domain, the ingress on each VIP, and the workload-side agents that use
+//! them.
+//!
+//! - [`Dns`]: the authoritative record (platform domain → a VIP host) with its TTL, switched by
+//!   the orchestrator or a scenario; queries are in-memory (the resolver path itself is not a
+//!   failure domain in this model).
+//! - [`Resolver`]: a caching resolver; an answer is used until its TTL runs out.
+//! - [`serve_ingress`]: `/kubernetes/global/version` on port 443 of a VIP host, answering 401
+//!   (as an unauthenticated curl sees it) and naming the cluster that served it.
+//! - [`agent`]: a workload-side agent that resolves the domain once per connection and keeps
+//!   its established connection until it breaks or is restarted — why seed 001 restarts the
+//!   monitoring agent after a failover.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::json;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+use crate::net::Links;
+use crate::trace::Trace;
+
+pub const INGRESS_PORT: u16 = 443;
+pub const VERSION_PATH: &str = "/kubernetes/global/version";
+/// Bytes of one request or response head the ingress and agents accept.
+const HEAD_BYTES_MAX: usize = 8 * 1024;
+/// Header naming the cluster that served a request.
+pub const SERVED_BY_HEADER: &str = "x-drlab-cluster";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Record {
+    target: String,
+    ttl_s: u64,
+    serial: u64,
+}
+
+/// The authoritative record of the platform domain.
+#[derive(Clone)]
+pub struct Dns {
+    pub domain: String,
+    record: Arc<Mutex<Record>>,
+    trace: Trace,
+}
+
+impl Dns {
+    pub fn new(domain: &str, target: &str, ttl_s: u64, trace: Trace) -> Self {
+        let record = Record { target: target.into(), ttl_s, serial: 1 };
+        Dns { domain: domain.into(), record: Arc::new(Mutex::new(record)), trace }
+    }
+
+    /// Points the domain at `target` (a VIP host). Returns the new serial.
+    pub fn switch(&self, target: &str, by: &str) -> u64 {
+        let mut r = self.record.lock().expect("dns lock");
+        r.target = target.into();
+        r.serial += 1;
+        self.trace.record(
+            "dns",
+            "dns.switch",
+            json!({"domain": self.domain, "to": target, "by": by, "serial": r.serial}),
+        );
+        r.serial
+    }
+
+    /// The current answer and its TTL.
+    pub fn answer(&self) -> (String, u64) {
+        let r = self.record.lock().expect("dns lock");
+        (r.target.clone(), r.ttl_s)
+    }
+}
+
+/// A caching resolver (one per client machine).
+pub struct Resolver {
+    dns: Dns,
+    cached: Option<(String, tokio::time::Instant)>,
+}
+
+impl Resolver {
+    pub fn new(dns: Dns) -> Self {
+        Resolver { dns, cached: None }
+    }
+
+    /// The cached answer while its TTL lasts, else a fresh one.
+    pub fn resolve(&mut self) -> String {
+        let now = tokio::time::Instant::now();
+        if let Some((target, until)) = &self.cached
+            && now < *until
+        {
+            return target.clone();
+        }
+        let (target, ttl_s) = self.dns.answer();
+        self.cached = Some((target.clone(), now + Duration::from_secs(ttl_s)));
+        target
+    }
+}
+
+/// Serves the ingress of one VIP host until the host stops.
+pub async fn serve_ingress(cluster: String, links: Links) -> std::io::Result<()> {
+    let listener = turmoil::net::TcpListener::bind(("0.0.0.0", INGRESS_PORT)).await?;
+    loop {
+        let (stream, _) = listener.accept().await?;
+        let conn = links.wrap(stream);
+        let cluster = cluster.clone();
+        tokio::spawn(async move {
+            let (r, mut w) = tokio::io::split(conn);
+            let mut r = BufReader::new(r);
+            while let Ok(Some(path)) = read_head(&mut r).await {
+                let status = if path == VERSION_PATH { "401 Unauthorized" } else { "404 Not Found" };
+                let resp = format!("HTTP/1.1 {status}\r\n{SERVED_BY_HEADER}: {cluster}\r\ncontent-length: 0\r\n\r\n");
+                if w.write_all(resp.as_bytes()).await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
+}
+
+/// Reads one request head; returns its path (None at end of stream).
+async fn read_head<R: tokio::io::AsyncBufRead + Unpin>(r: &mut R) -> std::io::Result<Option<String>> {
+    let mut first = String::new();
+    let mut total = 0;
+    let mut line = String::new();
+    loop {
+        line.clear();
+        let n = r.read_line(&mut line).await?;
+        if n == 0 {
+            return Ok(None);
+        }
+        total += n;
+        if total > HEAD_BYTES_MAX {
+            return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "HTTP head too long"));
+        }
+        if first.is_empty() {
+            first = line.trim_end().to_string();
+        } else if line == "\r\n" {
+            // "GET /path HTTP/1.1" → "/path"
+            return Ok(first.split(' ').nth(1).map(str::to_string));
+        }
+    }
+}
+
+/// What one probe of `/kubernetes/global/version` saw.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Probe {
+    pub status: u16,
+    pub served_by: String,
+}
+
+/// One request on an established connection.
+async fn request<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+    conn: &mut BufReader<S>,
+    host: &str,
+) -> std::io::Result<Probe> {
+    let req = format!("GET {VERSION_PATH} HTTP/1.1\r\nhost: {host}\r\n\r\n");
+    conn.get_mut().write_all(req.as_bytes()).await?;
+    let mut status = String::new();
+    let mut served_by = String::new();
+    let mut line = String::new();
+    let mut total = 0;
+    loop {
+        line.clear();
+        let n = conn.read_line(&mut line).await?;
+        total += n;
+        if n == 0 || total > HEAD_BYTES_MAX {
+            return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "no complete response"));
+        }
+        if status.is_empty() {
+            status = line.split(' ').nth(1).unwrap_or_default().to_string();
+        } else if line == "\r\n" {
+            break;
+        } else if let Some(v) = line.strip_prefix(&format!("{SERVED_BY_HEADER}: ")) {
+            served_by = v.trim_end().to_string();
+        }
+    }
+    let status = status.parse().map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "bad status"))?;
+    Ok(Probe { status, served_by })
+}
+
+/// One probe on a fresh connection to `host` (the orchestrator's verify step).
+pub async fn probe(host: &str, links: &Links) -> std::io::Result<Probe> {
+    let stream = turmoil::net::TcpStream::connect((host, INGRESS_PORT)).await?;
+    let mut conn = BufReader::new(links.wrap(stream));
+    request(&mut conn, host).await
+}
+
+/// Runs one workload agent: resolve, connect, then one request every `period` on that
+/// connection; on any error, or when `restart` is notified, resolve and connect again. Each
+/// change of serving cluster is traced and published on `served`.
+pub async fn agent(
+    name: String,
+    mut resolver: Resolver,
+    links: Links,
+    period: Duration,
+    restart: Arc<tokio::sync::Notify>,
+    served: tokio::sync::watch::Sender<String>,
+    trace: Trace,
+) {
+    loop {
+        let target = resolver.resolve();
+        let conn = match tokio::time::timeout(period, turmoil::net::TcpStream::connect((target.as_str(), INGRESS_PORT)))
+            .await
+        {
+            Ok(Ok(s)) => s,
+            _ => {
+                tokio::time::sleep(period).await;
+                continue;
+            }
+        };
+        let mut conn = BufReader::new(links.wrap(conn));
+        trace.record("agents", "agent.connect", json!({"agent": name, "to": target}));
+        loop {
+            let once = async {
+                let r = tokio::time::timeout(period, request(&mut conn, &target)).await.ok().and_then(Result::ok);
+                tokio::time::sleep(period).await;
+                r
+            };
+            let got = tokio::select! {
+                r = once => r,
+                _ = restart.notified() => {
+                    trace.record("agents", "agent.restart", json!({"agent": name}));
+                    None
+                }
+            };
+            let Some(p) = got else { break };
+            if *served.borrow() != p.served_by {
+                trace.record(
+                    "agents",
+                    "agent.served-by",
+                    json!({"agent": name, "cluster": p.served_by, "status": p.status}),
+                );
+                served.send_replace(p.served_by);
+            }
+        }
+    }
+}

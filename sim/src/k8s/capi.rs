@@ -1,0 +1,504 @@
+//! Cluster API controllers of one global cluster (the `capi-controller-manager`, the kubeadm
+//! control-plane provider and the DCS infrastructure provider), acting through the model's API:
+//!
+//! - MachineDeployment → MachineSet (a missing MachineSet is created anew, with a new name and
+//!   UID) → Machine replicas, scale up and down, adoption of labelled orphans;
+//! - Machine: finalizer `machine.cluster.x-k8s.io`; a deleted Machine deletes its infrastructure
+//!   machine and only then drops its finalizer; a DCSMachine being deleted deletes its VM in the
+//!   shared IaaS;
+//! - KubeadmControlPlane: regenerates `<cluster>-ca` / `-etcd` / `-sa` / `-proxy` Secrets that
+//!   are missing (or unreadable) — which breaks a running workload cluster;
+//! - paused Clusters (spec.paused or the paused annotation) are not reconciled, deletions
+//!   included;
+//! - on a standby, nothing acts while the sync gate is set; everything is reconciled again the
+//!   moment it is cleared. That is exactly when an inconsistent copy turns into deleted VMs.
+//!
+//! Like real controllers they act only once their caches have synced, and they write through
+//! their cache (the role of controller-runtime's expectations) so a lagging informer does not
+//! make them create a replica twice.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+use super::api::{Api, ApiError, Propagation, Stored};
+use super::informer::{self, Delta};
+use super::kind::{self, Kind};
+use super::object::{Body, Object};
+use crate::iaas::{Iaas, Vm};
+
+pub const MACHINE_FINALIZER: &str = "machine.cluster.x-k8s.io";
+pub const DCS_MACHINE_FINALIZER: &str = "dcsmachine.infrastructure.cluster.x-k8s.io";
+pub const CLUSTER_NAME_LABEL: &str = "cluster.x-k8s.io/cluster-name";
+pub const SET_NAME_LABEL: &str = "cluster.x-k8s.io/set-name";
+pub const CONTROL_PLANE_LABEL: &str = "cluster.x-k8s.io/control-plane";
+pub const PAUSED_ANNOTATION: &str = "cluster.x-k8s.io/paused";
+/// The Secrets KubeadmControlPlane owns per workload cluster; missing ones are regenerated.
+pub const CLUSTER_SECRET_SUFFIXES: [&str; 4] = ["ca", "etcd", "sa", "proxy"];
+
+/// The kinds the manager watches.
+const WATCHED: [&Kind; 7] = [
+    &kind::CLUSTER,
+    &kind::MACHINE_DEPLOYMENT,
+    &kind::MACHINE_SET,
+    &kind::MACHINE,
+    &kind::KUBEADM_CONTROL_PLANE,
+    &kind::DCS_MACHINE,
+    &kind::SECRET,
+];
+const DELTAS_BUFFERED_MAX: usize = 4_096;
+const RETRY_DELAY: Duration = Duration::from_millis(500);
+/// Replicas one MachineSet or control plane may ask for (a bound on one reconcile's writes).
+const REPLICAS_MAX: u64 = 1_000;
+
+/// When the controllers may act. `open` reads the gate key's value (None: absent).
+#[derive(Debug, Clone)]
+pub struct ControllerGate {
+    pub key: String,
+    pub open: fn(Option<&[u8]>) -> bool,
+}
+
+#[derive(Clone)]
+pub struct CapiConfig {
+    pub informer_lag: Duration,
+    pub gate: Option<ControllerGate>,
+    pub iaas: Iaas,
+}
+
+struct Manager {
+    api: Api,
+    iaas: Iaas,
+    cache: BTreeMap<String, Stored>,
+    queue: VecDeque<String>,
+    queued: BTreeSet<String>,
+    retry: VecDeque<(tokio::time::Instant, String)>,
+}
+
+/// Runs the controllers against `api`'s cluster until the host stops.
+pub async fn run(api: Api, etcd: etcd_client::Client, cfg: CapiConfig) {
+    let (tx, mut rx) = mpsc::channel(DELTAS_BUFFERED_MAX);
+    for kind in WATCHED {
+        informer::spawn(api.clone(), etcd.clone(), kind, cfg.informer_lag, tx.clone());
+    }
+    drop(tx);
+    let (gate_tx, mut gate_rx) = tokio::sync::watch::channel(cfg.gate.is_none());
+    if let Some(gate) = cfg.gate.clone() {
+        tokio::spawn(watch_gate(etcd.clone(), gate, gate_tx, api.clone()));
+    }
+    let mut m = Manager {
+        api,
+        iaas: cfg.iaas,
+        cache: BTreeMap::new(),
+        queue: VecDeque::new(),
+        queued: BTreeSet::new(),
+        retry: VecDeque::new(),
+    };
+    let mut unsynced = WATCHED.len();
+    let mut open = *gate_rx.borrow_and_update();
+    loop {
+        while let Ok(d) = rx.try_recv() {
+            unsynced -= usize::from(matches!(d, Delta::Synced(_)));
+            m.delta(d);
+        }
+        let now = tokio::time::Instant::now();
+        while m.retry.front().is_some_and(|(at, _)| *at <= now) {
+            let (_, key) = m.retry.pop_front().expect("peeked");
+            m.enqueue(&key);
+        }
+        if open
+            && unsynced == 0
+            && let Some(key) = m.queue.pop_front()
+        {
+            m.queued.remove(&key);
+            if let Err(e) = m.reconcile(&key).await {
+                m.api.trace_error(&key, &e);
+                m.retry.push_back((tokio::time::Instant::now() + RETRY_DELAY, key));
+            }
+            continue;
+        }
+        let wake = m.retry.front().map(|(at, _)| *at);
+        tokio::select! {
+            d = rx.recv() => match d {
+                Some(d) => {
+                    unsynced -= usize::from(matches!(d, Delta::Synced(_)));
+                    m.delta(d);
+                }
+                None => return,
+            },
+            changed = gate_rx.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                let now_open = *gate_rx.borrow_and_update();
+                if now_open && !open {
+                    m.api.server.trace.record(m.api.cluster(), "capi.gate-open", json!({}));
+                    let keys: Vec<String> = m.cache.keys().cloned().collect();
+                    keys.iter().for_each(|k| m.enqueue(k));
+                }
+                open = now_open;
+            }
+            _ = sleep_until(wake) => {}
+        }
+    }
+}
+
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Follows the gate key; sends whether controllers may act. Reconnects with a short backoff.
+async fn watch_gate(
+    mut etcd: etcd_client::Client,
+    gate: ControllerGate,
+    tx: tokio::sync::watch::Sender<bool>,
+    api: Api,
+) {
+    loop {
+        let step = async {
+            let r = etcd.get(gate.key.as_str(), None).await?;
+            let rev = r.header().map(|h| h.revision()).unwrap_or(0);
+            tx.send_replace((gate.open)(r.kvs().first().map(|kv| kv.value())));
+            let opts = etcd_client::WatchOptions::new().with_start_revision(rev + 1);
+            let mut s = etcd.watch(gate.key.as_str(), Some(opts)).await?;
+            while let Some(resp) = s.message().await? {
+                for e in resp.events() {
+                    let value = match e.event_type() {
+                        etcd_client::EventType::Put => e.kv().map(|kv| kv.value()),
+                        etcd_client::EventType::Delete => None,
+                    };
+                    tx.send_replace((gate.open)(value));
+                }
+            }
+            Ok::<(), etcd_client::Error>(())
+        };
+        if let Err(e) = step.await {
+            api.trace_error(&gate.key, &ApiError::Etcd(e));
+        }
+        if tx.is_closed() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+fn controller_uid(o: &Object) -> Option<&str> {
+    o.owners().iter().find(|r| r.controller == Some(true)).map(|r| r.uid.as_str())
+}
+
+impl Manager {
+    fn enqueue(&mut self, key: &str) {
+        if self.queued.insert(key.to_string()) {
+            self.queue.push_back(key.to_string());
+        }
+    }
+
+    /// Applies an informer change to the cache and queues what it affects.
+    fn delta(&mut self, d: Delta) {
+        let obj = match d {
+            Delta::Synced(_) => return,
+            Delta::Upsert(s) => {
+                if self.cache.get(&s.obj.key()).is_some_and(|c| c.rev > s.rev) {
+                    return; // older than what this manager wrote through
+                }
+                let o = s.obj.clone();
+                self.cache.insert(s.obj.key(), s);
+                o
+            }
+            Delta::Deleted(o) => {
+                if self.cache.get(&o.key()).is_some_and(|c| c.obj.uid() == o.uid()) {
+                    self.cache.remove(&o.key());
+                }
+                o
+            }
+        };
+        self.enqueue(&obj.key());
+        self.enqueue_related(&obj);
+    }
+
+    fn enqueue_related(&mut self, o: &Object) {
+        let ns = o.namespace().to_string();
+        for r in o.owners() {
+            if let Some(k) = Kind::by_name(&r.kind) {
+                self.enqueue(&k.key(&ns, &r.name));
+            }
+        }
+        // A cluster's Secret changed or went: its control plane may have to regenerate it.
+        if o.kind == &kind::SECRET
+            && let Some(c) = o.label(CLUSTER_NAME_LABEL)
+        {
+            for kcp in self.of_kind(&kind::KUBEADM_CONTROL_PLANE) {
+                if kcp.obj.label(CLUSTER_NAME_LABEL) == Some(c) {
+                    self.enqueue(&kcp.obj.key());
+                }
+            }
+        }
+        if o.kind == &kind::CLUSTER && !self.paused(o) {
+            // Unpausing (or creating) a Cluster: reconcile everything of that cluster.
+            let name = o.name().to_string();
+            let keys: Vec<String> = self
+                .cache
+                .values()
+                .filter(|s| s.obj.label(CLUSTER_NAME_LABEL) == Some(name.as_str()))
+                .map(|s| s.obj.key())
+                .collect();
+            keys.iter().for_each(|k| self.enqueue(k));
+        }
+    }
+
+    fn of_kind(&self, kind: &'static Kind) -> Vec<Stored> {
+        let p = kind.prefix();
+        self.cache.range(p.clone()..).take_while(|(k, _)| k.starts_with(&p)).map(|(_, s)| s.clone()).collect()
+    }
+
+    fn paused(&self, cluster: &Object) -> bool {
+        cluster.field(&["spec", "paused"]) == Some(&Value::Bool(true))
+            || cluster.annotation(PAUSED_ANNOTATION).is_some()
+    }
+
+    /// Whether `o`'s workload cluster is paused (objects of no or unknown cluster are not).
+    fn cluster_paused(&self, o: &Object) -> bool {
+        let Some(c) = o.label(CLUSTER_NAME_LABEL) else { return false };
+        let key = kind::CLUSTER.key(o.namespace(), c);
+        self.cache.get(&key).is_some_and(|s| self.paused(&s.obj))
+    }
+
+    async fn reconcile(&mut self, key: &str) -> Result<(), ApiError> {
+        let Some(s) = self.cache.get(key).cloned() else { return Ok(()) };
+        if s.obj.kind == &kind::CLUSTER || s.obj.kind == &kind::SECRET || self.cluster_paused(&s.obj) {
+            return Ok(());
+        }
+        let k = s.obj.kind;
+        if k == &kind::MACHINE_DEPLOYMENT {
+            self.machine_deployment(s).await
+        } else if k == &kind::MACHINE_SET {
+            self.machine_set(s).await
+        } else if k == &kind::MACHINE {
+            self.machine(s).await
+        } else if k == &kind::DCS_MACHINE {
+            self.dcs_machine(s).await
+        } else if k == &kind::KUBEADM_CONTROL_PLANE {
+            self.control_plane(s).await
+        } else {
+            Ok(())
+        }
+    }
+
+    fn write_through(&mut self, s: Option<Stored>, key: String) {
+        match s {
+            Some(s) => {
+                self.cache.insert(key, s);
+            }
+            None => {
+                self.cache.remove(&key);
+            }
+        }
+    }
+
+    async fn create(&mut self, obj: Object) -> Result<Stored, ApiError> {
+        let s = self.api.create(obj).await?;
+        self.write_through(Some(s.clone()), s.obj.key());
+        Ok(s)
+    }
+
+    async fn update(&mut self, old: &Stored, obj: Object) -> Result<(), ApiError> {
+        let key = obj.key();
+        let s = self.api.update(old, obj).await?;
+        self.write_through(s, key);
+        Ok(())
+    }
+
+    fn replicas(o: &Object) -> u64 {
+        let n = o.field(&["spec", "replicas"]).and_then(Value::as_u64).unwrap_or(1);
+        assert!(n <= REPLICAS_MAX, "{} asks for {n} replicas, above REPLICAS_MAX", o.key());
+        n
+    }
+
+    fn owned_by(&self, kind: &'static Kind, owner_uid: &str) -> Vec<Stored> {
+        self.of_kind(kind).into_iter().filter(|s| controller_uid(&s.obj) == Some(owner_uid)).collect()
+    }
+
+    async fn machine_deployment(&mut self, md: Stored) -> Result<(), ApiError> {
+        if md.obj.deleting() {
+            return Ok(());
+        }
+        let replicas = Self::replicas(&md.obj);
+        let sets = self.owned_by(&kind::MACHINE_SET, md.obj.uid());
+        let live: Vec<&Stored> = sets.iter().filter(|s| !s.obj.deleting()).collect();
+        match live.first() {
+            None => {
+                let name = format!("{}-{}", md.obj.name(), &self.api.server.uid()[..5]);
+                let mut ms =
+                    Object::custom(&kind::MACHINE_SET, md.obj.namespace(), &name, json!({"replicas": replicas}));
+                ms.meta.labels = md.obj.meta.labels.clone();
+                ms.owned_by(&md.obj);
+                self.create(ms).await?;
+            }
+            Some(ms) if Self::replicas(&ms.obj) != replicas => {
+                let mut obj = ms.obj.clone();
+                obj.set_field(&["spec", "replicas"], json!(replicas));
+                let old = (*ms).clone();
+                self.update(&old, obj).await?;
+            }
+            Some(_) => {}
+        }
+        Ok(())
+    }
+
+    async fn machine_set(&mut self, ms: Stored) -> Result<(), ApiError> {
+        if ms.obj.deleting() {
+            return Ok(());
+        }
+        // Adopt labelled Machines that lost their controller reference (as CAPI does).
+        for m in self.of_kind(&kind::MACHINE) {
+            if m.obj.label(SET_NAME_LABEL) == Some(ms.obj.name())
+                && controller_uid(&m.obj).is_none()
+                && !m.obj.deleting()
+            {
+                let mut obj = m.obj.clone();
+                obj.owned_by(&ms.obj);
+                self.update(&m, obj).await?;
+            }
+        }
+        let mut machines: Vec<Stored> =
+            self.owned_by(&kind::MACHINE, ms.obj.uid()).into_iter().filter(|m| !m.obj.deleting()).collect();
+        let want = Self::replicas(&ms.obj) as usize;
+        while machines.len() < want {
+            let m = self.new_machine(&ms.obj, false).await?;
+            machines.push(m);
+        }
+        while machines.len() > want {
+            let m = machines.pop().expect("more than wanted");
+            let why = json!({"controller": "machineset", "rule": "scale-down", "machineset": ms.obj.name(), "replicas": want});
+            self.api.delete(&m, Propagation::Background, why).await?;
+        }
+        Ok(())
+    }
+
+    /// Creates a Machine owned by `owner` and its DCSMachine (which gets a new VM).
+    async fn new_machine(&mut self, owner: &Object, control_plane: bool) -> Result<Stored, ApiError> {
+        let name = format!("{}-{}", owner.name(), &self.api.server.uid()[..5]);
+        let cluster = owner.label(CLUSTER_NAME_LABEL).unwrap_or_default().to_string();
+        let ns = owner.namespace().to_string();
+        let mut m = Object::custom(
+            &kind::MACHINE,
+            &ns,
+            &name,
+            json!({"clusterName": cluster, "infrastructureRef": {"kind": "DCSMachine", "name": name}}),
+        );
+        m.set_label(CLUSTER_NAME_LABEL, &cluster);
+        if control_plane {
+            m.set_label(CONTROL_PLANE_LABEL, "");
+        } else {
+            m.set_label(SET_NAME_LABEL, owner.name());
+        }
+        m.owned_by(owner);
+        m.add_finalizer(MACHINE_FINALIZER);
+        let machine = self.create(m).await?;
+        let mut infra = Object::custom(&kind::DCS_MACHINE, &ns, &name, json!({}));
+        infra.set_label(CLUSTER_NAME_LABEL, &cluster);
+        infra.owned_by(&machine.obj);
+        self.create(infra).await?;
+        Ok(machine)
+    }
+
+    async fn machine(&mut self, m: Stored) -> Result<(), ApiError> {
+        if !m.obj.deleting() {
+            if !m.obj.finalizers().iter().any(|f| f == MACHINE_FINALIZER) {
+                let mut obj = m.obj.clone();
+                obj.add_finalizer(MACHINE_FINALIZER);
+                self.update(&m, obj).await?;
+            }
+            return Ok(());
+        }
+        let infra_name =
+            m.obj.field(&["spec", "infrastructureRef", "name"]).and_then(Value::as_str).unwrap_or(m.obj.name());
+        let infra_key = kind::DCS_MACHINE.key(m.obj.namespace(), infra_name);
+        if let Some(infra) = self.cache.get(&infra_key).cloned() {
+            if !infra.obj.deleting() {
+                let why = json!({"controller": "machine", "rule": "machine deleting", "machine": m.obj.name(), "uid": m.obj.uid()});
+                self.api.delete(&infra, Propagation::Background, why).await?;
+            }
+            return Ok(()); // wait until the infrastructure machine is gone
+        }
+        let mut obj = m.obj.clone();
+        obj.remove_finalizer(MACHINE_FINALIZER);
+        self.update(&m, obj).await
+    }
+
+    async fn dcs_machine(&mut self, infra: Stored) -> Result<(), ApiError> {
+        let vm_id = infra.obj.field(&["spec", "providerID"]).and_then(Value::as_str).map(str::to_string);
+        if !infra.obj.deleting() {
+            let mut obj = infra.obj.clone();
+            let mut changed = false;
+            if !obj.finalizers().iter().any(|f| f == DCS_MACHINE_FINALIZER) {
+                obj.add_finalizer(DCS_MACHINE_FINALIZER);
+                changed = true;
+            }
+            if vm_id.is_none() {
+                let id = format!("vm-{}", obj.name());
+                let cluster = obj.label(CLUSTER_NAME_LABEL).unwrap_or_default().to_string();
+                self.iaas.create(Vm { id: id.clone(), cluster, created_by: self.api.cluster().into() });
+                obj.set_field(&["spec", "providerID"], json!(id));
+                changed = true;
+            }
+            if changed {
+                self.update(&infra, obj).await?;
+            }
+            return Ok(());
+        }
+        if let Some(id) = vm_id {
+            let owner = infra.obj.owners().first().map(|r| json!({"kind": r.kind, "name": r.name, "uid": r.uid}));
+            let why = json!({"rule": "infrastructure machine deleting", "dcsmachine": infra.obj.name(), "uid": infra.obj.uid(), "owner": owner});
+            self.iaas.delete(&id, self.api.cluster(), "dcsmachine", why);
+        }
+        let mut obj = infra.obj.clone();
+        obj.remove_finalizer(DCS_MACHINE_FINALIZER);
+        self.update(&infra, obj).await
+    }
+
+    async fn control_plane(&mut self, kcp: Stored) -> Result<(), ApiError> {
+        if kcp.obj.deleting() {
+            return Ok(());
+        }
+        let cluster = kcp.obj.label(CLUSTER_NAME_LABEL).unwrap_or_default().to_string();
+        let ns = kcp.obj.namespace().to_string();
+        for suffix in CLUSTER_SECRET_SUFFIXES {
+            let name = format!("{cluster}-{suffix}");
+            if self.cache.contains_key(&kind::SECRET.key(&ns, &name)) {
+                continue;
+            }
+            self.api.server.trace.record(
+                self.api.cluster(),
+                "capi.kcp.regenerate-secret",
+                json!({"cluster": cluster, "secret": name}),
+            );
+            let mut data = BTreeMap::new();
+            data.insert("tls.key".to_string(), self.api.server.uid().into_bytes());
+            let mut s = Object::new(
+                &kind::SECRET,
+                &ns,
+                &name,
+                Body::Secret { type_: Some("cluster.x-k8s.io/secret".into()), data },
+            );
+            s.set_label(CLUSTER_NAME_LABEL, &cluster);
+            s.owned_by(&kcp.obj);
+            match self.create(s).await {
+                Ok(_) | Err(ApiError::AlreadyExists(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let mut machines: Vec<Stored> =
+            self.owned_by(&kind::MACHINE, kcp.obj.uid()).into_iter().filter(|m| !m.obj.deleting()).collect();
+        let want = Self::replicas(&kcp.obj) as usize;
+        while machines.len() < want {
+            let m = self.new_machine(&kcp.obj, true).await?;
+            machines.push(m);
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,15 @@
+//! The control-plane model of one global cluster, running against that cluster's etcd through
+//! the real etcd-client: kube-apiserver storage rules ([`api`]), informers, the garbage
+//! collector ([`gc`]) and the Cluster API controllers ([`capi`]).
+
+pub mod api;
+pub mod atrest;
+pub mod capi;
+pub mod gc;
+pub mod informer;
+pub mod kind;
+pub mod object;
+
+pub use api::{Api, ApiError, ApiServer, Stored};
+pub use kind::Kind;
+pub use object::{Body, Object};

@@ -1,0 +1,385 @@
+//! The platform world: a primary and a standby global cluster (simulated etcd + control-plane
+//! model on one host each), the shared IaaS, DNS for the platform domain, workload agents and an
+//! operator host that runs scripted actions and background traffic.
+//!
+//! Hosts (one per failure domain; turmoil's cost is per host per tick):
+//! `primary`, `standby` (etcd, API-server model, garbage collector, CAPI controllers, compactor,
+//! ingress), `operator` (the run's clock: a client that ends the run), `agents` (workload-side
+//! clients), and the slots `harness` fills: `sync` and `orchestrator`.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde_json::json;
+use tokio::sync::{Notify, mpsc, watch};
+
+use crate::dns::{self, Dns, Resolver};
+use crate::etcd::{Config, SimEtcd};
+use crate::fault::Faults;
+use crate::iaas::Iaas;
+use crate::k8s::api::{Api, ApiError, ApiServer};
+use crate::k8s::atrest::AtRest;
+use crate::k8s::capi::{self, CapiConfig, ControllerGate};
+use crate::k8s::gc::{self, GcConfig};
+use crate::k8s::kind;
+use crate::net::{self, Links};
+use crate::topology::{self, Topology};
+use crate::trace::Trace;
+use crate::world::{ETCD_PORT, Step, WorldError};
+
+pub const DOMAIN: &str = "platform.example.com";
+pub const PRIMARY: &str = "primary";
+pub const STANDBY: &str = "standby";
+/// Actions the operator queue holds (scripted actions are few; a full queue is a scenario bug).
+const ACTIONS_QUEUED_MAX: usize = 1_024;
+/// Workload agents the world runs at most.
+const AGENTS_MAX: usize = 64;
+
+#[derive(Debug, Clone)]
+pub struct PlatformConfig {
+    pub seed: u64,
+    pub sim_secs: u64,
+    pub tick_ms: u64,
+    pub trace_path: Option<PathBuf>,
+    pub topology: Topology,
+    /// The primary's global cluster also has a resource without the `global-` prefix.
+    pub misnamed_global: bool,
+    pub primary_at_rest: AtRest,
+    pub standby_at_rest: AtRest,
+    /// Each GC informer's lag is drawn from 0..=this.
+    pub gc_lag_ms_max: u64,
+    pub capi_lag_ms: u64,
+    /// kube-apiserver's compaction interval (5 minutes by default); None: never.
+    pub compaction_interval_s: Option<u64>,
+    /// The standby's controllers act only while this gate is open (None: always).
+    pub standby_gate: Option<ControllerGate>,
+    /// The standby starts with a copy of the primary's workload objects (a steady state).
+    pub standby_preloaded: bool,
+    pub dns_ttl_s: u64,
+    pub agents: usize,
+    /// Background writes (Machine status heartbeats) per second on the serving cluster.
+    pub writes_per_s: f64,
+}
+
+impl Default for PlatformConfig {
+    fn default() -> Self {
+        PlatformConfig {
+            seed: 1,
+            sim_secs: 60,
+            tick_ms: 10,
+            trace_path: None,
+            topology: Topology { clusters: 2, machines: 3 },
+            misnamed_global: false,
+            primary_at_rest: AtRest::aescbc("key1", [1; 32]),
+            standby_at_rest: AtRest::aescbc("key1", [1; 32]),
+            gc_lag_ms_max: 200,
+            capi_lag_ms: 50,
+            compaction_interval_s: Some(300),
+            standby_gate: None,
+            standby_preloaded: false,
+            dns_ttl_s: 30,
+            agents: 2,
+            writes_per_s: 2.0,
+        }
+    }
+}
+
+/// One global cluster of the world.
+#[derive(Clone)]
+pub struct Side {
+    pub name: String,
+    pub etcd: SimEtcd,
+    pub api: Arc<ApiServer>,
+}
+
+/// Operator actions, executed by the operator host against the cluster DNS points to (or the
+/// one named).
+#[derive(Debug, Clone)]
+pub enum Action {
+    /// Sets a workload cluster's MachineDeployment replicas (a scripted scale up / down).
+    Scale { cluster: String, replicas: u64 },
+    /// Pauses or unpauses a workload cluster's CAPI Cluster on `side`.
+    Pause { side: String, cluster: String, paused: bool },
+    /// Writes a raw key on `side` (e.g. the sync gate), or deletes it (None).
+    PutRaw { side: String, key: String, value: Option<Vec<u8>> },
+    /// Deletes an object on `side` through its API (background propagation).
+    Delete { side: String, kind: &'static crate::k8s::Kind, name: String },
+    /// Restarts every workload agent (they resolve the domain again).
+    RestartAgents,
+}
+
+pub struct Platform {
+    pub cfg: PlatformConfig,
+    pub trace: Trace,
+    pub links: Links,
+    pub faults: Faults,
+    pub iaas: Iaas,
+    pub dns: Dns,
+    pub primary: Side,
+    pub standby: Side,
+    actions: mpsc::Sender<Action>,
+    agents_restart: Arc<Notify>,
+    /// Which cluster each agent was last served by.
+    pub agents_served: Vec<watch::Receiver<String>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct PlatformReport {
+    pub seed: u64,
+    pub sim_secs: u64,
+    pub trace_hash: String,
+    pub trace_events: u64,
+    pub keys_primary: usize,
+    pub keys_standby: usize,
+    pub vm_deletions: usize,
+}
+
+impl Platform {
+    /// Builds the world; add the sync / orchestrator hosts to the returned sim, then [`Platform::run`].
+    pub fn build<'a>(cfg: PlatformConfig) -> Result<(Platform, turmoil::Sim<'a>), WorldError> {
+        assert!(cfg.agents <= AGENTS_MAX, "more agents than AGENTS_MAX");
+        let trace = Trace::new(cfg.trace_path.as_deref())?;
+        let links = Links::default();
+        let duration = Duration::from_secs(cfg.sim_secs + 30);
+        let mut sim = crate::world::builder(cfg.seed, duration, Duration::from_millis(cfg.tick_ms)).build();
+        let iaas = Iaas::new(trace.clone());
+        let dns = Dns::new(DOMAIN, PRIMARY, cfg.dns_ttl_s, trace.clone());
+        let side = |name: &str, i: u64, at_rest: &AtRest| Side {
+            name: name.into(),
+            etcd: SimEtcd::new(Config { seed: cfg.seed.wrapping_add(i), ..Config::default() }),
+            api: ApiServer::new(name, at_rest.clone(), cfg.seed.wrapping_add(100 + i), trace.clone()),
+        };
+        let primary = side(PRIMARY, 1, &cfg.primary_at_rest);
+        let standby = side(STANDBY, 2, &cfg.standby_at_rest);
+
+        // The physical truth and both clusters' stored objects.
+        let workload = topology::workload(&cfg.topology, cfg.seed.wrapping_add(10), PRIMARY);
+        let g_primary = topology::global(PRIMARY, cfg.seed.wrapping_add(11), cfg.misnamed_global);
+        let g_standby = topology::global(STANDBY, cfg.seed.wrapping_add(12), false);
+        for vm in workload.vms.iter().chain(&g_primary.vms).chain(&g_standby.vms) {
+            iaas.create(vm.clone());
+        }
+        let encode = |s: &Side, objs: &[crate::k8s::Object]| -> Vec<(Vec<u8>, Vec<u8>)> {
+            objs.iter().map(|o| (o.key().into_bytes(), s.api.encode(o))).collect()
+        };
+        let mut on_primary = workload.objects.clone();
+        on_primary.extend(g_primary.objects);
+        primary.etcd.seed(&encode(&primary, &on_primary));
+        let mut on_standby = g_standby.objects;
+        if cfg.standby_preloaded {
+            on_standby.extend(workload.objects);
+        }
+        standby.etcd.seed(&encode(&standby, &on_standby));
+
+        let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed.wrapping_add(20));
+        for (s, gate) in [(&primary, None), (&standby, cfg.standby_gate.clone())] {
+            let lags =
+                kind::ALL.iter().map(|_| Duration::from_millis(rng.random_range(0..=cfg.gc_lag_ms_max))).collect();
+            add_cluster_host(&mut sim, &cfg, s, links.clone(), iaas.clone(), gate, lags);
+        }
+
+        let agents_restart = Arc::new(Notify::new());
+        let mut agents_served = Vec::new();
+        let mut served_tx = Vec::new();
+        for _ in 0..cfg.agents {
+            let (tx, rx) = watch::channel(String::new());
+            served_tx.push(tx);
+            agents_served.push(rx);
+        }
+        {
+            let (dns, links, restart, trace) = (dns.clone(), links.clone(), agents_restart.clone(), trace.clone());
+            sim.host("agents", move || {
+                for (i, tx) in served_tx.iter().enumerate() {
+                    let period = Duration::from_secs(5);
+                    tokio::spawn(dns::agent(
+                        format!("agent-{i}"),
+                        Resolver::new(dns.clone()),
+                        links.clone(),
+                        period,
+                        restart.clone(),
+                        tx.clone(),
+                        trace.clone(),
+                    ));
+                }
+                async { std::future::pending::<turmoil::Result>().await }
+            });
+        }
+
+        let (actions, rx) = mpsc::channel(ACTIONS_QUEUED_MAX);
+        let faults = Faults::new(links.clone(), trace.clone());
+        let p =
+            Platform { cfg, trace, links, faults, iaas, dns, primary, standby, actions, agents_restart, agents_served };
+        p.add_operator(&mut sim, rx);
+        Ok((p, sim))
+    }
+
+    pub fn side(&self, name: &str) -> &Side {
+        if name == STANDBY { &self.standby } else { &self.primary }
+    }
+
+    /// Queues an operator action (call from a scheduled step).
+    pub fn act(&self, a: Action) {
+        self.trace.record("operator", "operator.queue", json!({"action": format!("{a:?}")}));
+        if matches!(a, Action::RestartAgents) {
+            self.agents_restart.notify_waiters();
+            return;
+        }
+        self.actions.try_send(a).expect("the operator queue is full (ACTIONS_QUEUED_MAX)");
+    }
+
+    fn add_operator(&self, sim: &mut turmoil::Sim<'_>, mut rx: mpsc::Receiver<Action>) {
+        let (links, dns, secs, rate, seed) =
+            (self.links.clone(), self.dns.clone(), self.cfg.sim_secs, self.cfg.writes_per_s, self.cfg.seed);
+        let sides = [self.primary.clone(), self.standby.clone()];
+        let trace = self.trace.clone();
+        sim.client("operator", async move {
+            let mut apis = Vec::new();
+            for s in &sides {
+                let c = net::client(&format!("http://{}:{ETCD_PORT}", s.name), links.clone()).await?;
+                apis.push(Api::new(s.api.clone(), &c, "operator"));
+            }
+            let api_of = |name: &str| apis.iter().find(|a| a.cluster() == name).expect("a known side").clone();
+            let mut resolver = Resolver::new(dns);
+            let mut rng = ChaCha8Rng::seed_from_u64(seed.wrapping_add(30));
+            let start = tokio::time::Instant::now();
+            let end = start + Duration::from_secs(secs);
+            let gap = if rate > 0.0 { Duration::from_secs_f64(1.0 / rate) } else { Duration::from_secs(secs + 1) };
+            let mut next_write = start + gap;
+            loop {
+                let now = tokio::time::Instant::now();
+                if now >= end {
+                    break;
+                }
+                tokio::select! {
+                    a = rx.recv() => {
+                        let Some(a) = a else { break };
+                        let serving = resolver.resolve();
+                        if let Err(e) = operate(&a, &api_of, &serving).await {
+                            trace.record("operator", "operator.error", json!({"action": format!("{a:?}"), "error": e.to_string()}));
+                        }
+                    }
+                    _ = tokio::time::sleep_until(next_write.min(end)) => {
+                        if now >= next_write {
+                            next_write += gap;
+                            let serving = resolver.resolve();
+                            // A heartbeat may fail (fenced, partitioned): traffic just goes on.
+                            let _ = heartbeat(&api_of(&serving), &mut rng).await;
+                        }
+                    }
+                }
+            }
+            Ok(())
+        });
+    }
+
+    /// Runs the world with `steps` applied at their times; returns the report.
+    pub fn run<'a>(&self, sim: &mut turmoil::Sim<'a>, steps: Vec<Step<'a>>) -> Result<PlatformReport, WorldError> {
+        crate::world::run_schedule(sim, steps, self.cfg.seed)?;
+        Ok(PlatformReport {
+            seed: self.cfg.seed,
+            sim_secs: self.cfg.sim_secs,
+            trace_hash: self.trace.finish()?,
+            trace_events: self.trace.count(),
+            keys_primary: self.primary.etcd.dump().len(),
+            keys_standby: self.standby.etcd.dump().len(),
+            vm_deletions: self.iaas.deletions().len(),
+        })
+    }
+}
+
+fn add_cluster_host(
+    sim: &mut turmoil::Sim<'_>,
+    cfg: &PlatformConfig,
+    side: &Side,
+    links: Links,
+    iaas: Iaas,
+    gate: Option<ControllerGate>,
+    gc_lags: Vec<Duration>,
+) {
+    let side = side.clone();
+    let trace = side.api.trace.clone();
+    let (capi_lag, compaction) = (Duration::from_millis(cfg.capi_lag_ms), cfg.compaction_interval_s);
+    crate::world::add_etcd_with(sim, &side.name.clone(), side.etcd.clone(), links.clone(), trace, move || {
+        let (side, links, iaas, gate, gc_lags) =
+            (side.clone(), links.clone(), iaas.clone(), gate.clone(), gc_lags.clone());
+        async move {
+            let url = format!("http://{}:{ETCD_PORT}", side.name);
+            let etcd = net::client(&url, links.clone()).await.expect("a lazy client never fails to build");
+            let gc_api = Api::new(side.api.clone(), &etcd, "garbage-collector");
+            tokio::spawn(gc::run(gc_api, etcd.clone(), GcConfig { informer_lags: gc_lags, ..GcConfig::default() }));
+            let capi_api = Api::new(side.api.clone(), &etcd, "capi-controller-manager");
+            tokio::spawn(capi::run(capi_api, etcd.clone(), CapiConfig { informer_lag: capi_lag, gate, iaas }));
+            if let Some(s) = compaction {
+                tokio::spawn(compactor(etcd.clone(), Duration::from_secs(s)));
+            }
+            tokio::spawn(dns::serve_ingress(side.name.clone(), links));
+        }
+    });
+}
+
+/// kube-apiserver's periodic compaction: every interval, compact at the revision seen one
+/// interval earlier (recorded in `compact_rev_key`, as the API server does).
+async fn compactor(mut etcd: etcd_client::Client, every: Duration) {
+    let mut last = 0i64;
+    loop {
+        tokio::time::sleep(every).await;
+        let Ok(r) = etcd.put("compact_rev_key", last.to_string(), None).await else { continue };
+        let now = r.header().map(|h| h.revision()).unwrap_or(0);
+        if last > 0 {
+            let _ = etcd.compact(last, None).await;
+        }
+        last = now;
+    }
+}
+
+/// A Machine status heartbeat: touches one random Machine's annotation on `api`'s cluster.
+async fn heartbeat(api: &Api, rng: &mut ChaCha8Rng) -> Result<(), ApiError> {
+    let (machines, _) = api.list(&kind::MACHINE).await?;
+    if machines.is_empty() {
+        return Ok(());
+    }
+    let m = &machines[rng.random_range(0..machines.len())];
+    let mut obj = m.obj.clone();
+    let beat = api.server.now().0.as_second().to_string();
+    obj.meta.annotations.get_or_insert_with(Default::default).insert("drlab.io/heartbeat".into(), beat);
+    api.update(m, obj).await.map(|_| ())
+}
+
+async fn operate(a: &Action, api_of: &impl Fn(&str) -> Api, serving: &str) -> Result<(), ApiError> {
+    match a {
+        Action::Scale { cluster, replicas } => {
+            let api = api_of(serving);
+            let name = format!("{cluster}-md");
+            let md = api.get(&kind::MACHINE_DEPLOYMENT, topology::NS, &name).await?.ok_or(ApiError::NotFound(name))?;
+            let mut obj = md.obj.clone();
+            obj.set_field(&["spec", "replicas"], json!(replicas));
+            api.server.trace.record(serving, "operator.scale", json!({"cluster": cluster, "replicas": replicas}));
+            api.update(&md, obj).await.map(|_| ())
+        }
+        Action::Pause { side, cluster, paused } => {
+            let api = api_of(side);
+            let c = api.get(&kind::CLUSTER, topology::NS, cluster).await?.ok_or(ApiError::NotFound(cluster.clone()))?;
+            let mut obj = c.obj.clone();
+            obj.set_field(&["spec", "paused"], json!(paused));
+            api.server.trace.record(side, "operator.pause", json!({"cluster": cluster, "paused": paused}));
+            api.update(&c, obj).await.map(|_| ())
+        }
+        Action::PutRaw { side, key, value } => {
+            let api = api_of(side);
+            api.server.trace.record(side, "operator.put-raw", json!({"key": key, "delete": value.is_none()}));
+            api.put_raw(key, value.clone()).await
+        }
+        Action::Delete { side, kind, name } => {
+            let api = api_of(side);
+            let Some(o) = api.get(kind, topology::NS, name).await? else {
+                return Err(ApiError::NotFound(name.clone()));
+            };
+            let why = json!({"controller": "operator", "rule": "scripted delete"});
+            api.delete(&o, crate::k8s::api::Propagation::Background, why).await.map(|_| ())
+        }
+        Action::RestartAgents => Ok(()),
+    }
+}

@@ -1,0 +1,267 @@
+//! The standard topology: N workload clusters × M Machines each, as the Cluster API objects,
+//! bootstrap and plan Secrets a global cluster holds for them, plus each global cluster's own
+//! `global` / `global-*` resources (distinct UIDs and their own VMs on each side).
+//!
+//! Per workload cluster `wc-NN`: Cluster, DCSCluster, KubeadmControlPlane (1 replica), its
+//! `-ca` / `-etcd` / `-sa` / `-proxy` Secrets and a kubeconfig Secret, a MachineDeployment with
+//! its MachineSet, KubeadmConfigTemplate and DCSMachineTemplate; per Machine: the Machine, its
+//! DCSMachine (with a VM in the IaaS), KubeadmConfig, bootstrap-data Secret and plan Secret.
+
+use rand::{RngCore, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde_json::json;
+
+use crate::iaas::Vm;
+use crate::k8s::capi::{
+    CLUSTER_NAME_LABEL, CONTROL_PLANE_LABEL, DCS_MACHINE_FINALIZER, MACHINE_FINALIZER, SET_NAME_LABEL,
+};
+use crate::k8s::kind;
+use crate::k8s::object::{Body, Object};
+
+/// The namespace the platform keeps CAPI objects in.
+pub const NS: &str = "cpaas-system";
+/// Workload clusters and Machines per cluster the builder accepts (bounds, not targets).
+pub const CLUSTERS_MAX: usize = 1_000;
+pub const MACHINES_PER_CLUSTER_MAX: usize = 500;
+
+#[derive(Debug, Clone)]
+pub struct Topology {
+    pub clusters: usize,
+    /// Machines per workload cluster, control plane included (at least 1).
+    pub machines: usize,
+}
+
+/// Objects and VMs of one side.
+#[derive(Debug, Clone, Default)]
+pub struct Side {
+    pub objects: Vec<Object>,
+    pub vms: Vec<Vm>,
+}
+
+pub fn cluster_name(i: usize) -> String {
+    format!("wc-{i:02}")
+}
+
+/// Makes deterministic UIDs from one seed.
+pub struct Uids(ChaCha8Rng);
+
+impl Uids {
+    pub fn new(seed: u64) -> Self {
+        Uids(ChaCha8Rng::seed_from_u64(seed))
+    }
+
+    pub fn fresh(&mut self) -> String {
+        let mut b = [0u8; 16];
+        self.0.fill_bytes(&mut b);
+        crate::k8s::object::uuid(b)
+    }
+}
+
+fn labelled(mut o: Object, cluster: &str, uids: &mut Uids) -> Object {
+    o.meta.uid = Some(uids.fresh());
+    o.set_label(CLUSTER_NAME_LABEL, cluster);
+    o
+}
+
+fn secret(name: &str, type_: &str, key: &str, value: &[u8]) -> Object {
+    Object::new(
+        &kind::SECRET,
+        NS,
+        name,
+        Body::Secret { type_: Some(type_.into()), data: [(key.to_string(), value.to_vec())].into() },
+    )
+}
+
+/// Where generated objects and VMs go, and how VMs are named.
+struct Out<'a> {
+    uids: &'a mut Uids,
+    side: &'a mut Side,
+    created_by: &'a str,
+    vm_prefix: &'a str,
+}
+
+/// One Machine with its DCSMachine, KubeadmConfig, bootstrap and plan Secrets, and VM.
+fn machine(owner: &Object, name: &str, cluster: &str, control_plane: bool, out: &mut Out<'_>) {
+    let Out { uids, side, created_by, vm_prefix } = out;
+    let mut m = Object::custom(
+        &kind::MACHINE,
+        NS,
+        name,
+        json!({"clusterName": cluster, "infrastructureRef": {"kind": "DCSMachine", "name": name}, "bootstrap": {"dataSecretName": format!("{name}-bootstrap")}}),
+    );
+    m = labelled(m, cluster, uids);
+    if control_plane {
+        m.set_label(CONTROL_PLANE_LABEL, "");
+    } else {
+        m.set_label(SET_NAME_LABEL, owner.name());
+    }
+    m.owned_by(owner);
+    m.add_finalizer(MACHINE_FINALIZER);
+    let vm = format!("vm-{vm_prefix}{name}");
+    let mut infra = labelled(Object::custom(&kind::DCS_MACHINE, NS, name, json!({"providerID": vm})), cluster, uids);
+    infra.owned_by(&m);
+    infra.add_finalizer(DCS_MACHINE_FINALIZER);
+    let mut cfg = labelled(Object::custom(&kind::KUBEADM_CONFIG, NS, name, json!({})), cluster, uids);
+    cfg.owned_by(&m);
+    let mut boot = labelled(
+        secret(&format!("{name}-bootstrap"), "cluster.x-k8s.io/secret", "value", b"#cloud-config"),
+        cluster,
+        uids,
+    );
+    boot.owned_by(&cfg);
+    let mut plan = labelled(
+        secret(&format!("{name}-plan"), "elemental.cattle.io/plan", "plan", b"{\"generation\":1}"),
+        cluster,
+        uids,
+    );
+    plan.owned_by(&m);
+    side.vms.push(Vm { id: vm, cluster: cluster.into(), created_by: (*created_by).into() });
+    side.objects.extend([m, infra, cfg, boot, plan]);
+}
+
+/// The workload clusters the primary holds (and the sync copies).
+pub fn workload(t: &Topology, seed: u64, created_by: &str) -> Side {
+    assert!(t.clusters <= CLUSTERS_MAX, "more workload clusters than CLUSTERS_MAX");
+    assert!((1..=MACHINES_PER_CLUSTER_MAX).contains(&t.machines), "machines per cluster out of range");
+    let mut uids = Uids::new(seed);
+    let mut side = Side::default();
+    for i in 0..t.clusters {
+        let c = cluster_name(i);
+        let cluster = labelled(Object::custom(&kind::CLUSTER, NS, &c, json!({"paused": false})), &c, &mut uids);
+        let mut infra = labelled(Object::custom(&kind::DCS_CLUSTER, NS, &c, json!({})), &c, &mut uids);
+        infra.owned_by(&cluster);
+        let mut kcp = labelled(
+            Object::custom(&kind::KUBEADM_CONTROL_PLANE, NS, &format!("{c}-cp"), json!({"replicas": 1})),
+            &c,
+            &mut uids,
+        );
+        kcp.owned_by(&cluster);
+        let mut secrets = Vec::new();
+        for suffix in crate::k8s::capi::CLUSTER_SECRET_SUFFIXES {
+            let mut s =
+                labelled(secret(&format!("{c}-{suffix}"), "cluster.x-k8s.io/secret", "tls.key", b"pem"), &c, &mut uids);
+            s.owned_by(&kcp);
+            secrets.push(s);
+        }
+        let mut kubeconfig = labelled(
+            secret(&format!("{c}-kubeconfig"), "cluster.x-k8s.io/secret", "value", b"kubeconfig"),
+            &c,
+            &mut uids,
+        );
+        kubeconfig.owned_by(&cluster);
+        let workers = t.machines - 1;
+        let mut md = labelled(
+            Object::custom(&kind::MACHINE_DEPLOYMENT, NS, &format!("{c}-md"), json!({"replicas": workers})),
+            &c,
+            &mut uids,
+        );
+        md.owned_by(&cluster);
+        let mut ms = labelled(
+            Object::custom(&kind::MACHINE_SET, NS, &format!("{c}-md-0"), json!({"replicas": workers})),
+            &c,
+            &mut uids,
+        );
+        ms.owned_by(&md);
+        let mut kct =
+            labelled(Object::custom(&kind::KUBEADM_CONFIG_TEMPLATE, NS, &format!("{c}-md"), json!({})), &c, &mut uids);
+        kct.owned_by(&cluster);
+        let mut dmt =
+            labelled(Object::custom(&kind::DCS_MACHINE_TEMPLATE, NS, &format!("{c}-md"), json!({})), &c, &mut uids);
+        dmt.owned_by(&cluster);
+        machine(
+            &kcp,
+            &format!("{c}-cp-0"),
+            &c,
+            true,
+            &mut Out { uids: &mut uids, side: &mut side, created_by, vm_prefix: "" },
+        );
+        for w in 0..workers {
+            machine(
+                &ms,
+                &format!("{c}-md-0-{w}"),
+                &c,
+                false,
+                &mut Out { uids: &mut uids, side: &mut side, created_by, vm_prefix: "" },
+            );
+        }
+        side.objects.extend([cluster, infra, kcp]);
+        side.objects.extend(secrets);
+        side.objects.extend([kubeconfig, md, ms, kct, dmt]);
+    }
+    side
+}
+
+/// A global cluster's own resources: Cluster and DCSCluster `global`, KubeadmControlPlane
+/// `global-cp` with three Machines `global-cp-N`, each with its VM (named after the side, since
+/// both sides have Machines of those names). `misnamed` adds a resource that breaks the naming
+/// rule (seed 002): a MachineDeployment `workers` with a MachineSet and one Machine.
+pub fn global(side_name: &str, seed: u64, misnamed: bool) -> Side {
+    let mut uids = Uids::new(seed);
+    let mut side = Side::default();
+    let c = "global";
+    let cluster = labelled(Object::custom(&kind::CLUSTER, NS, c, json!({"paused": false})), c, &mut uids);
+    let mut infra = labelled(Object::custom(&kind::DCS_CLUSTER, NS, c, json!({})), c, &mut uids);
+    infra.owned_by(&cluster);
+    let mut kcp =
+        labelled(Object::custom(&kind::KUBEADM_CONTROL_PLANE, NS, "global-cp", json!({"replicas": 3})), c, &mut uids);
+    kcp.owned_by(&cluster);
+    let prefix = format!("{side_name}-");
+    for i in 0..3 {
+        machine(
+            &kcp,
+            &format!("global-cp-{i}"),
+            c,
+            true,
+            &mut Out { uids: &mut uids, side: &mut side, created_by: side_name, vm_prefix: &prefix },
+        );
+    }
+    for suffix in crate::k8s::capi::CLUSTER_SECRET_SUFFIXES {
+        let mut s =
+            labelled(secret(&format!("global-{suffix}"), "cluster.x-k8s.io/secret", "tls.key", b"pem"), c, &mut uids);
+        s.owned_by(&kcp);
+        side.objects.push(s);
+    }
+    if misnamed {
+        let mut md =
+            labelled(Object::custom(&kind::MACHINE_DEPLOYMENT, NS, "workers", json!({"replicas": 1})), c, &mut uids);
+        md.owned_by(&cluster);
+        let mut ms =
+            labelled(Object::custom(&kind::MACHINE_SET, NS, "workers-0", json!({"replicas": 1})), c, &mut uids);
+        ms.owned_by(&md);
+        machine(
+            &ms,
+            "workers-0-0",
+            c,
+            false,
+            &mut Out { uids: &mut uids, side: &mut side, created_by: side_name, vm_prefix: &prefix },
+        );
+        side.objects.extend([md, ms]);
+    }
+    side.objects.extend([cluster, infra, kcp]);
+    side
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_and_references_hold_together() {
+        let s = workload(&Topology { clusters: 3, machines: 4 }, 7, "primary");
+        // 3 + 5 secrets + 4 templates/sets per cluster, 5 per Machine.
+        assert_eq!(s.objects.len(), 3 * (3 + 5 + 4 + 4 * 5));
+        assert_eq!(s.vms.len(), 12);
+        let uids: std::collections::BTreeSet<&str> = s.objects.iter().map(Object::uid).collect();
+        assert_eq!(uids.len(), s.objects.len(), "UIDs are unique");
+        for o in &s.objects {
+            for r in o.owners() {
+                assert!(uids.contains(r.uid.as_str()), "{} owner {} is in the topology", o.key(), r.name);
+            }
+        }
+        assert_eq!(workload(&Topology { clusters: 3, machines: 4 }, 7, "primary").objects, s.objects);
+        let g = global("standby", 9, false);
+        assert!(g.objects.iter().all(|o| o.name() == "global" || o.name().starts_with("global-")));
+        assert!(g.vms.iter().all(|v| v.id.starts_with("vm-standby-global-")));
+        assert!(global("primary", 9, true).objects.iter().any(|o| o.name() == "workers"));
+    }
+}

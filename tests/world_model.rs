@@ -1,0 +1,156 @@
+//! The world's control-plane model behaves as the real platform does where Machine safety
+//! depends on it. Each assertion is one a wrong model fails (see the comments).
+
+use std::time::Duration;
+
+use sim::k8s::capi::ControllerGate;
+use sim::k8s::{Object, kind};
+use sim::platform::{Action, PRIMARY, Platform, PlatformConfig, STANDBY};
+use sim::topology::{NS, Topology};
+use sim::world::Step;
+
+const GATE_KEY: &str = "/test/gate";
+
+fn gate_open(v: Option<&[u8]>) -> bool {
+    v == Some(b"open")
+}
+
+fn config(seed: u64, secs: u64) -> PlatformConfig {
+    PlatformConfig {
+        seed,
+        sim_secs: secs,
+        topology: Topology { clusters: 2, machines: 3 },
+        standby_gate: Some(ControllerGate { key: GATE_KEY.into(), open: gate_open }),
+        writes_per_s: 0.5,
+        ..PlatformConfig::default()
+    }
+}
+
+fn decode(kvs: &[(Vec<u8>, Vec<u8>)], p: &Platform, side: &str) -> Vec<Object> {
+    let api = &p.side(side).api;
+    kvs.iter()
+        .filter(|(k, _)| k.starts_with(b"/registry/"))
+        .filter_map(|(k, v)| api.decode(&String::from_utf8_lossy(k), v).ok())
+        .collect()
+}
+
+fn machines(p: &Platform, side: &str) -> Vec<Object> {
+    let objs = decode(&p.side(side).etcd.dump(), p, side);
+    objs.into_iter().filter(|o| o.kind == &kind::MACHINE).collect()
+}
+
+#[test]
+fn gc_deletes_an_orphan_and_only_an_orphan() {
+    let (p, mut sim) = Platform::build(config(3, 60)).expect("world builds");
+    let before: Vec<String> = machines(&p, PRIMARY).iter().map(|m| m.name().to_string()).collect();
+    let steps = vec![Step::new(Duration::from_secs(10), |_| {
+        p.act(Action::Delete { side: PRIMARY.into(), kind: &kind::MACHINE_SET, name: "wc-00-md-0".into() })
+    })];
+    p.run(&mut sim, steps).expect("runs");
+    // The orphans: wc-00's two workers (owned by the deleted MachineSet). The MachineDeployment
+    // makes a new MachineSet whose new Machines replace them.
+    let deleted: Vec<&String> =
+        before.iter().filter(|n| !machines(&p, PRIMARY).iter().any(|m| m.name() == n.as_str())).collect();
+    assert_eq!(deleted, ["wc-00-md-0-0", "wc-00-md-0-1"], "exactly the orphaned Machines go");
+    let mut vms: Vec<String> = p.iaas.deletions().iter().map(|d| d.vm.id.clone()).collect();
+    vms.sort();
+    assert_eq!(vms, ["vm-wc-00-md-0-0", "vm-wc-00-md-0-1"], "and exactly their VMs");
+    let now = machines(&p, PRIMARY);
+    let replacements = now
+        .iter()
+        .filter(|m| {
+            m.label("cluster.x-k8s.io/cluster-name") == Some("wc-00") && m.label("cluster.x-k8s.io/set-name").is_some()
+        })
+        .count();
+    assert_eq!(replacements, 2, "the MachineDeployment's new MachineSet scaled back to 2");
+    assert!(now.iter().all(|m| !m.deleting()), "nothing else is being deleted");
+}
+
+/// Copies one key from the primary to the standby, raw, as a sync would.
+fn copy(p: &Platform, key: &str) {
+    let v = p.primary.etcd.get(key.as_bytes()).expect("key on primary");
+    p.standby.etcd.seed(&[(key.as_bytes().to_vec(), v)]);
+}
+
+#[test]
+fn a_machine_synced_before_its_machineset_is_deleted_by_the_standby_gc_and_its_vm_when_the_gate_clears() {
+    let m = kind::MACHINE.key(NS, "wc-00-md-0-0");
+    let infra = kind::DCS_MACHINE.key(NS, "wc-00-md-0-0");
+    let probe = std::rc::Rc::new(std::cell::RefCell::new(None));
+    let (p, mut sim) = Platform::build(config(4, 60)).expect("world builds");
+    let steps = vec![
+        // The Machine and its DCSMachine arrive; the MachineSet does not (a missed key).
+        Step::new(Duration::from_secs(5), |_| {
+            copy(&p, &m);
+            copy(&p, &infra);
+        }),
+        Step::new(Duration::from_secs(40), |_| {
+            p.act(Action::PutRaw { side: STANDBY.into(), key: GATE_KEY.into(), value: Some(b"open".to_vec()) })
+        }),
+    ];
+    let standby = p.standby.clone();
+    let seen = probe.clone();
+    let mut steps = steps;
+    steps.push(Step::new(Duration::from_secs(30), move |_| {
+        *seen.borrow_mut() = standby.etcd.get(kind::MACHINE.key(NS, "wc-00-md-0-0").as_bytes());
+    }));
+    p.run(&mut sim, steps).expect("runs");
+    // Before the gate opened: the GC had marked it (deletionTimestamp, finalizer held) — a model
+    // whose GC waited for the gate, or looked owners up in its own cache only, fails here.
+    let at_30 = probe.borrow().clone().expect("the Machine is still there at 30 s (its finalizer holds it)");
+    let o = p.standby.api.decode(&kind::MACHINE.key(NS, "wc-00-md-0-0"), &at_30).expect("decodes");
+    assert!(o.deleting(), "the standby GC set a deletionTimestamp on the Machine whose owner it could not find");
+    assert!(
+        p.iaas.deletions().iter().all(|d| d.by_cluster != STANDBY || d.t_ms >= 40_000),
+        "no VM deleted while the gate was set"
+    );
+    // After the gate opened: the standby's CAPI controllers finished the deletion and took the VM.
+    let vm = p.iaas.deletions();
+    assert_eq!(vm.len(), 1, "one VM deleted: {vm:?}");
+    assert_eq!((vm[0].vm.id.as_str(), vm[0].by_cluster.as_str()), ("vm-wc-00-md-0-0", STANDBY));
+    assert!(machines(&p, STANDBY).iter().all(|o| o.name() != "wc-00-md-0-0"));
+    assert_eq!(machines(&p, PRIMARY).len(), 2 * 3 + 3, "the primary lost nothing");
+}
+
+#[test]
+fn a_consistent_copy_keeps_every_vm_when_the_gate_clears() {
+    // The counterpart of the test above: the same world with the owner chain copied first.
+    let mut cfg = config(4, 60);
+    cfg.standby_preloaded = true;
+    let (p, mut sim) = Platform::build(cfg).expect("world builds");
+    let steps = vec![Step::new(Duration::from_secs(20), |_| {
+        p.act(Action::PutRaw { side: STANDBY.into(), key: GATE_KEY.into(), value: Some(b"open".to_vec()) })
+    })];
+    p.run(&mut sim, steps).expect("runs");
+    assert_eq!(p.iaas.deletions(), vec![], "a consistent standby deletes nothing");
+    assert!(machines(&p, STANDBY).iter().all(|m| !m.deleting()));
+}
+
+#[test]
+fn dns_switch_reaches_agents_only_after_their_ttl_and_a_reconnect() {
+    let mut cfg = config(5, 90);
+    cfg.dns_ttl_s = 30;
+    let log = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+    let (p, mut sim) = Platform::build(cfg).expect("world builds");
+    let pr = &p;
+    let served = |p: &Platform| -> Vec<String> { p.agents_served.iter().map(|r| r.borrow().clone()).collect() };
+    let (l1, l2, l3) = (log.clone(), log.clone(), log.clone());
+    let steps = vec![
+        Step::new(Duration::from_secs(15), |_| {
+            p.dns.switch(STANDBY, "test");
+        }),
+        // Established connections stay on the primary.
+        Step::new(Duration::from_secs(22), move |_| l1.borrow_mut().push(served(pr))),
+        // A restart before the TTL ran out re-resolves from the cache: still the primary.
+        Step::new(Duration::from_secs(23), |_| p.act(Action::RestartAgents)),
+        Step::new(Duration::from_secs(29), move |_| l2.borrow_mut().push(served(pr))),
+        // After the TTL, a restart reaches the standby.
+        Step::new(Duration::from_secs(60), |_| p.act(Action::RestartAgents)),
+        Step::new(Duration::from_secs(75), move |_| l3.borrow_mut().push(served(pr))),
+    ];
+    p.run(&mut sim, steps).expect("runs");
+    let log = log.borrow();
+    assert_eq!(log[0], [PRIMARY, PRIMARY], "switch does not move established connections");
+    assert_eq!(log[1], [PRIMARY, PRIMARY], "a cached answer is used until its TTL runs out");
+    assert_eq!(log[2], [STANDBY, STANDBY], "after the TTL and a reconnect, agents reach the standby");
+}
