@@ -17,7 +17,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run a small simulated world: a primary and a standby etcd, a client writing and watching.
+    /// Run a drill on the simulated platform: a primary and a standby global cluster with
+    /// their control planes, the real sync between them, workload clusters and traffic.
     World {
         /// Seed of the run: the same seed gives the same trace.
         #[arg(long, default_value_t = 1)]
@@ -26,8 +27,17 @@ enum Command {
         #[arg(long, default_value_t = 60)]
         sim_secs: u64,
         /// Simulated time per turmoil tick, in milliseconds.
-        #[arg(long, default_value_t = 1)]
+        #[arg(long, default_value_t = 10)]
         tick_ms: u64,
+        /// Workload clusters.
+        #[arg(long, default_value_t = 2)]
+        clusters: usize,
+        /// Machines per workload cluster (one control-plane Machine included).
+        #[arg(long, default_value_t = 3)]
+        machines: usize,
+        /// Background writes (Machine heartbeats) per simulated second on the serving cluster.
+        #[arg(long, default_value_t = 1.0)]
+        writes_per_s: f64,
         /// Write the JSON-lines trace here.
         #[arg(long)]
         trace: Option<PathBuf>,
@@ -55,45 +65,65 @@ enum BenchWhat {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::World { seed, sim_secs, tick_ms, trace } => world(seed, sim_secs, tick_ms, trace),
+        Command::World { seed, sim_secs, tick_ms, clusters, machines, writes_per_s, trace } => {
+            world(harness::drill::DrillOptions { seed, sim_secs, tick_ms, clusters, machines, writes_per_s, trace })
+        }
         Command::Bench { what: BenchWhat::Sync { quick, output } } => bench_sync(quick, output == "json"),
     }
 }
 
-fn world(seed: u64, sim_secs: u64, tick_ms: u64, trace: Option<PathBuf>) -> ExitCode {
-    println!("seed: {seed}");
-    let cfg = sim::world::WorldConfig { seed, sim_secs, tick_ms, trace_path: trace.clone() };
+fn world(o: harness::drill::DrillOptions) -> ExitCode {
+    let reproduce = format!(
+        "reproduce with: drlab world --seed {} --sim-secs {} --tick-ms {} --clusters {} --machines {} --writes-per-s {}",
+        o.seed, o.sim_secs, o.tick_ms, o.clusters, o.machines, o.writes_per_s
+    );
+    if !(1..=sim::topology::CLUSTERS_MAX).contains(&o.clusters)
+        || !(1..=sim::topology::MACHINES_PER_CLUSTER_MAX).contains(&o.machines)
+    {
+        eprintln!(
+            "error: --clusters must be 1..={} and --machines 1..={}",
+            sim::topology::CLUSTERS_MAX,
+            sim::topology::MACHINES_PER_CLUSTER_MAX
+        );
+        return ExitCode::from(2);
+    }
+    if !(0.0..=1000.0).contains(&o.writes_per_s) {
+        eprintln!("error: --writes-per-s must be 0..=1000");
+        return ExitCode::from(2);
+    }
+    println!("seed: {}", o.seed);
     // Wall-clock time is measured here, outside the simulation, only to report its speed.
     let wall = std::time::Instant::now();
-    let result = sim::world::run_small(&cfg);
+    let result = harness::drill::drill(&o);
     let wall_s = wall.elapsed().as_secs_f64();
-    match result {
-        Ok(r) => {
-            println!("sim-secs: {}", r.sim_secs);
-            println!("writes: {}", r.writes);
-            println!("mirrored: {}", r.mirrored);
-            println!("converged: {}", r.converged);
-            println!("trace-events: {}", r.trace_events);
-            if let Some(p) = &trace {
-                println!("trace: {}", p.display());
-            }
-            println!("trace-hash: {}", r.trace_hash);
-            println!("speed: {:.1} sim-s/wall-s", r.sim_secs as f64 / wall_s.max(1e-9));
-            if r.converged {
-                ExitCode::SUCCESS
-            } else {
-                println!(
-                    "the standby did not converge; reproduce with: drlab world --seed {seed} --sim-secs {sim_secs}"
-                );
-                ExitCode::from(1)
-            }
-        }
+    let r = match result {
+        Ok(r) => r,
         Err(e) => {
             eprintln!("error: {e}");
-            eprintln!("reproduce with: drlab world --seed {seed} --sim-secs {sim_secs} --tick-ms {tick_ms}");
-            ExitCode::from(2)
+            eprintln!("{reproduce}");
+            return ExitCode::from(2);
         }
+    };
+    let p = &r.platform;
+    println!("sim-secs: {}", p.sim_secs);
+    println!("workload: {} clusters x {} machines", o.clusters, o.machines);
+    println!("keys: primary {} standby {}", p.keys_primary, p.keys_standby);
+    println!(
+        "sync: {:?}, checkpoint {} of source head {}, {} ops applied",
+        r.sync.phase, r.sync.checkpoint, r.source_head, r.sync.applied_ops
+    );
+    println!("vm-deletions: {}", p.vm_deletions);
+    println!("trace-events: {}", p.trace_events);
+    if let Some(t) = &o.trace {
+        println!("trace: {}", t.display());
     }
+    println!("trace-hash: {}", p.trace_hash);
+    println!("speed: {:.1} sim-s/wall-s", p.sim_secs as f64 / wall_s.max(1e-9));
+    if p.vm_deletions > 0 || !r.caught_up() {
+        println!("the drill failed: {} VM deletions, caught up: {}; {reproduce}", p.vm_deletions, r.caught_up());
+        return ExitCode::from(1);
+    }
+    ExitCode::SUCCESS
 }
 
 fn bench_sync(quick: bool, json: bool) -> ExitCode {

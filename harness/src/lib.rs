@@ -1,6 +1,7 @@
 //! `harness`: wires the real sync and failover code into the simulated world or onto real etcd
 //! servers, and (as later issues land) runs scenarios and checks invariants.
 //!
+//! - [`drill`]: the platform world with the real sync between its clusters (`drlab world`).
 //! - [`fixtures`]: Kubernetes objects as stored (CAPI JSON, built-in protobuf).
 //! - [`observe`]: watchers that record what invariant checks need (e.g. owner order).
 //! - [`real_etcd`]: real etcd servers on loopback (the conformance suite's reference).
@@ -9,6 +10,7 @@
 
 #[cfg(feature = "containers")]
 pub mod containers;
+pub mod drill;
 pub mod fixtures;
 pub mod observe;
 pub mod real_etcd;

@@ -35,6 +35,8 @@ pub const PRIMARY: &str = "primary";
 pub const STANDBY: &str = "standby";
 /// Actions the operator queue holds (scripted actions are few; a full queue is a scenario bug).
 const ACTIONS_QUEUED_MAX: usize = 1_024;
+/// Simulated time after the last scripted second in which no traffic is sent.
+pub const SETTLE: Duration = Duration::from_secs(10);
 /// Workload agents the world runs at most.
 const AGENTS_MAX: usize = 64;
 
@@ -143,7 +145,7 @@ impl Platform {
         assert!(cfg.agents <= AGENTS_MAX, "more agents than AGENTS_MAX");
         let trace = Trace::new(cfg.trace_path.as_deref())?;
         let links = Links::default();
-        let duration = Duration::from_secs(cfg.sim_secs + 30);
+        let duration = Duration::from_secs(cfg.sim_secs + 30) + SETTLE;
         let mut sim = crate::world::builder(cfg.seed, duration, Duration::from_millis(cfg.tick_ms)).build();
         let iaas = Iaas::new(trace.clone());
         let dns = Dns::new(DOMAIN, PRIMARY, cfg.dns_ttl_s, trace.clone());
@@ -234,7 +236,7 @@ impl Platform {
         let (links, dns, secs, rate, seed) =
             (self.links.clone(), self.dns.clone(), self.cfg.sim_secs, self.cfg.writes_per_s, self.cfg.seed);
         let sides = [self.primary.clone(), self.standby.clone()];
-        let trace = self.trace.clone();
+        let (trace, topo) = (self.trace.clone(), self.cfg.topology.clone());
         sim.client("operator", async move {
             let mut apis = Vec::new();
             for s in &sides {
@@ -266,11 +268,13 @@ impl Platform {
                             next_write += gap;
                             let serving = resolver.resolve();
                             // A heartbeat may fail (fenced, partitioned): traffic just goes on.
-                            let _ = heartbeat(&api_of(&serving), &mut rng).await;
+                            let _ = heartbeat(&api_of(&serving), &topo, &mut rng).await;
                         }
                     }
                 }
             }
+            // Quiet time at the end: traffic stops, the world settles before the run ends.
+            tokio::time::sleep(SETTLE).await;
             Ok(())
         });
     }
@@ -335,17 +339,19 @@ async fn compactor(mut etcd: etcd_client::Client, every: Duration) {
     }
 }
 
-/// A Machine status heartbeat: touches one random Machine's annotation on `api`'s cluster.
-async fn heartbeat(api: &Api, rng: &mut ChaCha8Rng) -> Result<(), ApiError> {
-    let (machines, _) = api.list(&kind::MACHINE).await?;
-    if machines.is_empty() {
-        return Ok(());
-    }
-    let m = &machines[rng.random_range(0..machines.len())];
+/// A Machine status heartbeat: touches the annotation of one random Machine of the topology on
+/// `api`'s cluster (one that a scale-down removed is skipped).
+async fn heartbeat(api: &Api, t: &Topology, rng: &mut ChaCha8Rng) -> Result<(), ApiError> {
+    let c = topology::cluster_name(rng.random_range(0..t.clusters));
+    let name = match rng.random_range(0..t.machines) {
+        0 => format!("{c}-cp-0"),
+        w => format!("{c}-md-0-{}", w - 1),
+    };
+    let Some(m) = api.get(&kind::MACHINE, topology::NS, &name).await? else { return Ok(()) };
     let mut obj = m.obj.clone();
     let beat = api.server.now().0.as_second().to_string();
     obj.meta.annotations.get_or_insert_with(Default::default).insert("drlab.io/heartbeat".into(), beat);
-    api.update(m, obj).await.map(|_| ())
+    api.update(&m, obj).await.map(|_| ())
 }
 
 async fn operate(a: &Action, api_of: &impl Fn(&str) -> Api, serving: &str) -> Result<(), ApiError> {

@@ -1,48 +1,18 @@
-//! Worlds: turmoil simulations built from simulated etcd members, clients and faults.
-//!
-//! [`run_small`] is the first world: a primary and a standby etcd, and a client host that writes
-//! to the primary and copies what it watches to the standby. It exists to prove the seam (the
-//! real etcd-client over turmoil) and determinism; the full topology builds on the same pieces.
+//! The turmoil plumbing every world shares: the seeded builder with a fixed epoch, etcd hosts
+//! (optionally with a control plane on the same host), and scheduled steps. The platform world
+//! ([`crate::platform`]) is built from these.
 
-use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, UNIX_EPOCH};
 
-use etcd_client::{Client, EventType, GetOptions, PutOptions, WatchOptions};
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
 use serde_json::json;
 
-use crate::etcd::{Config, SimEtcd};
-use crate::net::{self, Links};
+use crate::etcd::SimEtcd;
+use crate::net::Links;
 use crate::trace::Trace;
 
 pub const ETCD_PORT: u16 = 2379;
 /// The simulated epoch: a fixed instant, so nothing in the world depends on when it ran.
 pub const EPOCH_UNIX_S: u64 = 1_767_225_600; // 2026-01-01T00:00:00Z
-/// Extra simulated time after the scenario for the client to finish its last round trips.
-const DRAIN_S: u64 = 30;
-
-#[derive(Debug, Clone)]
-pub struct WorldConfig {
-    pub seed: u64,
-    pub sim_secs: u64,
-    pub tick_ms: u64,
-    pub trace_path: Option<PathBuf>,
-}
-
-#[derive(Debug, Clone)]
-pub struct WorldReport {
-    pub seed: u64,
-    pub sim_secs: u64,
-    pub trace_hash: String,
-    pub trace_events: u64,
-    pub writes: u64,
-    pub mirrored: u64,
-    /// Whether the standby held exactly the primary's keys and values at the end.
-    pub converged: bool,
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum WorldError {
@@ -120,111 +90,6 @@ async fn trace_commits(etcd: SimEtcd, trace: Trace, host: String) {
         }
         next = rev + 1;
     }
-}
-
-/// Runs the small world for `cfg.sim_secs` simulated seconds.
-pub fn run_small(cfg: &WorldConfig) -> Result<WorldReport, WorldError> {
-    let trace = Trace::new(cfg.trace_path.as_deref())?;
-    let links = Links::default();
-    let duration = Duration::from_secs(cfg.sim_secs + DRAIN_S);
-    let mut sim = builder(cfg.seed, duration, Duration::from_millis(cfg.tick_ms)).build();
-    for (i, name) in ["primary", "standby"].into_iter().enumerate() {
-        let etcd = SimEtcd::new(Config { seed: cfg.seed.wrapping_add(i as u64 + 1), ..Config::default() });
-        add_etcd(&mut sim, name, etcd, links.clone(), trace.clone());
-    }
-    let writes = Arc::new(AtomicU64::new(0));
-    let mirrored = Arc::new(AtomicU64::new(0));
-    let converged = Arc::new(AtomicU64::new(0));
-    {
-        let (trace, links, seed, secs) = (trace.clone(), links.clone(), cfg.seed, cfg.sim_secs);
-        let (writes, mirrored, converged) = (writes.clone(), mirrored.clone(), converged.clone());
-        sim.client("client", async move {
-            let primary = net::client("http://primary:2379", links.clone()).await?;
-            let standby = net::client("http://standby:2379", links).await?;
-            let mirror = tokio::spawn(mirror(primary.clone(), standby.clone(), trace.clone(), mirrored));
-            write_load(primary.clone(), seed, secs, trace.clone(), writes).await?;
-            // Quiesce, then compare both sides.
-            tokio::time::sleep(Duration::from_secs(2)).await;
-            mirror.abort();
-            let same = dump(primary).await? == dump(standby).await?;
-            trace.record("client", "compare", json!({"converged": same}));
-            converged.store(same as u64, Ordering::SeqCst);
-            Ok(())
-        });
-    }
-    sim.run().map_err(|e| WorldError::Sim { seed: cfg.seed, message: e.to_string() })?;
-    Ok(WorldReport {
-        seed: cfg.seed,
-        sim_secs: cfg.sim_secs,
-        trace_hash: trace.finish()?,
-        trace_events: trace.count(),
-        writes: writes.load(Ordering::SeqCst),
-        mirrored: mirrored.load(Ordering::SeqCst),
-        converged: converged.load(Ordering::SeqCst) == 1,
-    })
-}
-
-/// Seeded writes: puts of varying size, some deletes, some with a lease.
-async fn write_load(
-    mut c: Client,
-    seed: u64,
-    secs: u64,
-    trace: Trace,
-    writes: Arc<AtomicU64>,
-) -> Result<(), Box<dyn std::error::Error>> {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let start = tokio::time::Instant::now();
-    let lease = c.lease_grant(30, None).await?.id();
-    while start.elapsed() < Duration::from_secs(secs) {
-        tokio::time::sleep(Duration::from_millis(rng.random_range(20..200))).await;
-        let key = format!("/registry/configmaps/default/cm-{:02}", rng.random_range(0..48));
-        if rng.random_bool(0.15) {
-            let r = c.delete(key.as_str(), None).await?;
-            trace.record("client", "delete", json!({"key": key, "rev": r.header().map(|h| h.revision())}));
-        } else {
-            let value = vec![b'v'; rng.random_range(1..2048)];
-            let opts = rng.random_bool(0.1).then(|| PutOptions::new().with_lease(lease));
-            let r = c.put(key.as_str(), value, opts).await?;
-            trace.record("client", "put", json!({"key": key, "rev": r.header().map(|h| h.revision())}));
-        }
-        writes.fetch_add(1, Ordering::SeqCst);
-        if rng.random_bool(0.05) {
-            c.lease_keep_alive(lease).await?;
-        }
-    }
-    Ok(())
-}
-
-/// A toy one-way copy: watch the primary, replay each event on the standby.
-async fn mirror(
-    mut primary: Client,
-    mut standby: Client,
-    trace: Trace,
-    mirrored: Arc<AtomicU64>,
-) -> Result<(), etcd_client::Error> {
-    let mut stream =
-        primary.watch("/registry/", Some(WatchOptions::new().with_prefix().with_start_revision(1))).await?;
-    while let Some(resp) = stream.message().await? {
-        for e in resp.events() {
-            let Some(kv) = e.kv() else { continue };
-            match e.event_type() {
-                EventType::Put => standby.put(kv.key(), kv.value(), None).await.map(|_| ())?,
-                EventType::Delete => standby.delete(kv.key(), None).await.map(|_| ())?,
-            }
-            trace.record(
-                "client",
-                "mirror",
-                json!({"key": String::from_utf8_lossy(kv.key()), "rev": kv.mod_revision()}),
-            );
-            mirrored.fetch_add(1, Ordering::SeqCst);
-        }
-    }
-    Ok(())
-}
-
-async fn dump(mut c: Client) -> Result<Vec<(Vec<u8>, Vec<u8>)>, etcd_client::Error> {
-    let r = c.get("/registry/", Some(GetOptions::new().with_prefix())).await?;
-    Ok(r.kvs().iter().map(|kv| (kv.key().to_vec(), kv.value().to_vec())).collect())
 }
 
 /// One scheduled action on the world, run once simulated time reaches `at`.

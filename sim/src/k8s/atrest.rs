@@ -32,6 +32,24 @@ impl AtRest {
         AtRest { key: Some((name.into(), key)) }
     }
 
+    /// The EncryptionConfiguration file kube-apiserver reads for this (what an operator hands
+    /// the sync as well). Contains the key: never log it.
+    pub fn encryption_configuration(&self) -> String {
+        use base64::Engine as _;
+        let aescbc = match &self.key {
+            Some((name, key)) => {
+                let secret = base64::engine::general_purpose::STANDARD.encode(key);
+                format!(
+                    "      - aescbc:\n          keys:\n            - name: {name}\n              secret: {secret}\n"
+                )
+            }
+            None => String::new(),
+        };
+        format!(
+            "apiVersion: apiserver.config.k8s.io/v1\nkind: EncryptionConfiguration\nresources:\n  - resources: [secrets]\n    providers:\n{aescbc}      - identity: {{}}\n"
+        )
+    }
+
     pub fn seal(&self, plain: &[u8], rng: &mut dyn RngCore) -> Vec<u8> {
         let Some((name, key)) = &self.key else { return plain.to_vec() };
         let mut iv = [0u8; IV_BYTES];

@@ -71,6 +71,10 @@ struct Manager {
     api: Api,
     iaas: Iaas,
     cache: BTreeMap<String, Stored>,
+    /// Controller UID → keys of the cached objects it controls.
+    children: BTreeMap<String, BTreeSet<String>>,
+    /// Machines without a controller (candidates for adoption).
+    orphans: BTreeSet<String>,
     queue: VecDeque<String>,
     queued: BTreeSet<String>,
     retry: VecDeque<(tokio::time::Instant, String)>,
@@ -91,6 +95,8 @@ pub async fn run(api: Api, etcd: etcd_client::Client, cfg: CapiConfig) {
         api,
         iaas: cfg.iaas,
         cache: BTreeMap::new(),
+        children: BTreeMap::new(),
+        orphans: BTreeSet::new(),
         queue: VecDeque::new(),
         queued: BTreeSet::new(),
         retry: VecDeque::new(),
@@ -206,12 +212,12 @@ impl Manager {
                     return; // older than what this manager wrote through
                 }
                 let o = s.obj.clone();
-                self.cache.insert(s.obj.key(), s);
+                self.cache_put(s.obj.key(), s);
                 o
             }
             Delta::Deleted(o) => {
                 if self.cache.get(&o.key()).is_some_and(|c| c.obj.uid() == o.uid()) {
-                    self.cache.remove(&o.key());
+                    self.cache_drop(&o.key());
                 }
                 o
             }
@@ -231,11 +237,12 @@ impl Manager {
         if o.kind == &kind::SECRET
             && let Some(c) = o.label(CLUSTER_NAME_LABEL)
         {
-            for kcp in self.of_kind(&kind::KUBEADM_CONTROL_PLANE) {
-                if kcp.obj.label(CLUSTER_NAME_LABEL) == Some(c) {
-                    self.enqueue(&kcp.obj.key());
-                }
-            }
+            let kcps: Vec<String> = self
+                .of_kind(&kind::KUBEADM_CONTROL_PLANE)
+                .filter(|kcp| kcp.obj.label(CLUSTER_NAME_LABEL) == Some(c))
+                .map(|kcp| kcp.obj.key())
+                .collect();
+            kcps.iter().for_each(|k| self.enqueue(k));
         }
         if o.kind == &kind::CLUSTER && !self.paused(o) {
             // Unpausing (or creating) a Cluster: reconcile everything of that cluster.
@@ -250,9 +257,10 @@ impl Manager {
         }
     }
 
-    fn of_kind(&self, kind: &'static Kind) -> Vec<Stored> {
+    /// The cached objects of one kind (a key range of the cache: no scan of other kinds).
+    fn of_kind(&self, kind: &'static Kind) -> impl Iterator<Item = &Stored> {
         let p = kind.prefix();
-        self.cache.range(p.clone()..).take_while(|(k, _)| k.starts_with(&p)).map(|(_, s)| s.clone()).collect()
+        self.cache.range(p.clone()..).take_while(move |(k, _)| k.starts_with(&p)).map(|(_, s)| s)
     }
 
     fn paused(&self, cluster: &Object) -> bool {
@@ -290,12 +298,8 @@ impl Manager {
 
     fn write_through(&mut self, s: Option<Stored>, key: String) {
         match s {
-            Some(s) => {
-                self.cache.insert(key, s);
-            }
-            None => {
-                self.cache.remove(&key);
-            }
+            Some(s) => self.cache_put(key, s),
+            None => self.cache_drop(&key),
         }
     }
 
@@ -319,7 +323,54 @@ impl Manager {
     }
 
     fn owned_by(&self, kind: &'static Kind, owner_uid: &str) -> Vec<Stored> {
-        self.of_kind(kind).into_iter().filter(|s| controller_uid(&s.obj) == Some(owner_uid)).collect()
+        let Some(keys) = self.children.get(owner_uid) else { return Vec::new() };
+        let p = kind.prefix();
+        keys.iter().filter(|k| k.starts_with(&p)).filter_map(|k| self.cache.get(k)).cloned().collect()
+    }
+
+    /// Keys of the objects of `kind` that `owner_uid` controls and that are not being deleted.
+    fn live_owned(&self, kind: &'static Kind, owner_uid: &str) -> Vec<String> {
+        let Some(keys) = self.children.get(owner_uid) else { return Vec::new() };
+        let p = kind.prefix();
+        let live = |k: &&String| self.cache.get(*k).is_some_and(|s| !s.obj.deleting());
+        keys.iter().filter(|k| k.starts_with(&p)).filter(live).cloned().collect()
+    }
+
+    /// Caches an object and indexes it under its controller (so a MachineSet finds its Machines
+    /// without a scan of every Machine).
+    fn cache_put(&mut self, key: String, s: Stored) {
+        let owner = controller_uid(&s.obj).map(str::to_string);
+        let machine = s.obj.kind == &kind::MACHINE;
+        if let Some(old) = self.cache.insert(key.clone(), s) {
+            self.unindex(&key, &old);
+        }
+        match owner {
+            Some(o) => {
+                self.children.entry(o).or_default().insert(key);
+            }
+            None if machine => {
+                self.orphans.insert(key);
+            }
+            None => {}
+        }
+    }
+
+    fn cache_drop(&mut self, key: &str) {
+        if let Some(old) = self.cache.remove(key) {
+            self.unindex(key, &old);
+        }
+    }
+
+    fn unindex(&mut self, key: &str, old: &Stored) {
+        self.orphans.remove(key);
+        if let Some(o) = controller_uid(&old.obj)
+            && let Some(set) = self.children.get_mut(o)
+        {
+            set.remove(key);
+            if set.is_empty() {
+                self.children.remove(o);
+            }
+        }
     }
 
     async fn machine_deployment(&mut self, md: Stored) -> Result<(), ApiError> {
@@ -354,25 +405,27 @@ impl Manager {
             return Ok(());
         }
         // Adopt labelled Machines that lost their controller reference (as CAPI does).
-        for m in self.of_kind(&kind::MACHINE) {
-            if m.obj.label(SET_NAME_LABEL) == Some(ms.obj.name())
-                && controller_uid(&m.obj).is_none()
-                && !m.obj.deleting()
-            {
-                let mut obj = m.obj.clone();
-                obj.owned_by(&ms.obj);
-                self.update(&m, obj).await?;
-            }
+        let orphans: Vec<Stored> = self
+            .orphans
+            .iter()
+            .filter_map(|k| self.cache.get(k))
+            .filter(|m| m.obj.label(SET_NAME_LABEL) == Some(ms.obj.name()) && !m.obj.deleting())
+            .cloned()
+            .collect();
+        for m in orphans {
+            let mut obj = m.obj.clone();
+            obj.owned_by(&ms.obj);
+            self.update(&m, obj).await?;
         }
-        let mut machines: Vec<Stored> =
-            self.owned_by(&kind::MACHINE, ms.obj.uid()).into_iter().filter(|m| !m.obj.deleting()).collect();
+        let mut machines = self.live_owned(&kind::MACHINE, ms.obj.uid());
         let want = Self::replicas(&ms.obj) as usize;
         while machines.len() < want {
             let m = self.new_machine(&ms.obj, false).await?;
-            machines.push(m);
+            machines.push(m.obj.key());
         }
         while machines.len() > want {
-            let m = machines.pop().expect("more than wanted");
+            let key = machines.pop().expect("more than wanted");
+            let m = self.cache.get(&key).cloned().expect("an indexed key is cached");
             let why = json!({"controller": "machineset", "rule": "scale-down", "machineset": ms.obj.name(), "replicas": want});
             self.api.delete(&m, Propagation::Background, why).await?;
         }
@@ -492,12 +545,11 @@ impl Manager {
                 Err(e) => return Err(e),
             }
         }
-        let mut machines: Vec<Stored> =
-            self.owned_by(&kind::MACHINE, kcp.obj.uid()).into_iter().filter(|m| !m.obj.deleting()).collect();
+        let mut machines = self.live_owned(&kind::MACHINE, kcp.obj.uid()).len();
         let want = Self::replicas(&kcp.obj) as usize;
-        while machines.len() < want {
-            let m = self.new_machine(&kcp.obj, true).await?;
-            machines.push(m);
+        while machines < want {
+            self.new_machine(&kcp.obj, true).await?;
+            machines += 1;
         }
         Ok(())
     }

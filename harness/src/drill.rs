@@ -1,0 +1,125 @@
+//! A drill: the platform world with the real sync between its global clusters — what
+//! `drlab world` runs. The sync is the shipped engine, configured as an operator would: the
+//! `immutable` profile, both sides' EncryptionConfiguration files, the standby's controllers held
+//! by its gate until a failover clears it.
+
+use std::path::PathBuf;
+
+use sim::platform::{PRIMARY, Platform, PlatformConfig, PlatformReport, STANDBY};
+use sim::topology::Topology;
+use sim::world::{Step, WorldError};
+use sync::crypto::{Boundary, Keyring};
+use sync::engine::{Settings, Status};
+use sync::rules::{Profile, Rules};
+use sync::target::{Gate, GateState};
+
+use crate::simsync::SyncHost;
+
+/// The standby's controllers act only once a failover has cleared the sync gate.
+pub fn standby_gate_open(value: Option<&[u8]>) -> bool {
+    value.and_then(|v| serde_json::from_slice::<Gate>(v).ok()).is_some_and(|g| g.state == GateState::Cleared)
+}
+
+/// The platform world as the sync expects it: its gate holds the standby's controllers.
+pub fn platform_config(seed: u64, sim_secs: u64, topology: Topology) -> PlatformConfig {
+    PlatformConfig {
+        seed,
+        sim_secs,
+        topology,
+        standby_gate: Some(sim::k8s::capi::ControllerGate { key: sync::target::gate_key(), open: standby_gate_open }),
+        ..PlatformConfig::default()
+    }
+}
+
+/// The sync's settings for a world: the `immutable` profile and both sides' keyrings.
+pub fn sync_settings(cfg: &PlatformConfig) -> Settings {
+    let mut s = Settings::new(Rules::profile(Profile::Immutable));
+    s.seed = cfg.seed.wrapping_add(40);
+    let ring = |name: &str, at_rest: &sim::k8s::atrest::AtRest| {
+        Keyring::parse(name, &at_rest.encryption_configuration()).expect("the world's EncryptionConfiguration parses")
+    };
+    s.boundary = Boundary {
+        source: Some(ring(PRIMARY, &cfg.primary_at_rest)),
+        target: Some(ring(STANDBY, &cfg.standby_at_rest)),
+        ..Boundary::default()
+    };
+    s
+}
+
+#[derive(Debug, Clone)]
+pub struct DrillOptions {
+    pub seed: u64,
+    pub sim_secs: u64,
+    pub tick_ms: u64,
+    pub clusters: usize,
+    pub machines: usize,
+    /// Background writes (Machine heartbeats) per simulated second.
+    pub writes_per_s: f64,
+    pub trace: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone)]
+pub struct DrillReport {
+    pub platform: PlatformReport,
+    pub sync: Status,
+    /// Source head revision at the end, to compare with the sync's checkpoint.
+    pub source_head: i64,
+}
+
+impl DrillReport {
+    /// Whether the sync had applied everything the primary committed by the end.
+    pub fn caught_up(&self) -> bool {
+        self.sync.checkpoint >= self.source_head
+    }
+}
+
+/// Runs a steady-state drill: the world with the sync and background traffic, no faults.
+pub fn drill(o: &DrillOptions) -> Result<DrillReport, WorldError> {
+    let mut cfg = platform_config(o.seed, o.sim_secs, Topology { clusters: o.clusters, machines: o.machines });
+    cfg.tick_ms = o.tick_ms;
+    cfg.trace_path = o.trace.clone();
+    cfg.writes_per_s = o.writes_per_s;
+    let settings = sync_settings(&cfg);
+    let (p, mut sim) = Platform::build(cfg)?;
+    let handle = SyncHost::new(PRIMARY, STANDBY, settings).add(&mut sim, p.links.clone());
+    let steps: Vec<Step<'_>> = Vec::new();
+    let platform = p.run(&mut sim, steps)?;
+    let sync = handle.status();
+    Ok(DrillReport { platform, sync, source_head: p.primary.etcd.revision() })
+}
+
+/// How the standby's copy differs from the primary after a run, by the sync's own rules (an
+/// offline comparison of final states, not the sync's `/check`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Diff {
+    /// Included primary keys the standby lacks.
+    pub missed: Vec<String>,
+    /// Included keys whose content differs (plaintexts are compared for Secrets).
+    pub stale: Vec<String>,
+    /// Included standby keys the primary lacks.
+    pub surplus: Vec<String>,
+}
+
+impl Diff {
+    pub fn is_clean(&self) -> bool {
+        self.missed.is_empty() && self.stale.is_empty() && self.surplus.is_empty()
+    }
+}
+
+pub fn compare(p: &Platform, settings: &Settings) -> Diff {
+    let primary: std::collections::BTreeMap<Vec<u8>, Vec<u8>> = p.primary.etcd.dump().into_iter().collect();
+    let standby: std::collections::BTreeMap<Vec<u8>, Vec<u8>> = p.standby.etcd.dump().into_iter().collect();
+    let name = |k: &[u8]| String::from_utf8_lossy(k).into_owned();
+    let mut d = Diff::default();
+    for (k, v) in primary.iter().filter(|(k, _)| settings.rules.includes(k)) {
+        match standby.get(k) {
+            None => d.missed.push(name(k)),
+            Some(t) if !settings.boundary.same(v, t) => d.stale.push(name(k)),
+            Some(_) => {}
+        }
+    }
+    for k in standby.keys().filter(|k| settings.rules.includes(k) && !primary.contains_key(*k)) {
+        d.surplus.push(name(k));
+    }
+    d
+}
