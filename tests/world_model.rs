@@ -100,6 +100,18 @@ fn a_machine_synced_before_its_machineset_is_deleted_by_the_standby_gc_and_its_v
     let at_30 = probe.borrow().clone().expect("the Machine is still there at 30 s (its finalizer holds it)");
     let o = p.standby.api.decode(&kind::MACHINE.key(NS, "wc-00-md-0-0"), &at_30).expect("decodes");
     assert!(o.deleting(), "the standby GC set a deletionTimestamp on the Machine whose owner it could not find");
+    // The trace keeps the cause: which controller, which owner lookup failed.
+    let cause = p
+        .trace
+        .lines()
+        .into_iter()
+        .find(|l| l.contains("\"k8s.delete.marked\"") && l.contains("wc-00-md-0-0\""))
+        .expect("the Machine's deletion is traced");
+    assert!(cause.contains("\"by\":\"garbage-collector\"") && cause.contains("absent-owner-cache"), "{cause}");
+    assert!(cause.contains("\"kind\":\"MachineSet\""), "the missing owner is named: {cause}");
+    // ... and the cache entry came from the virtual owner's live lookup finding nothing.
+    let lookup = p.trace.lines().into_iter().find(|l| l.contains("\"gc.owner-absent\"")).expect("the lookup is traced");
+    assert!(lookup.contains("\"name\":\"wc-00-md-0\"") && lookup.contains("lookup-not-found"), "{lookup}");
     assert!(
         p.iaas.deletions().iter().all(|d| d.by_cluster != STANDBY || d.t_ms >= 40_000),
         "no VM deleted while the gate was set"
@@ -153,4 +165,23 @@ fn dns_switch_reaches_agents_only_after_their_ttl_and_a_reconnect() {
     assert_eq!(log[0], [PRIMARY, PRIMARY], "switch does not move established connections");
     assert_eq!(log[1], [PRIMARY, PRIMARY], "a cached answer is used until its TTL runs out");
     assert_eq!(log[2], [STANDBY, STANDBY], "after the TTL and a reconnect, agents reach the standby");
+}
+
+#[test]
+fn a_token_copied_before_its_service_account_is_deleted_by_the_standby_tokens_controller() {
+    let token = kind::SECRET.key(NS, "baremetal-system-agent-token");
+    let sa = kind::SERVICE_ACCOUNT.key(NS, "baremetal-system-agent");
+    for (order, survives) in [([&token, &sa], false), ([&sa, &token], true)] {
+        let (p, mut sim) = Platform::build(config(6, 30)).expect("world builds");
+        let steps = vec![
+            Step::new(Duration::from_secs(5), |_| copy(&p, order[0])),
+            Step::new(Duration::from_secs(10), |_| copy(&p, order[1])),
+        ];
+        p.run(&mut sim, steps).expect("runs");
+        let there = p.standby.etcd.get(token.as_bytes()).is_some();
+        // A model without the tokens controller keeps the token either way; one that checked
+        // the ServiceAccount in a lagging cache only would delete it in both orders.
+        assert_eq!(there, survives, "token copied after {}: survives={survives}", order[0]);
+        assert!(p.primary.etcd.get(token.as_bytes()).is_some(), "the primary's token is untouched");
+    }
 }

@@ -167,7 +167,9 @@ impl Platform {
         let encode = |s: &Side, objs: &[crate::k8s::Object]| -> Vec<(Vec<u8>, Vec<u8>)> {
             objs.iter().map(|o| (o.key().into_bytes(), s.api.encode(o))).collect()
         };
+        let bundle = topology::agent_bundle(&workload, cfg.seed.wrapping_add(13));
         let mut on_primary = workload.objects.clone();
+        on_primary.extend(bundle);
         on_primary.extend(g_primary.objects);
         primary.etcd.seed(&encode(&primary, &on_primary));
         let mut on_standby = g_standby.objects;
@@ -314,6 +316,8 @@ fn add_cluster_host(
             let etcd = net::client(&url, links.clone()).await.expect("a lazy client never fails to build");
             let gc_api = Api::new(side.api.clone(), &etcd, "garbage-collector");
             tokio::spawn(gc::run(gc_api, etcd.clone(), GcConfig { informer_lags: gc_lags, ..GcConfig::default() }));
+            let tokens_api = Api::new(side.api.clone(), &etcd, "serviceaccount-tokens");
+            tokio::spawn(crate::k8s::tokens::run(tokens_api, etcd.clone(), capi_lag));
             let capi_api = Api::new(side.api.clone(), &etcd, "capi-controller-manager");
             tokio::spawn(capi::run(capi_api, etcd.clone(), CapiConfig { informer_lag: capi_lag, gate, iaas }));
             if let Some(s) = compaction {

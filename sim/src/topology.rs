@@ -241,6 +241,51 @@ pub fn global(side_name: &str, seed: u64, misnamed: bool) -> Side {
     side
 }
 
+/// The bare-metal system agent's shared auth bundle on the primary (seed 000): its
+/// ServiceAccount, token Secret, a Role granting get/patch on exactly the plan Secrets of
+/// `side`'s Machines, and the RoleBinding. The sync copies it exactly.
+pub fn agent_bundle(side: &Side, seed: u64) -> Vec<Object> {
+    use crate::k8s::object::Rule;
+    use crate::k8s::tokens::{SA_NAME_ANNOTATION, SA_UID_ANNOTATION, TOKEN_TYPE};
+    const NAME: &str = "baremetal-system-agent";
+    let mut uids = Uids::new(seed);
+    let mut sa = Object::new(&kind::SERVICE_ACCOUNT, NS, NAME, Body::ServiceAccount);
+    sa.meta.uid = Some(uids.fresh());
+    let mut token = secret(&format!("{NAME}-token"), TOKEN_TYPE, "token", b"signed-by-the-primary");
+    token.meta.uid = Some(uids.fresh());
+    token.meta.annotations = Some(
+        [(SA_NAME_ANNOTATION.to_string(), NAME.to_string()), (SA_UID_ANNOTATION.to_string(), sa.uid().to_string())]
+            .into(),
+    );
+    let plans: Vec<String> = side
+        .objects
+        .iter()
+        .filter(|o| o.kind == &kind::SECRET && o.name().ends_with("-plan"))
+        .map(|o| o.name().to_string())
+        .collect();
+    let mut role = Object::new(
+        &kind::ROLE,
+        NS,
+        NAME,
+        Body::Role {
+            rules: vec![Rule {
+                verbs: vec!["get".into(), "patch".into()],
+                resources: vec!["secrets".into()],
+                resource_names: plans,
+            }],
+        },
+    );
+    role.meta.uid = Some(uids.fresh());
+    let mut binding = Object::new(
+        &kind::ROLE_BINDING,
+        NS,
+        NAME,
+        Body::RoleBinding { role: NAME.into(), subjects: vec![NAME.into()] },
+    );
+    binding.meta.uid = Some(uids.fresh());
+    vec![sa, token, role, binding]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,6 +1,7 @@
 //! The control-plane model of one global cluster, running against that cluster's etcd through
 //! the real etcd-client: kube-apiserver storage rules ([`api`]), informers, the garbage
-//! collector ([`gc`]) and the Cluster API controllers ([`capi`]).
+//! collector ([`gc`]), the ServiceAccount tokens controller ([`tokens`]) and the Cluster API
+//! controllers ([`capi`]).
 
 pub mod api;
 pub mod atrest;
@@ -9,6 +10,7 @@ pub mod gc;
 pub mod informer;
 pub mod kind;
 pub mod object;
+pub mod tokens;
 
 pub use api::{Api, ApiError, ApiServer, Stored};
 pub use kind::Kind;
