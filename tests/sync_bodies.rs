@@ -259,8 +259,7 @@ async fn zombie_is_fenced_by_the_gate(env: &Env) -> Result<(), String> {
 async fn secrets_cross_the_encryption_boundary(env: &Env) -> Result<(), String> {
     use rand::SeedableRng;
     let (a, b) = (fixtures::keyring("key1", 1), fixtures::keyring("key1", 2));
-    env.settings.lock().expect("settings").boundary =
-        sync::crypto::Boundary { source: Some(a.clone()), target: Some(b.clone()), ..Default::default() };
+    env.settings.lock().expect("settings").boundary = sync::crypto::Boundary::new(Some(a.clone()), Some(b.clone()));
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(SEED);
     let mut plain = Vec::new();
     let kvs: Vec<(String, Vec<u8>)> = fixtures::workload_cluster("wl-enc", 5)

@@ -1,1 +1,16 @@
-//! placeholder
+//! The guarded, resumable failover orchestrator: the runbooks of seeds 000 and 001 as a state
+//! machine over [`ports::Ports`] — sync control, fencing, DNS, probes, the standby's clusters and
+//! a progress store. The same code runs in the simulator (adapters in `harness`) and for real.
+//!
+//! - [`step`]: the planned-failover steps, in order, and the persisted [`step::Progress`].
+//! - [`guard`]: the check a failover decides on, and the refusal it prints.
+//! - [`ports`]: what the orchestrator needs from the world.
+//! - [`orchestrator`]: runs the steps — each with a timeout and an audit record — and resumes
+//!   from persisted progress after a crash.
+
+pub mod guard;
+pub mod orchestrator;
+pub mod ports;
+pub mod step;
+
+pub use orchestrator::{FailoverError, Options, Outcome, run};

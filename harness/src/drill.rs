@@ -38,11 +38,7 @@ pub fn sync_settings(cfg: &PlatformConfig) -> Settings {
     let ring = |name: &str, at_rest: &sim::k8s::atrest::AtRest| {
         Keyring::parse(name, &at_rest.encryption_configuration()).expect("the world's EncryptionConfiguration parses")
     };
-    s.boundary = Boundary {
-        source: Some(ring(PRIMARY, &cfg.primary_at_rest)),
-        target: Some(ring(STANDBY, &cfg.standby_at_rest)),
-        ..Boundary::default()
-    };
+    s.boundary = Boundary::new(Some(ring(PRIMARY, &cfg.primary_at_rest)), Some(ring(STANDBY, &cfg.standby_at_rest)));
     s
 }
 

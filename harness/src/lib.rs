@@ -2,6 +2,7 @@
 //! servers, and (as later issues land) runs scenarios and checks invariants.
 //!
 //! - [`drill`]: the platform world with the real sync between its clusters (`drlab world`).
+//! - [`failover_sim`]: the failover orchestrator's ports in the world, and its host.
 //! - [`fixtures`]: Kubernetes objects as stored (CAPI JSON, built-in protobuf).
 //! - [`observe`]: watchers that record what invariant checks need (e.g. owner order).
 //! - [`real_etcd`]: real etcd servers on loopback (the conformance suite's reference).
@@ -11,6 +12,7 @@
 #[cfg(feature = "containers")]
 pub mod containers;
 pub mod drill;
+pub mod failover_sim;
 pub mod fixtures;
 pub mod observe;
 pub mod real_etcd;

@@ -83,6 +83,11 @@ impl Control {
         Ok(self.source().await?.head().await?)
     }
 
+    /// The target's current revision, read linearizably.
+    pub async fn target_head(&self) -> Result<i64, ControlError> {
+        Ok(self.target().await?.head().await?)
+    }
+
     /// Freezes after `at` (default: the source head now) and waits up to `wait` for the sync to
     /// get there.
     pub async fn freeze(&self, at: Option<i64>, wait: Duration) -> Result<Frozen, ControlError> {
@@ -110,6 +115,20 @@ impl Control {
     /// so no sync process — this one or a zombie — can write again.
     pub async fn uninstall(&self, force: Option<&str>) -> Result<Uninstalled, ControlError> {
         let report = self.check(false).await?;
+        self.uninstall_checked(&report, force).await
+    }
+
+    /// A check pinned at (source R, target T) — what a failover decides on: the standby's own
+    /// writes after T (a failover pausing clusters) do not count against it.
+    pub async fn check_pinned(&self, source_rev: i64, target_rev: i64) -> Result<Report, ControlError> {
+        let target = self.target().await?;
+        let source = self.source().await?;
+        let pin = Some((source_rev, target_rev));
+        Ok(check::check(Some(&source), &target, &self.rules, &self.boundary, pin, self.page_keys).await?)
+    }
+
+    /// [`Control::uninstall`] deciding on a check the caller made (a failover's pinned one).
+    pub async fn uninstall_checked(&self, report: &Report, force: Option<&str>) -> Result<Uninstalled, ControlError> {
         if !report.is_clean() && force.is_none() {
             return Err(ControlError::Refused { report: report.text() });
         }

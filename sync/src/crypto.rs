@@ -264,6 +264,15 @@ pub struct Boundary {
 }
 
 impl Boundary {
+    pub fn new(source: Option<Keyring>, target: Option<Keyring>) -> Self {
+        Boundary {
+            source,
+            target,
+            #[cfg(feature = "mutants")]
+            raw_secret_copy: false,
+        }
+    }
+
     /// The plaintext of a source value when it is ciphertext the source keyring opens.
     pub fn source_plain(&self, value: &[u8]) -> Option<Vec<u8>> {
         self.source.as_ref()?.decrypt(value)

@@ -109,6 +109,24 @@ impl SimEtcd {
         rev
     }
 
+    /// Deletes keys directly, in one revision (a fault or world set-up: a key lost behind the
+    /// sync's back). Returns the revision, or None when none of them existed.
+    pub fn remove(&self, keys: &[Vec<u8>]) -> Option<i64> {
+        let rev = {
+            let mut store = self.lock();
+            let mut batch = store.begin();
+            for k in keys {
+                store.delete(&mut batch, &store::KeyRange::new(k, &[]));
+            }
+            if !store.commit(batch) {
+                return None;
+            }
+            store.rev()
+        };
+        self.notify_commit(rev);
+        Some(rev)
+    }
+
     /// The current value of a key (for checks after a run).
     pub fn get(&self, key: &[u8]) -> Option<Vec<u8>> {
         self.lock().latest(key).map(|kv| kv.value.clone())

@@ -31,6 +31,8 @@ pub struct ApiServer {
     rng: Mutex<ChaCha8Rng>,
     pub trace: Trace,
     epoch_s: i64,
+    /// Writes through this API server are refused (a failover fenced this cluster).
+    fenced: std::sync::atomic::AtomicBool,
 }
 
 impl ApiServer {
@@ -41,7 +43,19 @@ impl ApiServer {
             rng: Mutex::new(ChaCha8Rng::seed_from_u64(seed)),
             trace,
             epoch_s: crate::world::EPOCH_UNIX_S as i64,
+            fenced: std::sync::atomic::AtomicBool::new(false),
         })
+    }
+
+    /// Fences (or unfences) the cluster's write path at the API layer: every create, update and
+    /// delete is refused, whoever sends it (controllers, agents, operators).
+    pub fn set_fenced(&self, fenced: bool) {
+        self.fenced.store(fenced, std::sync::atomic::Ordering::SeqCst);
+        self.trace.record(&self.cluster, "apiserver.fence", json!({"fenced": fenced}));
+    }
+
+    pub fn fenced(&self) -> bool {
+        self.fenced.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// A fresh UID from the cluster's seeded RNG (UUID-shaped).
@@ -92,6 +106,8 @@ pub enum ApiError {
     NotFound(String),
     #[error("{0}: invalid: {1}")]
     Invalid(String, &'static str),
+    #[error("{0}: refused, the cluster is fenced")]
+    Fenced(String),
     #[error("{0}: unable to transform key (sealed with a key this cluster lacks)")]
     Undecryptable(String),
     #[error(transparent)]
@@ -174,6 +190,7 @@ impl Api {
         }
         obj.meta.creation_timestamp.get_or_insert_with(|| self.server.now());
         let key = obj.key();
+        self.writable(&key)?;
         let txn = Txn::new()
             .when([Compare::create_revision(key.as_str(), CompareOp::Equal, 0)])
             .and_then([TxnOp::put(key.as_str(), self.server.encode(&obj), None)]);
@@ -194,6 +211,7 @@ impl Api {
     /// deleted whose last finalizer goes is removed (Ok(None)), as kube-apiserver does.
     pub async fn update(&self, old: &Stored, obj: Object) -> Result<Option<Stored>, ApiError> {
         let key = obj.key();
+        self.writable(&key)?;
         if old.obj.deleting() && !obj.deleting() {
             return Err(ApiError::Invalid(key, "metadata.deletionTimestamp cannot be removed"));
         }
@@ -224,6 +242,7 @@ impl Api {
     /// the trace keeps; a deletion without one is a bug in the caller.
     pub async fn delete(&self, old: &Stored, propagation: Propagation, why: Value) -> Result<Deleted, ApiError> {
         let key = old.obj.key();
+        self.writable(&key)?;
         if old.obj.deleting() {
             return Ok(Deleted::AlreadyDeleting);
         }
@@ -251,6 +270,13 @@ impl Api {
             json!({"key": key, "kind": obj.kind.kind, "uid": obj.uid(), "by": self.actor, "rev": rev, "why": why}),
         );
         Ok(outcome)
+    }
+
+    fn writable(&self, key: &str) -> Result<(), ApiError> {
+        if self.server.fenced() {
+            return Err(ApiError::Fenced(key.into()));
+        }
+        Ok(())
     }
 
     /// Reads a raw key (for gates and bookkeeping outside `/registry/`).

@@ -228,11 +228,10 @@ impl ConnArgs {
             self.target_key.or(file.target_key),
         );
         let keyring = |p: Option<PathBuf>| p.map(|p| Keyring::load(&p).map_err(|e| e.to_string())).transpose();
-        let boundary = Boundary {
-            source: keyring(self.source_encryption_config.or(file.source_encryption_config))?,
-            target: keyring(self.target_encryption_config.or(file.target_encryption_config))?,
-            ..Boundary::default()
-        };
+        let boundary = Boundary::new(
+            keyring(self.source_encryption_config.or(file.source_encryption_config))?,
+            keyring(self.target_encryption_config.or(file.target_encryption_config))?,
+        );
         if boundary.source.is_some() != boundary.target.is_some() {
             tracing::warn!(
                 "only one side's encryption configuration given: ciphertext will be reported undecryptable, not copied"

@@ -1,0 +1,261 @@
+//! Runs the planned failover: each step with a precondition, an action, a postcondition, a
+//! timeout and an audit record; progress persisted after every step so a restarted orchestrator
+//! resumes where the last one stopped, reusing the revisions it pinned.
+
+use std::time::Duration;
+
+use serde::Serialize;
+use serde_json::json;
+use sync::check::Report;
+
+use crate::guard;
+use crate::ports::{Finding, PortError, Ports};
+use crate::step::{Progress, Step};
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Host / VIP names of the two sides.
+    pub primary: String,
+    pub standby: String,
+    /// Who forces past the guards (recorded in progress, audit and every report).
+    pub force: Option<String>,
+    /// Evaluate every precondition and print the plan; change nothing.
+    pub dry_run: bool,
+    pub step_timeout: Duration,
+    /// How often waiting steps look again.
+    pub poll: Duration,
+    /// Test-only (`uninstall-guard-off`): the guards always pass.
+    #[cfg(feature = "mutants")]
+    pub guard_off: bool,
+    /// Test-only (`fencing-off`): the primary is never fenced.
+    #[cfg(feature = "mutants")]
+    pub fencing_off: bool,
+}
+
+impl Options {
+    pub fn new(primary: &str, standby: &str) -> Self {
+        Options {
+            primary: primary.into(),
+            standby: standby.into(),
+            force: None,
+            dry_run: false,
+            step_timeout: Duration::from_secs(120),
+            poll: Duration::from_millis(500),
+            #[cfg(feature = "mutants")]
+            guard_off: false,
+            #[cfg(feature = "mutants")]
+            fencing_off: false,
+        }
+    }
+
+    fn guard_off(&self) -> bool {
+        #[cfg(feature = "mutants")]
+        if self.guard_off {
+            return true;
+        }
+        false
+    }
+
+    fn fencing_off(&self) -> bool {
+        #[cfg(feature = "mutants")]
+        if self.fencing_off {
+            return true;
+        }
+        false
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Outcome {
+    pub progress: Progress,
+    /// The pinned check the guards decided on.
+    pub report: Option<Report>,
+    /// `--dry-run`: each step with its evaluated precondition.
+    pub plan: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FailoverError {
+    #[error(transparent)]
+    Port(#[from] PortError),
+    #[error("{step:?}: {text}")]
+    Refused { step: Step, text: String },
+    #[error("{step:?}: precondition failed: {what}")]
+    Precondition { step: Step, what: String },
+    #[error("{step:?}: timed out after {timeout:?}")]
+    Timeout { step: Step, timeout: Duration },
+    #[error("validation failed; clusters stay paused: {0:?}")]
+    Validation(Vec<Finding>),
+}
+
+/// Runs (or resumes) the planned failover.
+pub async fn run<P: Ports>(ports: &P, o: &Options) -> Result<Outcome, FailoverError> {
+    if o.dry_run {
+        return dry_run(ports, o).await;
+    }
+    let mut progress = ports.load_progress().await?.unwrap_or_default();
+    let start = tokio::time::Instant::now();
+    let mut report = None;
+    while let Some(step) = progress.next() {
+        let done = tokio::time::timeout(o.step_timeout, run_step(ports, o, step, &mut progress, &mut report)).await;
+        let result = done.unwrap_or(Err(FailoverError::Timeout { step, timeout: o.step_timeout }));
+        if let Err(e) = &result {
+            ports.audit(&json!({"step": step, "outcome": "failed", "error": e.to_string()})).await?;
+        }
+        result?;
+        progress.done = Some(step);
+        progress.step_ms.push((step, start.elapsed().as_millis() as u64));
+        ports.save_progress(&progress).await?;
+        ports.audit(&json!({"step": step, "outcome": "done", "forced_by": progress.forced_by})).await?;
+    }
+    Ok(Outcome { progress, report, plan: Vec::new() })
+}
+
+/// The pinned check, computed again after a resume (same R and T, so the same answer).
+async fn pinned<P: Ports>(ports: &P, p: &Progress, report: &mut Option<Report>) -> Result<Report, FailoverError> {
+    if let Some(r) = report {
+        return Ok(r.clone());
+    }
+    let (Some(r), Some(t)) = (p.source_revision, p.target_revision) else {
+        panic!("a guarded step runs after the pinned check recorded its revisions");
+    };
+    let r = ports.pinned_check(r, t).await?;
+    *report = Some(r.clone());
+    Ok(r)
+}
+
+fn guard_step(o: &Options, step: Step, report: &Report, p: &mut Progress) -> Result<(), FailoverError> {
+    if o.guard_off() {
+        return Ok(());
+    }
+    guard::decide(report, o.force.as_deref()).map_err(|r| FailoverError::Refused { step, text: r.text })?;
+    if !report.is_clean() {
+        p.forced_by = o.force.clone();
+    }
+    Ok(())
+}
+
+async fn wait_until<F, Fut>(o: &Options, mut ok: F) -> Result<(), FailoverError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<bool, FailoverError>>,
+{
+    // The step's timeout bounds this loop.
+    loop {
+        if ok().await? {
+            return Ok(());
+        }
+        tokio::time::sleep(o.poll).await;
+    }
+}
+
+async fn run_step<P: Ports>(
+    ports: &P,
+    o: &Options,
+    step: Step,
+    p: &mut Progress,
+    report: &mut Option<Report>,
+) -> Result<(), FailoverError> {
+    let pre = |what: String| FailoverError::Precondition { step, what };
+    match step {
+        Step::Preflight => {
+            if !ports.sync_running().await? {
+                return Err(pre("the sync is not running (its gate does not say syncing)".into()));
+            }
+            let dns = ports.dns_target().await?;
+            if dns != o.primary {
+                return Err(pre(format!("the platform domain points at {dns}, not the primary {}", o.primary)));
+            }
+            ports.target_head().await?;
+        }
+        Step::FencePrimary => {
+            if !o.fencing_off() {
+                ports.fence_primary().await?;
+                if !ports.primary_fenced().await? {
+                    return Err(pre("the primary still accepts writes after fencing".into()));
+                }
+            }
+        }
+        Step::WaitCaughtUp => {
+            let r = match p.source_revision {
+                Some(r) => r,
+                None => ports.source_head().await?,
+            };
+            p.source_revision = Some(r);
+            wait_until(o, || async { Ok(ports.sync_checkpoint().await? >= r) }).await?;
+        }
+        Step::FreezeSync => {
+            ports.freeze_sync(p.source_revision.expect("set by wait-caught-up")).await?;
+        }
+        Step::PinnedCheck => {
+            let t = match p.target_revision {
+                Some(t) => t,
+                None => ports.target_head().await?,
+            };
+            p.target_revision = Some(t);
+            let r = ports.pinned_check(p.source_revision.expect("set by wait-caught-up"), t).await?;
+            *report = Some(r);
+        }
+        Step::PauseClusters => {
+            p.paused = ports.set_paused(None, true).await?;
+        }
+        Step::UninstallSync => {
+            let r = pinned(ports, p, report).await?;
+            guard_step(o, step, &r, p)?;
+            ports.uninstall_sync(&r, p.forced_by.as_deref()).await?;
+        }
+        Step::ClearGate => {
+            let r = pinned(ports, p, report).await?;
+            guard_step(o, step, &r, p)?;
+            ports.clear_gate("failover").await?;
+        }
+        Step::RemoveReplicationPath => ports.remove_replication_path().await?,
+        Step::SwitchDns => ports.switch_dns(&o.standby).await?,
+        Step::VerifyIngress => {
+            let standby = o.standby.clone();
+            wait_until(o, || async {
+                Ok(match ports.probe(&standby).await {
+                    Ok(pr) => {
+                        matches!(pr.status, 200 | 401 | 403) && pr.served_by.as_deref().is_none_or(|s| s == standby)
+                    }
+                    Err(_) => false,
+                })
+            })
+            .await?;
+        }
+        Step::Validate => {
+            let findings = ports.validate().await?;
+            if !findings.is_empty() {
+                return Err(FailoverError::Validation(findings));
+            }
+        }
+        Step::UnpauseClusters => {
+            let paused = p.paused.clone();
+            ports.set_paused(Some(&paused), false).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Every precondition evaluated, nothing changed: the check runs at the current heads.
+async fn dry_run<P: Ports>(ports: &P, o: &Options) -> Result<Outcome, FailoverError> {
+    let mut plan = Vec::new();
+    let progress = ports.load_progress().await?.unwrap_or_default();
+    plan.push(format!("resume after: {:?}", progress.done));
+    plan.push(format!("preflight: sync running = {}", ports.sync_running().await?));
+    plan.push(format!("preflight: platform domain → {} (expected {})", ports.dns_target().await?, o.primary));
+    let (head, cp) = (ports.source_head().await?, ports.sync_checkpoint().await?);
+    plan.push(format!("wait-caught-up: source head {head}, sync checkpoint {cp} ({} behind)", head - cp));
+    let t = ports.target_head().await?;
+    let r = ports.pinned_check(cp.min(head), t).await?;
+    let verdict = match guard::decide(&r, o.force.as_deref()) {
+        Ok(()) if r.is_clean() => "passes".to_string(),
+        Ok(()) => format!("forced by {}", o.force.as_deref().unwrap_or_default()),
+        Err(refusal) => refusal.text,
+    };
+    plan.push(format!("guards (check at source {cp}, target {t}): {verdict}"));
+    for s in Step::ALL.iter().skip_while(|s| Some(**s) <= progress.done) {
+        plan.push(format!("step {}", s.name()));
+    }
+    Ok(Outcome { progress, report: Some(r), plan })
+}

@@ -1,0 +1,70 @@
+//! What the orchestrator needs from the world. The simulator's adapters live in `harness`; the
+//! real ones (the `etcd-sync` control API, configured DNS and fence commands, HTTP probes) are
+//! the next step of the failover issue.
+
+use serde::{Deserialize, Serialize};
+use sync::check::Report;
+
+use crate::step::Progress;
+
+#[derive(Debug, thiserror::Error)]
+#[error("{port}: {message}")]
+pub struct PortError {
+    /// Which port failed (e.g. "sync", "dns", "standby").
+    pub port: &'static str,
+    pub message: String,
+}
+
+impl PortError {
+    pub fn new(port: &'static str, e: impl std::fmt::Display) -> Self {
+        PortError { port, message: e.to_string() }
+    }
+}
+
+/// One answer of `/kubernetes/global/version` on a VIP.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Probe {
+    pub status: u16,
+    /// Which cluster answered (the simulator's ingress says; a real one may not).
+    pub served_by: Option<String>,
+}
+
+/// A post-failover finding: what is wrong and where.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Finding {
+    pub what: String,
+    pub where_: String,
+}
+
+#[allow(async_fn_in_trait)] // implemented by the harness and the real adapters, used generically
+pub trait Ports {
+    /// The primary's head revision, read linearizably.
+    async fn source_head(&self) -> Result<i64, PortError>;
+    /// The standby's head revision, read linearizably.
+    async fn target_head(&self) -> Result<i64, PortError>;
+    /// The last source revision the sync has applied.
+    async fn sync_checkpoint(&self) -> Result<i64, PortError>;
+    /// Whether the sync is running and may write (its gate says syncing).
+    async fn sync_running(&self) -> Result<bool, PortError>;
+    async fn freeze_sync(&self, at: i64) -> Result<(), PortError>;
+    async fn pinned_check(&self, source_rev: i64, target_rev: i64) -> Result<Report, PortError>;
+    /// Uninstalls the sync deciding on `report` (the guard already passed or was forced).
+    async fn uninstall_sync(&self, report: &Report, forced_by: Option<&str>) -> Result<(), PortError>;
+    async fn clear_gate(&self, who: &str) -> Result<(), PortError>;
+    /// Refuses writes on the primary at the owning resource layer (or cuts its write path).
+    async fn fence_primary(&self) -> Result<(), PortError>;
+    async fn primary_fenced(&self) -> Result<bool, PortError>;
+    async fn remove_replication_path(&self) -> Result<(), PortError>;
+    /// Where the platform domain points now (the authoritative answer).
+    async fn dns_target(&self) -> Result<String, PortError>;
+    async fn switch_dns(&self, to: &str) -> Result<(), PortError>;
+    async fn probe(&self, vip: &str) -> Result<Probe, PortError>;
+    /// Pauses (or unpauses) workload CAPI Clusters on the standby; returns the names touched.
+    async fn set_paused(&self, clusters: Option<&[String]>, paused: bool) -> Result<Vec<String>, PortError>;
+    /// Post-failover validation on the standby.
+    async fn validate(&self) -> Result<Vec<Finding>, PortError>;
+    async fn load_progress(&self) -> Result<Option<Progress>, PortError>;
+    async fn save_progress(&self, p: &Progress) -> Result<(), PortError>;
+    /// Appends an audit record (step, outcome) on the standby.
+    async fn audit(&self, record: &serde_json::Value) -> Result<(), PortError>;
+}

@@ -1,0 +1,109 @@
+//! The steps of a planned failover (seed 000 "Failover Procedure", seed 001 "Disaster Recovery
+//! Process"), in order, and the progress record persisted on the standby after each one.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Step {
+    /// The sync runs and the standby answers; DNS still points at the primary.
+    Preflight,
+    /// Writes to the primary are refused from here on.
+    FencePrimary,
+    /// The sync has applied the source head read (linearizably) after fencing: R.
+    WaitCaughtUp,
+    /// The sync stops after R.
+    FreezeSync,
+    /// One check pinned at (source R, target T); both guards decide on it.
+    PinnedCheck,
+    /// The standby's workload CAPI Clusters are paused until validated.
+    PauseClusters,
+    /// Guarded: the sync is uninstalled (its gate says so; no sync can write again).
+    UninstallSync,
+    /// Guarded: the standby's controllers may act.
+    ClearGate,
+    /// The 2379 forwarding between the VIPs goes (seed 001).
+    RemoveReplicationPath,
+    /// The platform domain points at the standby VIP.
+    SwitchDns,
+    /// `/kubernetes/global/version` on the standby VIP answers (401 accepted).
+    VerifyIngress,
+    /// Workload clusters intact: no Machine deleted or being deleted, every VM there.
+    Validate,
+    /// Each validated cluster is reconciled again.
+    UnpauseClusters,
+}
+
+impl Step {
+    pub const ALL: [Step; 13] = [
+        Step::Preflight,
+        Step::FencePrimary,
+        Step::WaitCaughtUp,
+        Step::FreezeSync,
+        Step::PinnedCheck,
+        Step::PauseClusters,
+        Step::UninstallSync,
+        Step::ClearGate,
+        Step::RemoveReplicationPath,
+        Step::SwitchDns,
+        Step::VerifyIngress,
+        Step::Validate,
+        Step::UnpauseClusters,
+    ];
+
+    pub fn name(self) -> String {
+        serde_json::to_value(self).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
+    }
+
+    /// The step after this one (None after the last).
+    pub fn next(self) -> Option<Step> {
+        let i = Step::ALL.iter().position(|s| *s == self).expect("every step is listed");
+        Step::ALL.get(i + 1).copied()
+    }
+}
+
+/// What a failover has done so far; persisted on the standby after every step, so a restarted
+/// orchestrator resumes after the last completed step and reuses its R and T.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Progress {
+    /// The last step completed (None: nothing yet).
+    pub done: Option<Step>,
+    /// The source revision the sync had to reach (after fencing).
+    pub source_revision: Option<i64>,
+    /// The target revision the pinned check ran at.
+    pub target_revision: Option<i64>,
+    /// Who forced past a guard, if anyone (also in every report).
+    pub forced_by: Option<String>,
+    /// Clusters paused by this failover (unpaused at the end).
+    pub paused: Vec<String>,
+    /// Simulated or real milliseconds since the failover started, per completed step.
+    pub step_ms: Vec<(Step, u64)>,
+}
+
+impl Progress {
+    /// The step to run next.
+    pub fn next(&self) -> Option<Step> {
+        match self.done {
+            None => Some(Step::Preflight),
+            Some(s) => s.next(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn steps_run_in_order_and_resume_after_the_last_done() {
+        assert_eq!(Progress::default().next(), Some(Step::Preflight));
+        let p = Progress { done: Some(Step::PinnedCheck), ..Progress::default() };
+        assert_eq!(p.next(), Some(Step::PauseClusters));
+        let p = Progress { done: Some(Step::UnpauseClusters), ..Progress::default() };
+        assert_eq!(p.next(), None);
+        assert_eq!(Step::ClearGate.name(), "clear-gate");
+        let mut sorted = Step::ALL;
+        sorted.sort();
+        assert_eq!(sorted, Step::ALL, "declaration order is run order");
+    }
+}

@@ -1,0 +1,259 @@
+//! The failover orchestrator's ports in the simulated world, and the `orchestrator` host that
+//! runs the real `failover` code there. Sync control is `sync::control::Control` in-process
+//! (through the world's network to both etcds); fencing refuses writes at the primary's API
+//! layer; DNS, probes, pausing and validation act on the world's DNS, ingress, standby API and
+//! IaaS; progress and audit records live in the standby's etcd under `/drlab/failover/`.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use failover::ports::{Finding, PortError, Ports, Probe};
+use failover::step::Progress;
+use failover::{FailoverError, Options, Outcome};
+use serde_json::json;
+use sim::k8s::api::Api;
+use sim::k8s::kind;
+use sim::net::{Connector as SimConnector, Links};
+use sim::platform::Platform;
+use sync::check::Report;
+use sync::conn::Connector;
+use sync::control::Control;
+use sync::engine::{Handle, Settings};
+use sync::target::{Checkpoint, Gate, GateState};
+
+use crate::simsync::conn_config;
+
+pub const PROGRESS_KEY: &str = "/drlab/failover/progress";
+pub const AUDIT_PREFIX: &str = "/drlab/failover/audit/";
+
+pub struct SimPorts {
+    control: Control,
+    primary: Arc<sim::k8s::ApiServer>,
+    standby: Api,
+    dns: sim::dns::Dns,
+    links: Links,
+    iaas: sim::iaas::Iaas,
+}
+
+fn port<E: std::fmt::Display>(p: &'static str) -> impl Fn(E) -> PortError {
+    move |e| PortError::new(p, e)
+}
+
+impl SimPorts {
+    /// Ports for an orchestrator inside `p`'s world (call on the orchestrator host).
+    pub async fn new(p: &PlatformView, settings: &Settings, handle: Handle) -> Result<Self, PortError> {
+        let connector = Connector::custom(SimConnector::new(p.links.clone()));
+        let control = Control {
+            source: conn_config(&p.primary_name),
+            target: conn_config(&p.standby_name),
+            source_connector: connector.clone(),
+            target_connector: connector,
+            rules: settings.rules.clone(),
+            boundary: settings.boundary.clone(),
+            handle,
+            page_keys: settings.page_keys,
+        };
+        let url = format!("http://{}:{}", p.standby_name, sim::world::ETCD_PORT);
+        let etcd = sim::net::client(&url, p.links.clone()).await.map_err(port("standby"))?;
+        Ok(SimPorts {
+            control,
+            primary: p.primary_api.clone(),
+            standby: Api::new(p.standby_api.clone(), &etcd, "failover"),
+            dns: p.dns.clone(),
+            links: p.links.clone(),
+            iaas: p.iaas.clone(),
+        })
+    }
+
+    async fn raw(&self, key: &str) -> Result<Option<Vec<u8>>, PortError> {
+        self.standby.get_raw(key).await.map_err(port("standby"))
+    }
+}
+
+/// What the orchestrator host needs of the platform (cheap to clone into a host).
+#[derive(Clone)]
+pub struct PlatformView {
+    pub primary_name: String,
+    pub standby_name: String,
+    pub primary_api: Arc<sim::k8s::ApiServer>,
+    pub standby_api: Arc<sim::k8s::ApiServer>,
+    pub dns: sim::dns::Dns,
+    pub links: Links,
+    pub iaas: sim::iaas::Iaas,
+}
+
+impl PlatformView {
+    pub fn of(p: &Platform) -> Self {
+        PlatformView {
+            primary_name: p.primary.name.clone(),
+            standby_name: p.standby.name.clone(),
+            primary_api: p.primary.api.clone(),
+            standby_api: p.standby.api.clone(),
+            dns: p.dns.clone(),
+            links: p.links.clone(),
+            iaas: p.iaas.clone(),
+        }
+    }
+}
+
+impl Ports for SimPorts {
+    async fn source_head(&self) -> Result<i64, PortError> {
+        self.control.source_head().await.map_err(port("primary"))
+    }
+
+    async fn target_head(&self) -> Result<i64, PortError> {
+        self.control.target_head().await.map_err(port("standby"))
+    }
+
+    async fn sync_checkpoint(&self) -> Result<i64, PortError> {
+        let raw = self.raw(&sync::target::checkpoint_key()).await?;
+        Ok(raw.and_then(|v| serde_json::from_slice::<Checkpoint>(&v).ok()).map(|c| c.revision).unwrap_or(0))
+    }
+
+    async fn sync_running(&self) -> Result<bool, PortError> {
+        let raw = self.raw(&sync::target::gate_key()).await?;
+        Ok(raw.and_then(|v| serde_json::from_slice::<Gate>(&v).ok()).is_some_and(|g| g.state == GateState::Syncing))
+    }
+
+    async fn freeze_sync(&self, at: i64) -> Result<(), PortError> {
+        let f = self.control.freeze(Some(at), Duration::from_secs(30)).await.map_err(port("sync"))?;
+        if !f.reached {
+            return Err(PortError::new("sync", format!("frozen at {at} but only applied {}", f.checkpoint)));
+        }
+        Ok(())
+    }
+
+    async fn pinned_check(&self, source_rev: i64, target_rev: i64) -> Result<Report, PortError> {
+        self.control.check_pinned(source_rev, target_rev).await.map_err(port("sync"))
+    }
+
+    async fn uninstall_sync(&self, report: &Report, forced_by: Option<&str>) -> Result<(), PortError> {
+        // The guard already decided; a forced run passes its name on to the sync's audit.
+        let force = forced_by.or(Some("failover"));
+        self.control.uninstall_checked(report, force).await.map(|_| ()).map_err(port("sync"))
+    }
+
+    async fn clear_gate(&self, who: &str) -> Result<(), PortError> {
+        self.control.set_gate(GateState::Cleared, who).await.map(|_| ()).map_err(port("sync"))
+    }
+
+    async fn fence_primary(&self) -> Result<(), PortError> {
+        self.primary.set_fenced(true);
+        Ok(())
+    }
+
+    async fn primary_fenced(&self) -> Result<bool, PortError> {
+        Ok(self.primary.fenced())
+    }
+
+    async fn remove_replication_path(&self) -> Result<(), PortError> {
+        // In the world the sync reaches the primary directly; with the sync uninstalled and its
+        // gate taken there is nothing left to forward.
+        Ok(())
+    }
+
+    async fn dns_target(&self) -> Result<String, PortError> {
+        Ok(self.dns.answer().0)
+    }
+
+    async fn switch_dns(&self, to: &str) -> Result<(), PortError> {
+        self.dns.switch(to, "failover");
+        Ok(())
+    }
+
+    async fn probe(&self, vip: &str) -> Result<Probe, PortError> {
+        let p = sim::dns::probe(vip, &self.links).await.map_err(port("ingress"))?;
+        Ok(Probe { status: p.status, served_by: Some(p.served_by) })
+    }
+
+    async fn set_paused(&self, clusters: Option<&[String]>, paused: bool) -> Result<Vec<String>, PortError> {
+        let (all, _) = self.standby.list(&kind::CLUSTER).await.map_err(port("standby"))?;
+        let mut touched = Vec::new();
+        for c in all {
+            let name = c.obj.name().to_string();
+            let chosen = match clusters {
+                Some(list) => list.contains(&name),
+                None => name != "global" && !name.starts_with("global-"),
+            };
+            if !chosen {
+                continue;
+            }
+            let mut obj = c.obj.clone();
+            obj.set_field(&["spec", "paused"], json!(paused));
+            self.standby.update(&c, obj).await.map_err(port("standby"))?;
+            touched.push(name);
+        }
+        Ok(touched)
+    }
+
+    async fn validate(&self) -> Result<Vec<Finding>, PortError> {
+        let mut out = Vec::new();
+        let (machines, _) = self.standby.list(&kind::MACHINE).await.map_err(port("standby"))?;
+        for m in machines.iter().filter(|m| m.obj.deleting()) {
+            out.push(Finding { what: "Machine is being deleted".into(), where_: m.obj.key() });
+        }
+        let (infra, _) = self.standby.list(&kind::DCS_MACHINE).await.map_err(port("standby"))?;
+        for i in &infra {
+            let vm = i.obj.field(&["spec", "providerID"]).and_then(|v| v.as_str()).unwrap_or_default();
+            if !vm.is_empty() && !self.iaas.exists(vm) {
+                out.push(Finding { what: format!("VM {vm} is gone"), where_: i.obj.key() });
+            }
+        }
+        Ok(out)
+    }
+
+    async fn load_progress(&self) -> Result<Option<Progress>, PortError> {
+        let raw = self.raw(PROGRESS_KEY).await?;
+        raw.map(|v| serde_json::from_slice(&v).map_err(port("progress"))).transpose()
+    }
+
+    async fn save_progress(&self, p: &Progress) -> Result<(), PortError> {
+        let v = serde_json::to_vec(p).expect("progress serialises");
+        self.standby.put_raw(PROGRESS_KEY, Some(v)).await.map_err(port("standby"))
+    }
+
+    async fn audit(&self, record: &serde_json::Value) -> Result<(), PortError> {
+        let rev = self.target_head().await?;
+        let key = format!("{AUDIT_PREFIX}{rev:012}");
+        self.standby.server.trace.record("orchestrator", "failover.audit", record.clone());
+        self.standby.put_raw(&key, Some(record.to_string().into_bytes())).await.map_err(port("standby"))
+    }
+}
+
+/// The result of the orchestrator host's last run (one per start of the host).
+pub type Runs = Arc<Mutex<Vec<Result<Outcome, String>>>>;
+
+/// Adds the `orchestrator` host: `start_after` into its (re)start it runs the real failover
+/// against the world and records the outcome. A crashed and restarted host runs it again, which
+/// resumes from the progress stored on the standby.
+pub fn add_orchestrator(
+    sim: &mut turmoil::Sim<'_>,
+    view: PlatformView,
+    settings: Settings,
+    handle: Handle,
+    options: Options,
+    start_after: Duration,
+) -> Runs {
+    let runs: Runs = Arc::default();
+    let out = runs.clone();
+    sim.host("orchestrator", move || {
+        let (view, settings, handle, options, runs) =
+            (view.clone(), settings.clone(), handle.clone(), options.clone(), runs.clone());
+        async move {
+            tokio::time::sleep(start_after).await;
+            let result = match SimPorts::new(&view, &settings, handle).await {
+                Ok(ports) => failover::run(&ports, &options).await.map_err(|e: FailoverError| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            view.primary_api.trace.record(
+                "orchestrator",
+                "failover.result",
+                json!({"ok": result.is_ok(), "error": result.as_ref().err()}),
+            );
+            runs.lock().expect("runs lock").push(result);
+            std::future::pending::<()>().await;
+            Ok(())
+        }
+    });
+    out
+}

@@ -1,0 +1,140 @@
+//! The real failover orchestrator in the simulated world: a planned failover of a consistent
+//! standby succeeds with RPO = 0 and no Machine or VM lost; on an inconsistent standby the guard
+//! refuses before the gate is cleared, and without the guard (`uninstall-guard-off`) the same
+//! world loses VMs.
+
+use std::time::Duration;
+
+use failover::Options;
+use failover::step::Step;
+use harness::drill::{platform_config, sync_settings};
+use harness::failover_sim::{PlatformView, Runs, add_orchestrator};
+use harness::simsync::SyncHost;
+use sim::k8s::kind;
+use sim::platform::{PRIMARY, Platform, STANDBY};
+use sim::topology::{NS, Topology};
+use sim::world::Step as At;
+use sync::target::{Gate, GateState};
+
+const START_S: u64 = 30;
+
+struct Run {
+    p: Platform,
+    runs: Runs,
+}
+
+/// A world with the sync and an orchestrator starting at `START_S`; `lose_owner` deletes the
+/// workload Cluster `wc-00` on the standby behind the sync's back at 20 s (a missed key: the
+/// standby's GC then marks its whole tree for deletion). No heartbeat traffic, so no copy of a
+/// primary Machine wipes the GC's deletionTimestamps before the failover.
+fn failover_world(seed: u64, options: Options, lose_owner: bool) -> Run {
+    let mut cfg = platform_config(seed, 150, Topology { clusters: 2, machines: 3 });
+    cfg.dns_ttl_s = 10;
+    cfg.writes_per_s = 0.0;
+    let settings = sync_settings(&cfg);
+    let (p, mut sim) = Platform::build(cfg).expect("world builds");
+    let handle = SyncHost::new(PRIMARY, STANDBY, settings.clone()).add(&mut sim, p.links.clone());
+    let runs =
+        add_orchestrator(&mut sim, PlatformView::of(&p), settings, handle, options, Duration::from_secs(START_S));
+    let lost = kind::CLUSTER.key(NS, "wc-00").into_bytes();
+    let standby = p.standby.etcd.clone();
+    let mut steps = Vec::new();
+    if lose_owner {
+        steps.push(At::new(Duration::from_secs(20), move |_| {
+            standby.remove(std::slice::from_ref(&lost)).expect("the Cluster was copied by 20 s");
+        }));
+    }
+    p.run(&mut sim, steps).expect("runs");
+    Run { p, runs }
+}
+
+fn gate(p: &Platform) -> Gate {
+    serde_json::from_slice(&p.standby.etcd.get(sync::target::gate_key().as_bytes()).expect("gate")).expect("gate json")
+}
+
+#[test]
+fn a_planned_failover_of_a_consistent_standby_loses_nothing() {
+    let r = failover_world(21, Options::new(PRIMARY, STANDBY), false);
+    let runs = r.runs.lock().unwrap();
+    let outcome = runs[0].as_ref().expect("the failover succeeds (seed=21)");
+    assert_eq!(outcome.progress.done, Some(Step::UnpauseClusters));
+    let report = outcome.report.as_ref().expect("the guards decided on a pinned check");
+    assert!(report.is_clean(), "RPO = 0: nothing missed at the fenced head: {report:?}");
+    assert_eq!(outcome.progress.forced_by, None);
+    assert_eq!(gate(&r.p).state, GateState::Cleared);
+    assert_eq!(r.p.dns.answer().0, STANDBY);
+    assert!(r.p.primary.api.fenced(), "the old primary takes no writes");
+    assert_eq!(r.p.iaas.deletions(), vec![], "no VM deleted");
+    // RTO: the whole runbook within the DNS TTL plus a bound per step.
+    let (_, rto_ms) = *outcome.progress.step_ms.last().expect("timed steps");
+    assert!(rto_ms <= (10 + 13 * 5) * 1000, "RTO {rto_ms} ms");
+    // The standby serves and reconciles: its workload clusters were unpaused after validation.
+    let c =
+        r.p.standby
+            .api
+            .decode(
+                &kind::CLUSTER.key(NS, "wc-00"),
+                &r.p.standby.etcd.get(kind::CLUSTER.key(NS, "wc-00").as_bytes()).unwrap(),
+            )
+            .unwrap();
+    assert_eq!(c.field(&["spec", "paused"]), Some(&serde_json::json!(false)));
+}
+
+#[test]
+fn the_guard_refuses_an_inconsistent_standby_and_no_vm_is_lost() {
+    let r = failover_world(22, Options::new(PRIMARY, STANDBY), true);
+    let runs = r.runs.lock().unwrap();
+    let err = runs[0].as_ref().expect_err("the failover is refused (seed=22)");
+    assert!(err.contains("refused") && err.contains("clusters/cpaas-system/wc-00\n"), "names the missed key: {err}");
+    assert!(err.contains("remedy"), "and the remedy: {err}");
+    assert_eq!(gate(&r.p).state, GateState::Syncing, "the gate was not cleared");
+    assert_eq!(r.p.iaas.deletions(), vec![], "no VM deleted");
+}
+
+#[cfg(feature = "mutants")]
+#[test]
+fn without_the_guard_the_same_world_loses_vms() {
+    let mut o = Options::new(PRIMARY, STANDBY);
+    o.guard_off = true;
+    let r = failover_world(22, o, true);
+    let lost: Vec<String> = r.p.iaas.deletions().iter().map(|d| d.vm.id.clone()).collect();
+    assert!(
+        lost.iter().any(|v| v.starts_with("vm-wc-00-")),
+        "uninstall-guard-off must lose the missed Cluster's VMs (seed=22): {lost:?}"
+    );
+}
+
+#[test]
+fn an_orchestrator_crashed_at_any_point_resumes_and_finishes() {
+    // Crash points from just after the start to past the end, every 100 ms of simulated time;
+    // the restarted orchestrator starts again `START_S` later and resumes from its progress.
+    let mut mid_failover = 0;
+    for i in 0..30u64 {
+        let crash_ms = START_S * 1000 + 50 + i * 100;
+        let mut cfg = platform_config(23, 150, Topology { clusters: 2, machines: 3 });
+        cfg.dns_ttl_s = 10;
+        let settings = sync_settings(&cfg);
+        let (p, mut sim) = Platform::build(cfg).expect("world builds");
+        let handle = SyncHost::new(PRIMARY, STANDBY, settings.clone()).add(&mut sim, p.links.clone());
+        let options = Options::new(PRIMARY, STANDBY);
+        let runs =
+            add_orchestrator(&mut sim, PlatformView::of(&p), settings, handle, options, Duration::from_secs(START_S));
+        let steps = vec![
+            At::new(Duration::from_millis(crash_ms), |sim| p.faults.crash(sim, "orchestrator")),
+            At::new(Duration::from_millis(crash_ms + 1000), |sim| p.faults.restart(sim, "orchestrator")),
+        ];
+        p.run(&mut sim, steps).expect("runs");
+        let runs = runs.lock().unwrap();
+        // One recorded run: the crash killed the first one before it finished.
+        mid_failover += usize::from(runs.len() == 1);
+        let last = runs.last().unwrap_or_else(|| panic!("crash at {crash_ms} ms: no run finished (seed=23)"));
+        let outcome = last.as_ref().unwrap_or_else(|e| panic!("crash at {crash_ms} ms: {e} (seed=23)"));
+        assert_eq!(outcome.progress.done, Some(Step::UnpauseClusters), "crash at {crash_ms} ms");
+        assert_eq!(gate(&p).state, GateState::Cleared, "crash at {crash_ms} ms");
+        assert_eq!(p.iaas.deletions(), vec![], "crash at {crash_ms} ms: no VM deleted");
+        // Every step ran to completion exactly once in the persisted record.
+        let steps: Vec<Step> = outcome.progress.step_ms.iter().map(|(s, _)| *s).collect();
+        assert_eq!(steps, Step::ALL, "crash at {crash_ms} ms: each step once, in order");
+    }
+    assert!(mid_failover >= 10, "only {mid_failover} crash points fell inside the failover");
+}
