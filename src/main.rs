@@ -42,6 +42,30 @@ enum Command {
         #[arg(long)]
         trace: Option<PathBuf>,
     },
+    /// Run a drill with a planned failover by the real orchestrator (simulated platform).
+    Failover {
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Simulated seconds to run (the failover starts at --at).
+        #[arg(long, default_value_t = 120)]
+        sim_secs: u64,
+        /// When the orchestrator starts, in simulated seconds.
+        #[arg(long, default_value_t = 30)]
+        at: u64,
+        #[arg(long, default_value_t = 2)]
+        clusters: usize,
+        #[arg(long, default_value_t = 3)]
+        machines: usize,
+        /// Print the plan with every precondition evaluated; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Go past the guards, recording WHO in the audit trail and the report.
+        #[arg(long, value_name = "WHO")]
+        force: Option<String>,
+        /// Write the JSON-lines trace here.
+        #[arg(long)]
+        trace: Option<PathBuf>,
+    },
     /// Benchmarks on real etcd servers started for the run.
     Bench {
         #[command(subcommand)]
@@ -67,6 +91,18 @@ fn main() -> ExitCode {
     match cli.command {
         Command::World { seed, sim_secs, tick_ms, clusters, machines, writes_per_s, trace } => {
             world(harness::drill::DrillOptions { seed, sim_secs, tick_ms, clusters, machines, writes_per_s, trace })
+        }
+        Command::Failover { seed, sim_secs, at, clusters, machines, dry_run, force, trace } => {
+            let drill = harness::drill::DrillOptions {
+                seed,
+                sim_secs,
+                tick_ms: 10,
+                clusters,
+                machines,
+                writes_per_s: 1.0,
+                trace,
+            };
+            failover(harness::drill::FailoverDrill { drill, at_s: at, dry_run, force })
         }
         Command::Bench { what: BenchWhat::Sync { quick, output } } => bench_sync(quick, output == "json"),
     }
@@ -124,6 +160,73 @@ fn world(o: harness::drill::DrillOptions) -> ExitCode {
         return ExitCode::from(1);
     }
     ExitCode::SUCCESS
+}
+
+fn failover(f: harness::drill::FailoverDrill) -> ExitCode {
+    let o = &f.drill;
+    let mut reproduce = format!(
+        "reproduce with: drlab failover --seed {} --sim-secs {} --at {} --clusters {} --machines {}",
+        o.seed, o.sim_secs, f.at_s, o.clusters, o.machines
+    );
+    if f.dry_run {
+        reproduce.push_str(" --dry-run");
+    }
+    if let Some(w) = &f.force {
+        reproduce.push_str(&format!(" --force {w}"));
+    }
+    if f.at_s >= o.sim_secs || !(1..=sim::topology::CLUSTERS_MAX).contains(&o.clusters) {
+        eprintln!("error: --at must be before --sim-secs, and --clusters 1..={}", sim::topology::CLUSTERS_MAX);
+        return ExitCode::from(2);
+    }
+    println!("seed: {}", o.seed);
+    let r = match harness::drill::failover_drill(&f) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}\n{reproduce}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut ok = r.vm_deletions.is_empty();
+    match r.runs.first() {
+        None => {
+            println!("failover: did not finish within the run");
+            ok = false;
+        }
+        Some(Err(e)) => {
+            println!("failover: {e}");
+            ok = false;
+        }
+        Some(Ok(out)) if f.dry_run => {
+            println!("failover: dry run, nothing changed");
+            for line in &out.plan {
+                println!("  {line}");
+            }
+        }
+        Some(Ok(out)) => {
+            let mut last = 0;
+            for (step, ms) in &out.progress.step_ms {
+                println!("  {:<24} +{:>6} ms", step.name(), ms - last);
+                last = *ms;
+            }
+            let missed = out.report.as_ref().map(|r| r.missed.count).unwrap_or(0);
+            println!("failover: done; RPO {missed} keys, RTO {last} ms");
+            if let Some(w) = &out.progress.forced_by {
+                println!("forced by: {w}");
+            }
+        }
+    }
+    println!("platform domain -> {}", r.dns_target);
+    println!("vm-deletions: {}", r.vm_deletions.len());
+    for d in &r.vm_deletions {
+        println!("  {} by {} ({}) because {}", d.vm.id, d.by_cluster, d.controller, d.why);
+    }
+    println!("trace-hash: {}", r.drill.platform.trace_hash);
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        println!("{reproduce}");
+        ExitCode::from(1)
+    }
 }
 
 fn bench_sync(quick: bool, json: bool) -> ExitCode {

@@ -119,3 +119,47 @@ pub fn compare(p: &Platform, settings: &Settings) -> Diff {
     }
     d
 }
+
+/// What `drlab failover` runs: a drill whose orchestrator fails over at `at_s`.
+#[derive(Debug, Clone)]
+pub struct FailoverDrill {
+    pub drill: DrillOptions,
+    pub at_s: u64,
+    pub dry_run: bool,
+    pub force: Option<String>,
+}
+
+#[derive(Debug)]
+pub struct FailoverDrillReport {
+    pub drill: DrillReport,
+    /// One entry per start of the orchestrator host.
+    pub runs: Vec<Result<failover::Outcome, String>>,
+    pub dns_target: String,
+    pub vm_deletions: Vec<sim::iaas::VmDeletion>,
+}
+
+/// Runs the drill with the real orchestrator in the world.
+pub fn failover_drill(f: &FailoverDrill) -> Result<FailoverDrillReport, WorldError> {
+    let o = &f.drill;
+    let mut cfg = platform_config(o.seed, o.sim_secs, Topology { clusters: o.clusters, machines: o.machines });
+    cfg.tick_ms = o.tick_ms;
+    cfg.trace_path = o.trace.clone();
+    cfg.writes_per_s = o.writes_per_s;
+    let settings = sync_settings(&cfg);
+    let (p, mut sim) = Platform::build(cfg)?;
+    let handle = SyncHost::new(PRIMARY, STANDBY, settings.clone()).add(&mut sim, p.links.clone());
+    let mut options = failover::Options::new(PRIMARY, STANDBY);
+    options.dry_run = f.dry_run;
+    options.force = f.force.clone();
+    let view = crate::failover_sim::PlatformView::of(&p);
+    let start = std::time::Duration::from_secs(f.at_s);
+    let runs = crate::failover_sim::add_orchestrator(&mut sim, view, settings, handle.clone(), options, start);
+    let platform = p.run(&mut sim, Vec::new())?;
+    let runs = runs.lock().expect("runs lock").clone();
+    Ok(FailoverDrillReport {
+        drill: DrillReport { platform, sync: handle.status(), source_head: p.primary.etcd.revision() },
+        runs,
+        dns_target: p.dns.answer().0,
+        vm_deletions: p.iaas.deletions(),
+    })
+}
