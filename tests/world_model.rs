@@ -185,3 +185,21 @@ fn a_token_copied_before_its_service_account_is_deleted_by_the_standby_tokens_co
         assert!(p.primary.etcd.get(token.as_bytes()).is_some(), "the primary's token is untouched");
     }
 }
+
+#[test]
+fn a_created_workload_cluster_gets_its_machines_and_vms_from_the_controllers() {
+    let (p, mut sim) = Platform::build(config(7, 40)).expect("world builds");
+    let steps = vec![Step::new(Duration::from_secs(5), |_| {
+        p.act(Action::CreateWorkload { cluster: "wc-new".into(), machines: 3 })
+    })];
+    p.run(&mut sim, steps).expect("runs");
+    let new: Vec<Object> = machines(&p, PRIMARY)
+        .into_iter()
+        .filter(|m| m.label("cluster.x-k8s.io/cluster-name") == Some("wc-new"))
+        .collect();
+    assert_eq!(new.len(), 3, "one control-plane Machine and two workers");
+    let vms: Vec<_> = p.iaas.vms().into_iter().filter(|v| v.cluster == "wc-new").collect();
+    assert_eq!(vms.len(), 3, "each with a VM: {vms:?}");
+    assert!(vms.iter().all(|v| v.created_by == PRIMARY));
+    assert!(machines(&p, STANDBY).iter().all(|m| m.label("cluster.x-k8s.io/cluster-name") != Some("wc-new")));
+}

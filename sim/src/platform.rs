@@ -107,6 +107,10 @@ pub enum Action {
     Pause { side: String, cluster: String, paused: bool },
     /// Writes a raw key on `side` (e.g. the sync gate), or deletes it (None).
     PutRaw { side: String, key: String, value: Option<Vec<u8>> },
+    /// Creates a workload cluster on the serving cluster: Cluster, DCSCluster, a one-replica
+    /// KubeadmControlPlane and a MachineDeployment of `machines - 1` workers; the CAPI
+    /// controllers make the MachineSet, Machines, DCSMachines and VMs.
+    CreateWorkload { cluster: String, machines: u64 },
     /// Deletes an object on `side` through its API (background propagation).
     Delete { side: String, kind: &'static crate::k8s::Kind, name: String },
     /// Restarts every workload agent (they resolve the domain again).
@@ -381,6 +385,42 @@ async fn operate(a: &Action, api_of: &impl Fn(&str) -> Api, serving: &str) -> Re
             let api = api_of(side);
             api.server.trace.record(side, "operator.put-raw", json!({"key": key, "delete": value.is_none()}));
             api.put_raw(key, value.clone()).await
+        }
+        Action::CreateWorkload { cluster, machines } => {
+            let api = api_of(serving);
+            api.server.trace.record(
+                serving,
+                "operator.create-workload",
+                json!({"cluster": cluster, "machines": machines}),
+            );
+            let label = |mut o: crate::k8s::Object| {
+                o.set_label(crate::k8s::capi::CLUSTER_NAME_LABEL, cluster);
+                o
+            };
+            let ns = topology::NS;
+            let c = api
+                .create(label(crate::k8s::Object::custom(&kind::CLUSTER, ns, cluster, json!({"paused": false}))))
+                .await?;
+            let owned = |mut o: crate::k8s::Object| {
+                o.owned_by(&c.obj);
+                label(o)
+            };
+            api.create(owned(crate::k8s::Object::custom(&kind::DCS_CLUSTER, ns, cluster, json!({})))).await?;
+            let kcp = crate::k8s::Object::custom(
+                &kind::KUBEADM_CONTROL_PLANE,
+                ns,
+                &format!("{cluster}-cp"),
+                json!({"replicas": 1}),
+            );
+            api.create(owned(kcp)).await?;
+            let workers = machines.saturating_sub(1);
+            let md = crate::k8s::Object::custom(
+                &kind::MACHINE_DEPLOYMENT,
+                ns,
+                &format!("{cluster}-md"),
+                json!({"replicas": workers}),
+            );
+            api.create(owned(md)).await.map(|_| ())
         }
         Action::Delete { side, kind, name } => {
             let api = api_of(side);
