@@ -54,6 +54,17 @@ pub struct DrillOptions {
     pub trace: Option<PathBuf>,
 }
 
+impl DrillOptions {
+    pub fn platform_config(&self) -> PlatformConfig {
+        let mut cfg =
+            platform_config(self.seed, self.sim_secs, Topology { clusters: self.clusters, machines: self.machines });
+        cfg.tick_ms = self.tick_ms;
+        cfg.trace_path = self.trace.clone();
+        cfg.writes_per_s = self.writes_per_s;
+        cfg
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct DrillReport {
     pub platform: PlatformReport,
@@ -71,10 +82,7 @@ impl DrillReport {
 
 /// Runs a steady-state drill: the world with the sync and background traffic, no faults.
 pub fn drill(o: &DrillOptions) -> Result<DrillReport, WorldError> {
-    let mut cfg = platform_config(o.seed, o.sim_secs, Topology { clusters: o.clusters, machines: o.machines });
-    cfg.tick_ms = o.tick_ms;
-    cfg.trace_path = o.trace.clone();
-    cfg.writes_per_s = o.writes_per_s;
+    let cfg = o.platform_config();
     let settings = sync_settings(&cfg);
     let (p, mut sim) = Platform::build(cfg)?;
     let handle = SyncHost::new(PRIMARY, STANDBY, settings).add(&mut sim, p.links.clone());
@@ -141,10 +149,7 @@ pub struct FailoverDrillReport {
 /// Runs the drill with the real orchestrator in the world.
 pub fn failover_drill(f: &FailoverDrill) -> Result<FailoverDrillReport, WorldError> {
     let o = &f.drill;
-    let mut cfg = platform_config(o.seed, o.sim_secs, Topology { clusters: o.clusters, machines: o.machines });
-    cfg.tick_ms = o.tick_ms;
-    cfg.trace_path = o.trace.clone();
-    cfg.writes_per_s = o.writes_per_s;
+    let cfg = o.platform_config();
     let settings = sync_settings(&cfg);
     let (p, mut sim) = Platform::build(cfg)?;
     let handle = SyncHost::new(PRIMARY, STANDBY, settings.clone()).add(&mut sim, p.links.clone());

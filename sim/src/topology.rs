@@ -12,9 +12,7 @@ use rand_chacha::ChaCha8Rng;
 use serde_json::json;
 
 use crate::iaas::Vm;
-use crate::k8s::capi::{
-    CLUSTER_NAME_LABEL, CONTROL_PLANE_LABEL, DCS_MACHINE_FINALIZER, MACHINE_FINALIZER, SET_NAME_LABEL,
-};
+use crate::k8s::capi::{CLUSTER_NAME_LABEL, DCS_MACHINE_FINALIZER};
 use crate::k8s::kind;
 use crate::k8s::object::{Body, Object};
 
@@ -83,20 +81,7 @@ struct Out<'a> {
 /// One Machine with its DCSMachine, KubeadmConfig, bootstrap and plan Secrets, and VM.
 fn machine(owner: &Object, name: &str, cluster: &str, control_plane: bool, out: &mut Out<'_>) {
     let Out { uids, side, created_by, vm_prefix } = out;
-    let mut m = Object::custom(
-        &kind::MACHINE,
-        NS,
-        name,
-        json!({"clusterName": cluster, "infrastructureRef": {"kind": "DCSMachine", "name": name}, "bootstrap": {"dataSecretName": format!("{name}-bootstrap")}}),
-    );
-    m = labelled(m, cluster, uids);
-    if control_plane {
-        m.set_label(CONTROL_PLANE_LABEL, "");
-    } else {
-        m.set_label(SET_NAME_LABEL, owner.name());
-    }
-    m.owned_by(owner);
-    m.add_finalizer(MACHINE_FINALIZER);
+    let m = labelled(crate::k8s::capi::machine_object(owner, name, cluster, control_plane), cluster, uids);
     let vm = format!("vm-{vm_prefix}{name}");
     let mut infra = labelled(Object::custom(&kind::DCS_MACHINE, NS, name, json!({"providerID": vm})), cluster, uids);
     infra.owned_by(&m);

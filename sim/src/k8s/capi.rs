@@ -17,7 +17,7 @@
 //! their cache (the role of controller-runtime's expectations) so a lagging informer does not
 //! make them create a replica twice.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -27,6 +27,7 @@ use super::api::{Api, ApiError, Propagation, Stored};
 use super::informer::{self, Delta};
 use super::kind::{self, Kind};
 use super::object::{Body, Object};
+use super::queue::WorkQueue;
 use crate::iaas::{Iaas, Vm};
 
 pub const MACHINE_FINALIZER: &str = "machine.cluster.x-k8s.io";
@@ -75,9 +76,7 @@ struct Manager {
     children: BTreeMap<String, BTreeSet<String>>,
     /// Machines without a controller (candidates for adoption).
     orphans: BTreeSet<String>,
-    queue: VecDeque<String>,
-    queued: BTreeSet<String>,
-    retry: VecDeque<(tokio::time::Instant, String)>,
+    queue: WorkQueue,
 }
 
 /// Runs the controllers against `api`'s cluster until the host stops.
@@ -97,9 +96,7 @@ pub async fn run(api: Api, etcd: etcd_client::Client, cfg: CapiConfig) {
         cache: BTreeMap::new(),
         children: BTreeMap::new(),
         orphans: BTreeSet::new(),
-        queue: VecDeque::new(),
-        queued: BTreeSet::new(),
-        retry: VecDeque::new(),
+        queue: WorkQueue::new(RETRY_DELAY),
     };
     let mut unsynced = WATCHED.len();
     let mut open = *gate_rx.borrow_and_update();
@@ -108,23 +105,14 @@ pub async fn run(api: Api, etcd: etcd_client::Client, cfg: CapiConfig) {
             unsynced -= usize::from(matches!(d, Delta::Synced(_)));
             m.delta(d);
         }
-        let now = tokio::time::Instant::now();
-        while m.retry.front().is_some_and(|(at, _)| *at <= now) {
-            let (_, key) = m.retry.pop_front().expect("peeked");
-            m.enqueue(&key);
-        }
-        if open
-            && unsynced == 0
-            && let Some(key) = m.queue.pop_front()
-        {
-            m.queued.remove(&key);
+        let working = open && unsynced == 0;
+        if working && let Some(key) = m.queue.pop() {
             if let Err(e) = m.reconcile(&key).await {
                 m.api.trace_error(&key, &e);
-                m.retry.push_back((tokio::time::Instant::now() + RETRY_DELAY, key));
+                m.queue.retry_later(key);
             }
             continue;
         }
-        let wake = m.retry.front().map(|(at, _)| *at);
         tokio::select! {
             d = rx.recv() => match d {
                 Some(d) => {
@@ -145,15 +133,9 @@ pub async fn run(api: Api, etcd: etcd_client::Client, cfg: CapiConfig) {
                 }
                 open = now_open;
             }
-            _ = sleep_until(wake) => {}
+            // Only while working: a due retry cannot be taken otherwise (no busy loop).
+            _ = m.queue.retry_due(), if working => {}
         }
-    }
-}
-
-async fn sleep_until(at: Option<tokio::time::Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
     }
 }
 
@@ -192,15 +174,33 @@ async fn watch_gate(
     }
 }
 
+/// A Machine as its owner (a MachineSet, or a KubeadmControlPlane when `control_plane`) makes
+/// it: labelled with its cluster and set, infrastructure and bootstrap references, finalizer.
+pub fn machine_object(owner: &Object, name: &str, cluster: &str, control_plane: bool) -> Object {
+    let spec = json!({
+        "clusterName": cluster,
+        "infrastructureRef": {"kind": "DCSMachine", "name": name},
+        "bootstrap": {"dataSecretName": format!("{name}-bootstrap")},
+    });
+    let mut m = Object::custom(&kind::MACHINE, owner.namespace(), name, spec);
+    m.set_label(CLUSTER_NAME_LABEL, cluster);
+    if control_plane {
+        m.set_label(CONTROL_PLANE_LABEL, "");
+    } else {
+        m.set_label(SET_NAME_LABEL, owner.name());
+    }
+    m.owned_by(owner);
+    m.add_finalizer(MACHINE_FINALIZER);
+    m
+}
+
 fn controller_uid(o: &Object) -> Option<&str> {
     o.owners().iter().find(|r| r.controller == Some(true)).map(|r| r.uid.as_str())
 }
 
 impl Manager {
     fn enqueue(&mut self, key: &str) {
-        if self.queued.insert(key.to_string()) {
-            self.queue.push_back(key.to_string());
-        }
+        self.queue.add(key);
     }
 
     /// Applies an informer change to the cache and queues what it affects.
@@ -437,21 +437,7 @@ impl Manager {
         let name = format!("{}-{}", owner.name(), &self.api.server.uid()[..5]);
         let cluster = owner.label(CLUSTER_NAME_LABEL).unwrap_or_default().to_string();
         let ns = owner.namespace().to_string();
-        let mut m = Object::custom(
-            &kind::MACHINE,
-            &ns,
-            &name,
-            json!({"clusterName": cluster, "infrastructureRef": {"kind": "DCSMachine", "name": name}}),
-        );
-        m.set_label(CLUSTER_NAME_LABEL, &cluster);
-        if control_plane {
-            m.set_label(CONTROL_PLANE_LABEL, "");
-        } else {
-            m.set_label(SET_NAME_LABEL, owner.name());
-        }
-        m.owned_by(owner);
-        m.add_finalizer(MACHINE_FINALIZER);
-        let machine = self.create(m).await?;
+        let machine = self.create(machine_object(owner, &name, &cluster, control_plane)).await?;
         let mut infra = Object::custom(&kind::DCS_MACHINE, &ns, &name, json!({}));
         infra.set_label(CLUSTER_NAME_LABEL, &cluster);
         infra.owned_by(&machine.obj);

@@ -16,7 +16,7 @@
 //!
 //! It runs on the standby as well, whatever the sync gate says: that is the hazard.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use indexmap::IndexSet;
@@ -27,6 +27,7 @@ use tokio::sync::mpsc;
 use super::api::{Api, ApiError, FOREGROUND_FINALIZER, Propagation, Stored};
 use super::informer::{self, Delta};
 use super::kind::{self, Kind};
+use super::queue::WorkQueue;
 
 /// kube-controller-manager's absent-owner cache size.
 pub const ABSENT_OWNER_CACHE_MAX: usize = 500;
@@ -103,9 +104,7 @@ pub struct GarbageCollector {
     api: Api,
     nodes: BTreeMap<String, Node>,
     absent: AbsentOwners,
-    queue: VecDeque<String>,
-    queued: BTreeSet<String>,
-    retry: VecDeque<(tokio::time::Instant, String)>,
+    queue: WorkQueue,
 }
 
 /// Runs the collector against `api`'s cluster until the host stops.
@@ -120,9 +119,7 @@ pub async fn run(api: Api, etcd: etcd_client::Client, cfg: GcConfig) {
         api,
         nodes: BTreeMap::new(),
         absent: AbsentOwners { uids: IndexSet::new(), max: cfg.absent_owner_cache_max },
-        queue: VecDeque::new(),
-        queued: BTreeSet::new(),
-        retry: VecDeque::new(),
+        queue: WorkQueue::new(RETRY_DELAY),
     };
     // Workers start once every informer has listed, as the real collector waits for its caches.
     let mut unsynced = kind::ALL.len();
@@ -131,22 +128,15 @@ pub async fn run(api: Api, etcd: etcd_client::Client, cfg: GcConfig) {
             unsynced -= usize::from(matches!(d, Delta::Synced(_)));
             gc.graph_change(d);
         }
-        let now = tokio::time::Instant::now();
-        while gc.retry.front().is_some_and(|(at, _)| *at <= now) {
-            let (_, uid) = gc.retry.pop_front().expect("peeked");
-            gc.enqueue(&uid);
-        }
         if unsynced == 0
-            && let Some(uid) = gc.queue.pop_front()
+            && let Some(uid) = gc.queue.pop()
         {
-            gc.queued.remove(&uid);
             if let Err(e) = gc.attempt_to_delete(&uid).await {
                 gc.api.trace_error(&uid, &e);
-                gc.retry.push_back((tokio::time::Instant::now() + RETRY_DELAY, uid));
+                gc.queue.retry_later(uid);
             }
             continue;
         }
-        let wake = gc.retry.front().map(|(at, _)| *at);
         tokio::select! {
             d = rx.recv() => match d {
                 Some(d) => {
@@ -155,23 +145,14 @@ pub async fn run(api: Api, etcd: etcd_client::Client, cfg: GcConfig) {
                 }
                 None => return,
             },
-            _ = sleep_until(wake) => {}
+            _ = gc.queue.retry_due(), if unsynced == 0 => {}
         }
-    }
-}
-
-async fn sleep_until(at: Option<tokio::time::Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
     }
 }
 
 impl GarbageCollector {
     fn enqueue(&mut self, uid: &str) {
-        if self.queued.insert(uid.to_string()) {
-            self.queue.push_back(uid.to_string());
-        }
+        self.queue.add(uid);
     }
 
     fn graph_change(&mut self, d: Delta) {

@@ -10,6 +10,7 @@ pub mod gc;
 pub mod informer;
 pub mod kind;
 pub mod object;
+pub mod queue;
 pub mod tokens;
 
 pub use api::{Api, ApiError, ApiServer, Stored};
