@@ -69,3 +69,28 @@ fn a_partition_of_the_sync_link_stops_the_copy_until_it_heals() {
     assert_eq!(end.checkpoint, p.primary.etcd.revision(), "caught up after the heal: {end:?}");
     assert!(compare(&p, &settings).is_clean());
 }
+
+#[test]
+fn secrets_sealed_after_a_key_rotation_the_sync_was_not_given_are_undecryptable() {
+    let cfg = platform_config(13, 60, Topology { clusters: 1, machines: 2 });
+    let settings = sync_settings(&cfg);
+    let (p, mut sim) = Platform::build(cfg).expect("world builds");
+    let handle = SyncHost::new(PRIMARY, STANDBY, settings.clone()).add(&mut sim, p.links.clone());
+    let steps = vec![
+        // The primary rotates to a key the sync's EncryptionConfiguration does not have...
+        Step::new(Duration::from_secs(10), |_| p.primary.api.rotate_key("key2", [2; 32])),
+        // ... and then writes new Secrets (a new cluster's CA, etcd, sa, proxy).
+        Step::new(Duration::from_secs(15), |_| {
+            p.act(sim::platform::Action::CreateWorkload { cluster: "wc-new".into(), machines: 1 })
+        }),
+    ];
+    p.run(&mut sim, steps).expect("runs");
+    let status = handle.status();
+    let ca = kind::SECRET.key(NS, "wc-new-ca");
+    assert!(status.undecryptable.contains(&ca), "the sync reports it cannot carry {ca}: {:?}", status.undecryptable);
+    assert!(p.standby.etcd.get(ca.as_bytes()).is_none(), "and never writes what the standby could not read");
+    let diff = compare(&p, &settings);
+    assert!(diff.missed.contains(&ca), "the offline comparison sees it missing: {diff:?}");
+    // Secrets sealed before the rotation still cross.
+    assert!(p.standby.etcd.get(kind::SECRET.key(NS, "wc-00-ca").as_bytes()).is_some());
+}

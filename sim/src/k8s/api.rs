@@ -27,7 +27,7 @@ pub const FOREGROUND_FINALIZER: &str = "foregroundDeletion";
 /// What one cluster's API server knows about itself.
 pub struct ApiServer {
     pub cluster: String,
-    pub at_rest: AtRest,
+    at_rest: Mutex<AtRest>,
     rng: Mutex<ChaCha8Rng>,
     pub trace: Trace,
     epoch_s: i64,
@@ -39,7 +39,7 @@ impl ApiServer {
     pub fn new(cluster: &str, at_rest: AtRest, seed: u64, trace: Trace) -> Arc<Self> {
         Arc::new(ApiServer {
             cluster: cluster.into(),
-            at_rest,
+            at_rest: Mutex::new(at_rest),
             rng: Mutex::new(ChaCha8Rng::seed_from_u64(seed)),
             trace,
             epoch_s: crate::world::EPOCH_UNIX_S as i64,
@@ -65,6 +65,22 @@ impl ApiServer {
         super::object::uuid(b)
     }
 
+    /// The encryption configuration in force.
+    pub fn at_rest(&self) -> AtRest {
+        self.at_rest.lock().expect("at-rest lock").clone()
+    }
+
+    /// Rotates the encryption key: `name` encrypts from now on (traced by name, never bytes).
+    pub fn rotate_key(&self, name: &str, key: [u8; 32]) {
+        let mut at_rest = self.at_rest.lock().expect("at-rest lock");
+        *at_rest = at_rest.rotated(name, key);
+        self.trace.record(
+            &self.cluster,
+            "apiserver.rotate-key",
+            json!({"encrypting": name, "keys": at_rest.key_names()}),
+        );
+    }
+
     /// Simulated wall-clock now, as an API timestamp.
     pub fn now(&self) -> Time {
         let s = turmoil::sim_elapsed().map(|d| d.as_secs() as i64).unwrap_or(0);
@@ -75,14 +91,14 @@ impl ApiServer {
     pub fn encode(&self, obj: &Object) -> Vec<u8> {
         let plain = obj.encode();
         if obj.kind == &kind::SECRET {
-            self.at_rest.seal(&plain, &mut *self.rng.lock().expect("api rng"))
+            self.at_rest().seal(&plain, &mut *self.rng.lock().expect("api rng"))
         } else {
             plain
         }
     }
 
     pub fn decode(&self, key: &str, value: &[u8]) -> Result<Object, ApiError> {
-        let plain = self.at_rest.open(value).ok_or_else(|| ApiError::Undecryptable(key.into()))?;
+        let plain = self.at_rest().open(value).ok_or_else(|| ApiError::Undecryptable(key.into()))?;
         Ok(Object::decode(key, &plain)?)
     }
 }

@@ -10,40 +10,55 @@ use rand::RngCore;
 const PREFIX: &str = "k8s:enc:aescbc:v1:";
 const IV_BYTES: usize = 16;
 
-/// One cluster's EncryptionConfiguration for Secrets: an aescbc key, or identity (None).
+/// One cluster's EncryptionConfiguration for Secrets: aescbc keys, the first of which encrypts
+/// (all of them decrypt), then identity. No keys: identity only.
 #[derive(Clone)]
 pub struct AtRest {
-    key: Option<(String, [u8; 32])>,
+    keys: Vec<(String, [u8; 32])>,
 }
 
 impl std::fmt::Debug for AtRest {
     // Never prints key bytes.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AtRest").field("key_name", &self.key.as_ref().map(|(n, _)| n)).finish()
+        let names: Vec<&String> = self.keys.iter().map(|(n, _)| n).collect();
+        f.debug_struct("AtRest").field("key_names", &names).finish()
     }
 }
 
 impl AtRest {
     pub fn identity() -> Self {
-        AtRest { key: None }
+        AtRest { keys: Vec::new() }
     }
 
     pub fn aescbc(name: &str, key: [u8; 32]) -> Self {
-        AtRest { key: Some((name.into(), key)) }
+        AtRest { keys: vec![(name.into(), key)] }
+    }
+
+    /// Key rotation's first step: `name` becomes the key that encrypts; the older keys still
+    /// decrypt (existing Secrets are rewritten only when next written, as kube-apiserver does).
+    pub fn rotated(&self, name: &str, key: [u8; 32]) -> Self {
+        let mut keys = vec![(name.to_string(), key)];
+        keys.extend(self.keys.iter().filter(|(n, _)| n != name).cloned());
+        AtRest { keys }
+    }
+
+    pub fn key_names(&self) -> Vec<String> {
+        self.keys.iter().map(|(n, _)| n.clone()).collect()
     }
 
     /// The EncryptionConfiguration file kube-apiserver reads for this (what an operator hands
     /// the sync as well). Contains the key: never log it.
     pub fn encryption_configuration(&self) -> String {
         use base64::Engine as _;
-        let aescbc = match &self.key {
-            Some((name, key)) => {
+        let aescbc = if self.keys.is_empty() {
+            String::new()
+        } else {
+            let mut a = String::from("      - aescbc:\n          keys:\n");
+            for (name, key) in &self.keys {
                 let secret = base64::engine::general_purpose::STANDARD.encode(key);
-                format!(
-                    "      - aescbc:\n          keys:\n            - name: {name}\n              secret: {secret}\n"
-                )
+                a.push_str(&format!("            - name: {name}\n              secret: {secret}\n"));
             }
-            None => String::new(),
+            a
         };
         format!(
             "apiVersion: apiserver.config.k8s.io/v1\nkind: EncryptionConfiguration\nresources:\n  - resources: [secrets]\n    providers:\n{aescbc}      - identity: {{}}\n"
@@ -51,7 +66,7 @@ impl AtRest {
     }
 
     pub fn seal(&self, plain: &[u8], rng: &mut dyn RngCore) -> Vec<u8> {
-        let Some((name, key)) = &self.key else { return plain.to_vec() };
+        let Some((name, key)) = self.keys.first() else { return plain.to_vec() };
         let mut iv = [0u8; IV_BYTES];
         rng.fill_bytes(&mut iv);
         let ct = cbc::Encryptor::<aes::Aes256>::new_from_slices(key, &iv)
@@ -67,8 +82,10 @@ impl AtRest {
     /// (what kube-apiserver reports as "unable to transform key").
     pub fn open(&self, value: &[u8]) -> Option<Vec<u8>> {
         let Some(rest) = value.strip_prefix(PREFIX.as_bytes()) else { return Some(value.to_vec()) };
-        let (name, key) = self.key.as_ref()?;
-        let body = rest.strip_prefix(name.as_bytes())?.strip_prefix(b":")?;
+        let (_, key) =
+            self.keys.iter().find(|(n, _)| rest.strip_prefix(n.as_bytes()).is_some_and(|r| r.starts_with(b":")))?;
+        let name_len = rest.iter().position(|b| *b == b':')?;
+        let body = &rest[name_len + 1..];
         if body.len() < IV_BYTES * 2 || body.len() % IV_BYTES != 0 {
             return None;
         }
@@ -96,5 +113,12 @@ mod tests {
         assert_eq!(AtRest::identity().open(&sealed), None);
         assert_eq!(AtRest::identity().seal(b"x", &mut rng), b"x");
         assert!(!format!("{a:?}").contains('7'));
+        // After a rotation the new key encrypts and the old one still opens what it sealed.
+        let r = a.rotated("k2", [9; 32]);
+        let newer = r.seal(b"x", &mut rng);
+        assert!(newer.starts_with(b"k8s:enc:aescbc:v1:k2:"));
+        assert_eq!(r.open(&sealed).as_deref(), Some(&b"k8s\0secret"[..]));
+        assert_eq!(a.open(&newer), None, "the old configuration cannot read the new key's Secrets");
+        assert_eq!(r.key_names(), ["k2", "k1"]);
     }
 }
