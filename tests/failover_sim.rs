@@ -28,9 +28,13 @@ struct Run {
 /// standby's GC then marks its whole tree for deletion). No heartbeat traffic, so no copy of a
 /// primary Machine wipes the GC's deletionTimestamps before the failover.
 fn failover_world(seed: u64, options: Options, lose_owner: bool) -> Run {
+    failover_world_with(seed, options, lose_owner, 0.0)
+}
+
+fn failover_world_with(seed: u64, options: Options, lose_owner: bool, writes_per_s: f64) -> Run {
     let mut cfg = platform_config(seed, 150, Topology { clusters: 2, machines: 3 });
     cfg.dns_ttl_s = 10;
-    cfg.writes_per_s = 0.0;
+    cfg.writes_per_s = writes_per_s;
     let settings = sync_settings(&cfg);
     let (p, mut sim) = Platform::build(cfg).expect("world builds");
     let handle = SyncHost::new(PRIMARY, STANDBY, settings.clone()).add(&mut sim, p.links.clone());
@@ -137,4 +141,28 @@ fn an_orchestrator_crashed_at_any_point_resumes_and_finishes() {
         assert_eq!(steps, Step::ALL, "crash at {crash_ms} ms: each step once, in order");
     }
     assert!(mid_failover >= 10, "only {mid_failover} crash points fell inside the failover");
+}
+
+/// Writes the old primary accepted after the failover pinned R: lost to the new primary.
+fn writes_after_r(r: &Run) -> i64 {
+    let runs = r.runs.lock().unwrap();
+    let outcome = runs[0].as_ref().expect("the failover succeeds");
+    let rev = outcome.progress.source_revision.expect("R recorded");
+    r.p.primary.etcd.revision() - rev
+}
+
+#[test]
+fn a_fenced_primary_takes_no_write_after_r() {
+    // Heartbeat traffic keeps coming to the primary until the agents' DNS answer expires.
+    let r = failover_world_with(24, Options::new(PRIMARY, STANDBY), false, 2.0);
+    assert_eq!(writes_after_r(&r), 0, "no write lands on the old primary after R (seed=24)");
+}
+
+#[cfg(feature = "mutants")]
+#[test]
+fn without_fencing_the_old_primary_keeps_taking_writes_that_are_lost() {
+    let mut o = Options::new(PRIMARY, STANDBY);
+    o.fencing_off = true;
+    let r = failover_world_with(24, o, false, 2.0);
+    assert!(writes_after_r(&r) > 0, "fencing-off must let writes land on the old primary after R (seed=24)");
 }
