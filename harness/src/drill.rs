@@ -17,7 +17,7 @@ use crate::simsync::SyncHost;
 
 /// The standby's controllers act only once a failover has cleared the sync gate.
 pub fn standby_gate_open(value: Option<&[u8]>) -> bool {
-    value.and_then(|v| serde_json::from_slice::<Gate>(v).ok()).is_some_and(|g| g.state == GateState::Cleared)
+    value.and_then(|v| Gate::decode(v).ok()).is_some_and(|g| g.state == GateState::Cleared)
 }
 
 /// The platform world as the sync expects it: its gate holds the standby's controllers.

@@ -19,7 +19,7 @@ use sync::check::Report;
 use sync::conn::Connector;
 use sync::control::Control;
 use sync::engine::{Handle, Settings};
-use sync::target::{Checkpoint, Gate, GateState};
+use sync::target::GateState;
 
 use crate::simsync::conn_config;
 
@@ -64,10 +64,6 @@ impl SimPorts {
             iaas: p.iaas.clone(),
         })
     }
-
-    async fn raw(&self, key: &str) -> Result<Option<Vec<u8>>, PortError> {
-        self.standby.get_raw(key).await.map_err(port("standby"))
-    }
 }
 
 /// What the orchestrator host needs of the platform (cheap to clone into a host).
@@ -106,13 +102,13 @@ impl Ports for SimPorts {
     }
 
     async fn sync_checkpoint(&self) -> Result<i64, PortError> {
-        let raw = self.raw(&sync::target::checkpoint_key()).await?;
-        Ok(raw.and_then(|v| serde_json::from_slice::<Checkpoint>(&v).ok()).map(|c| c.revision).unwrap_or(0))
+        let c = self.control.checkpoint().await.map_err(port("sync"))?;
+        Ok(c.map(|c| c.revision).unwrap_or(0))
     }
 
     async fn sync_running(&self) -> Result<bool, PortError> {
-        let raw = self.raw(&sync::target::gate_key()).await?;
-        Ok(raw.and_then(|v| serde_json::from_slice::<Gate>(&v).ok()).is_some_and(|g| g.state == GateState::Syncing))
+        let gate = self.control.gate().await.map_err(port("sync"))?;
+        Ok(gate.is_some_and(|g| g.state == GateState::Syncing))
     }
 
     async fn freeze_sync(&self, at: i64) -> Result<(), PortError> {
@@ -173,14 +169,12 @@ impl Ports for SimPorts {
             let name = c.obj.name().to_string();
             let chosen = match clusters {
                 Some(list) => list.contains(&name),
-                None => name != "global" && !name.starts_with("global-"),
+                None => !sim::topology::is_global_name(&name),
             };
             if !chosen {
                 continue;
             }
-            let mut obj = c.obj.clone();
-            obj.set_field(&["spec", "paused"], json!(paused));
-            self.standby.update(&c, obj).await.map_err(port("standby"))?;
+            self.standby.set_spec(&c, "paused", json!(paused)).await.map_err(port("standby"))?;
             touched.push(name);
         }
         Ok(touched)
@@ -203,7 +197,7 @@ impl Ports for SimPorts {
     }
 
     async fn load_progress(&self) -> Result<Option<Progress>, PortError> {
-        let raw = self.raw(PROGRESS_KEY).await?;
+        let raw = self.standby.get_raw(PROGRESS_KEY).await.map_err(port("standby"))?;
         raw.map(|v| serde_json::from_slice(&v).map_err(port("progress"))).transpose()
     }
 

@@ -103,7 +103,9 @@ pub async fn serve_ingress(cluster: String, links: Links) -> std::io::Result<()>
         tokio::spawn(async move {
             let (r, mut w) = tokio::io::split(conn);
             let mut r = BufReader::new(r);
-            while let Ok(Some(path)) = read_head(&mut r).await {
+            while let Ok(Some(head)) = read_head(&mut r).await {
+                // "GET /path HTTP/1.1" → "/path"
+                let path = head[0].split(' ').nth(1).unwrap_or_default();
                 let status = if path == VERSION_PATH { "401 Unauthorized" } else { "404 Not Found" };
                 let resp = format!("HTTP/1.1 {status}\r\n{SERVED_BY_HEADER}: {cluster}\r\ncontent-length: 0\r\n\r\n");
                 if w.write_all(resp.as_bytes()).await.is_err() {
@@ -114,27 +116,29 @@ pub async fn serve_ingress(cluster: String, links: Links) -> std::io::Result<()>
     }
 }
 
-/// Reads one request head; returns its path (None at end of stream).
-async fn read_head<R: tokio::io::AsyncBufRead + Unpin>(r: &mut R) -> std::io::Result<Option<String>> {
-    let mut first = String::new();
+/// Reads one HTTP head (request or response), bounded by `HEAD_BYTES_MAX`: its first line and
+/// its header lines, without line ends. None at a clean end of stream.
+async fn read_head<R: tokio::io::AsyncBufRead + Unpin>(r: &mut R) -> std::io::Result<Option<Vec<String>>> {
+    let mut lines = Vec::new();
     let mut total = 0;
     let mut line = String::new();
     loop {
         line.clear();
         let n = r.read_line(&mut line).await?;
         if n == 0 {
-            return Ok(None);
+            if lines.is_empty() {
+                return Ok(None);
+            }
+            return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "incomplete HTTP head"));
         }
         total += n;
         if total > HEAD_BYTES_MAX {
             return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "HTTP head too long"));
         }
-        if first.is_empty() {
-            first = line.trim_end().to_string();
-        } else if line == "\r\n" {
-            // "GET /path HTTP/1.1" → "/path"
-            return Ok(first.split(' ').nth(1).map(str::to_string));
+        if line == "\r\n" && !lines.is_empty() {
+            return Ok(Some(lines));
         }
+        lines.push(line.trim_end().to_string());
     }
 }
 
@@ -152,25 +156,12 @@ async fn request<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
 ) -> std::io::Result<Probe> {
     let req = format!("GET {VERSION_PATH} HTTP/1.1\r\nhost: {host}\r\n\r\n");
     conn.get_mut().write_all(req.as_bytes()).await?;
-    let mut status = String::new();
-    let mut served_by = String::new();
-    let mut line = String::new();
-    let mut total = 0;
-    loop {
-        line.clear();
-        let n = conn.read_line(&mut line).await?;
-        total += n;
-        if n == 0 || total > HEAD_BYTES_MAX {
-            return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "no complete response"));
-        }
-        if status.is_empty() {
-            status = line.split(' ').nth(1).unwrap_or_default().to_string();
-        } else if line == "\r\n" {
-            break;
-        } else if let Some(v) = line.strip_prefix(&format!("{SERVED_BY_HEADER}: ")) {
-            served_by = v.trim_end().to_string();
-        }
-    }
+    let head =
+        read_head(conn).await?.ok_or_else(|| std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "no response"))?;
+    // "HTTP/1.1 401 Unauthorized" → "401"
+    let status = head[0].split(' ').nth(1).unwrap_or_default();
+    let prefix = format!("{SERVED_BY_HEADER}: ");
+    let served_by = head[1..].iter().find_map(|h| h.strip_prefix(&prefix)).unwrap_or_default().to_string();
     let status = status.parse().map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "bad status"))?;
     Ok(Probe { status, served_by })
 }

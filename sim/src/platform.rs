@@ -366,20 +366,15 @@ async fn operate(a: &Action, api_of: &impl Fn(&str) -> Api, serving: &str) -> Re
     match a {
         Action::Scale { cluster, replicas } => {
             let api = api_of(serving);
-            let name = format!("{cluster}-md");
-            let md = api.get(&kind::MACHINE_DEPLOYMENT, topology::NS, &name).await?.ok_or(ApiError::NotFound(name))?;
-            let mut obj = md.obj.clone();
-            obj.set_field(&["spec", "replicas"], json!(replicas));
+            let md = api.require(&kind::MACHINE_DEPLOYMENT, topology::NS, &format!("{cluster}-md")).await?;
             api.server.trace.record(serving, "operator.scale", json!({"cluster": cluster, "replicas": replicas}));
-            api.update(&md, obj).await.map(|_| ())
+            api.set_spec(&md, "replicas", json!(replicas)).await
         }
         Action::Pause { side, cluster, paused } => {
             let api = api_of(side);
-            let c = api.get(&kind::CLUSTER, topology::NS, cluster).await?.ok_or(ApiError::NotFound(cluster.clone()))?;
-            let mut obj = c.obj.clone();
-            obj.set_field(&["spec", "paused"], json!(paused));
+            let c = api.require(&kind::CLUSTER, topology::NS, cluster).await?;
             api.server.trace.record(side, "operator.pause", json!({"cluster": cluster, "paused": paused}));
-            api.update(&c, obj).await.map(|_| ())
+            api.set_spec(&c, "paused", json!(paused)).await
         }
         Action::PutRaw { side, key, value } => {
             let api = api_of(side);
@@ -424,9 +419,7 @@ async fn operate(a: &Action, api_of: &impl Fn(&str) -> Api, serving: &str) -> Re
         }
         Action::Delete { side, kind, name } => {
             let api = api_of(side);
-            let Some(o) = api.get(kind, topology::NS, name).await? else {
-                return Err(ApiError::NotFound(name.clone()));
-            };
+            let o = api.require(kind, topology::NS, name).await?;
             let why = json!({"controller": "operator", "rule": "scripted delete"});
             api.delete(&o, crate::k8s::api::Propagation::Background, why).await.map(|_| ())
         }

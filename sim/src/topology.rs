@@ -36,6 +36,11 @@ pub struct Side {
     pub vms: Vec<Vm>,
 }
 
+/// The naming rule of seed 002: the global cluster's own resources are `global` or `global-*`.
+pub fn is_global_name(name: &str) -> bool {
+    name == "global" || name.starts_with("global-")
+}
+
 pub fn cluster_name(i: usize) -> String {
     format!("wc-{i:02}")
 }
@@ -290,7 +295,8 @@ mod tests {
         }
         assert_eq!(workload(&Topology { clusters: 3, machines: 4 }, 7, "primary").objects, s.objects);
         let g = global("standby", 9, false);
-        assert!(g.objects.iter().all(|o| o.name() == "global" || o.name().starts_with("global-")));
+        assert!(g.objects.iter().all(|o| is_global_name(o.name())));
+        assert!(!is_global_name("globalx") && !is_global_name("workers"));
         assert!(g.vms.iter().all(|v| v.id.starts_with("vm-standby-global-")));
         assert!(global("primary", 9, true).objects.iter().any(|o| o.name() == "workers"));
     }

@@ -88,6 +88,16 @@ impl Control {
         Ok(self.target().await?.head().await?)
     }
 
+    /// The gate on the target (None: no sync was ever installed there).
+    pub async fn gate(&self) -> Result<Option<Gate>, ControlError> {
+        Ok(target::read_gate(&self.target().await?).await?)
+    }
+
+    /// The checkpoint on the target: the last source revision the sync applied.
+    pub async fn checkpoint(&self) -> Result<Option<target::Checkpoint>, ControlError> {
+        Ok(target::read_checkpoint(&self.target().await?).await?)
+    }
+
     /// Freezes after `at` (default: the source head now) and waits up to `wait` for the sync to
     /// get there.
     pub async fn freeze(&self, at: Option<i64>, wait: Duration) -> Result<Frozen, ControlError> {

@@ -41,6 +41,11 @@ impl Gate {
     pub fn encode(&self) -> Vec<u8> {
         serde_json::to_vec(self).expect("gate serialises")
     }
+
+    /// The gate a stored value holds (what a controller gate or a control call reads).
+    pub fn decode(value: &[u8]) -> Result<Gate, serde_json::Error> {
+        serde_json::from_slice(value)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -82,7 +87,7 @@ async fn get(target: &Etcd, key: &str) -> Result<Option<Vec<u8>>, ConnError> {
 
 pub async fn read_gate(target: &Etcd) -> Result<Option<Gate>, TargetError> {
     let Some(v) = get(target, &gate_key()).await? else { return Ok(None) };
-    serde_json::from_slice(&v).map(Some).map_err(|e| TargetError::Corrupt { key: gate_key(), reason: e.to_string() })
+    Gate::decode(&v).map(Some).map_err(|e| TargetError::Corrupt { key: gate_key(), reason: e.to_string() })
 }
 
 /// Adopts a syncing gate, or installs one (epoch + 1) when none exists — or, with `reinstall`,

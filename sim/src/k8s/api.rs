@@ -173,6 +173,18 @@ impl Api {
         Ok(Some(Stored { obj: self.server.decode(&key, kv.value())?, rev: kv.mod_revision() }))
     }
 
+    /// [`Api::get`] of an object that must exist.
+    pub async fn require(&self, kind: &'static Kind, namespace: &str, name: &str) -> Result<Stored, ApiError> {
+        self.get(kind, namespace, name).await?.ok_or_else(|| ApiError::NotFound(kind.key(namespace, name)))
+    }
+
+    /// Sets `spec.<field>` of a custom resource read as `old` (an update with its precondition).
+    pub async fn set_spec(&self, old: &Stored, field: &str, value: Value) -> Result<(), ApiError> {
+        let mut obj = old.obj.clone();
+        obj.set_field(&["spec", field], value);
+        self.update(old, obj).await.map(|_| ())
+    }
+
     /// Every object of `kind` and the revision read at. Objects that do not decrypt are left
     /// out and traced (a real API server fails the whole list; the model keeps the rest visible).
     pub async fn list(&self, kind: &'static Kind) -> Result<(Vec<Stored>, i64), ApiError> {

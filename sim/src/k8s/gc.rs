@@ -241,7 +241,7 @@ impl GarbageCollector {
             if let Some(o) = self.nodes.get_mut(&r.uid) {
                 o.dependents.remove(uid);
                 if o.deleting_dependents {
-                    self.enqueue(&r.uid.clone());
+                    self.enqueue(&r.uid);
                 }
             }
         }
