@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod scenario_cmd;
 
 #[derive(Parser)]
 #[command(name = "drlab", version, about = "Proves a DR failover never deletes a Cluster API Machine")]
@@ -66,6 +67,29 @@ enum Command {
         #[arg(long)]
         trace: Option<PathBuf>,
     },
+    /// Run a scenario: print each invariant's verdict, the seed and the run directory.
+    /// Exit 0: as expected; 1: an invariant was not; 2: bad input or setup error.
+    Run {
+        /// A scenario file (scenarios/*.yaml).
+        scenario: PathBuf,
+        /// Seed (default: the scenario's first).
+        #[arg(long)]
+        seed: Option<u64>,
+        /// The code under test: `real` or a mutant (owner-order-off, ignore-rules-off,
+        /// uninstall-guard-off, fencing-off, raw-secret-copy, checkpoint-outside-txn).
+        #[arg(long)]
+        variant: Option<String>,
+        /// `sim` (the deterministic world); `etcd` is not available yet.
+        #[arg(long, default_value = "sim", value_parser = ["sim", "etcd"])]
+        backend: String,
+        /// Run directory (default: reports/runs/<scenario>-seed<N>-<variant>).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Re-run a saved run from its directory and confirm the same trace and verdict.
+    Replay { dir: PathBuf },
+    /// Print the JSON Schema of the scenario format.
+    Schema,
     /// Benchmarks on real etcd servers started for the run.
     Bench {
         #[command(subcommand)]
@@ -104,6 +128,11 @@ fn main() -> ExitCode {
             };
             failover(harness::drill::FailoverDrill { drill, at_s: at, dry_run, force })
         }
+        Command::Run { scenario, seed, variant, backend, out } => {
+            scenario_cmd::run(scenario_cmd::RunArgs { scenario, seed, variant, backend, out })
+        }
+        Command::Replay { dir } => scenario_cmd::replay(&dir),
+        Command::Schema => scenario_cmd::schema(),
         Command::Bench { what: BenchWhat::Sync { quick, output } } => bench_sync(quick, output == "json"),
     }
 }

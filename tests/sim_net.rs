@@ -92,7 +92,7 @@ fn held_connection_is_detected_by_keepalive_and_reestablished() {
         Step::new(Duration::from_secs(1), move |sim| f1.partition(sim, "client", "etcd")),
         Step::new(Duration::from_secs(30), move |sim| f2.heal(sim, "client", "etcd")),
     ];
-    run_schedule(&mut w.sim, steps, SEED).unwrap_or_else(|e| panic!("{e}"));
+    run_schedule(&mut w.sim, steps, SEED, &w.faults.trace().clone()).unwrap_or_else(|e| panic!("{e}"));
     let log_dump = format!("{:?} (reproduce with seed={SEED})", log.lock().expect("log"));
     let sent = at(&log, "stuck put sent").expect(&log_dump);
     let failed = at(&log, "stuck put failed").expect(&log_dump);
@@ -120,7 +120,7 @@ fn reset_ends_a_stuck_request_at_once() {
         }),
         Step::new(Duration::from_secs(20), move |sim| f3.heal(sim, "client", "etcd")),
     ];
-    run_schedule(&mut w.sim, steps, SEED).unwrap_or_else(|e| panic!("{e}"));
+    run_schedule(&mut w.sim, steps, SEED, &w.faults.trace().clone()).unwrap_or_else(|e| panic!("{e}"));
     let log_dump = format!("{:?} (reproduce with seed={SEED})", log.lock().expect("log"));
     let failed = at(&log, "stuck put failed").expect(&log_dump);
     assert!((10_000..10_100).contains(&failed), "the reset at 10 s must end the request at once: {log_dump}");
@@ -177,7 +177,7 @@ fn crashed_etcd_keeps_committed_state_and_breaks_watches() {
         Step::new(Duration::from_secs(2), move |sim| f1.crash(sim, "etcd")),
         Step::new(Duration::from_secs(6), move |sim| f2.restart(sim, "etcd")),
     ];
-    run_schedule(&mut w.sim, steps, SEED).unwrap_or_else(|e| panic!("{e}"));
+    run_schedule(&mut w.sim, steps, SEED, &w.faults.trace().clone()).unwrap_or_else(|e| panic!("{e}"));
     let log_dump = format!("{:?} (reproduce with seed={SEED})", log.lock().expect("log"));
     let broken = at(&log, "watch broken").expect(&log_dump);
     assert!(broken < 6_000, "the watch must break with the crash, not after the restart: {log_dump}");

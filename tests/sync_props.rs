@@ -215,7 +215,8 @@ fn run_case(ops: &[Op], seed: u64, settings: &Settings) -> Result<(), TestCaseEr
         tokio::time::sleep(Duration::from_secs(30)).await;
         Ok(())
     });
-    run_schedule(&mut sim, steps, seed).map_err(|e| TestCaseError::fail(e.to_string()))?;
+    let trace = faults.trace().clone();
+    run_schedule(&mut sim, steps, seed, &trace).map_err(|e| TestCaseError::fail(e.to_string()))?;
 
     let in_scope = |kvs: Vec<(Vec<u8>, Vec<u8>)>| -> BTreeMap<Vec<u8>, Vec<u8>> {
         kvs.into_iter().filter(|(k, _)| rules.includes(k)).collect()

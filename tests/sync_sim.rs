@@ -138,8 +138,8 @@ fn run_world_then(
         *slot.lock().expect("report slot") = Some(r);
         Ok(())
     });
-    let steps = faults(&Faults::new(links, trace));
-    run_schedule(&mut sim, steps, seed).unwrap_or_else(|e| panic!("{e}"));
+    let steps = faults(&Faults::new(links, trace.clone()));
+    run_schedule(&mut sim, steps, seed, &trace).unwrap_or_else(|e| panic!("{e}"));
     let report = report.lock().expect("report slot").take().unwrap_or_else(|| panic!("no check report (seed={seed})"));
     Outcome { report, primary, standby, violations: observer.violations(), handle, seed }
 }
@@ -299,8 +299,8 @@ fn streaming_world(
         tokio::time::sleep(Duration::from_secs(15)).await;
         Ok(())
     });
-    let steps = faults(&Faults::new(links, trace), &primary);
-    run_schedule(&mut sim, steps, seed).unwrap_or_else(|e| panic!("{e}"));
+    let steps = faults(&Faults::new(links, trace.clone()), &primary);
+    run_schedule(&mut sim, steps, seed, &trace).unwrap_or_else(|e| panic!("{e}"));
     let missing: Vec<String> = primary
         .dump()
         .into_iter()

@@ -217,24 +217,45 @@ impl Ports for SimPorts {
 /// The result of the orchestrator host's last run (one per start of the host).
 pub type Runs = Arc<Mutex<Vec<Result<Outcome, String>>>>;
 
-/// Adds the `orchestrator` host: `start_after` into its (re)start it runs the real failover
-/// against the world and records the outcome. A crashed and restarted host runs it again, which
-/// resumes from the progress stored on the standby.
+/// When the orchestrator host starts the failover: a time after each (re)start of the host, or
+/// once a trigger is set (a scenario's `when:` condition held), immediately on a restart after it.
+#[derive(Clone)]
+pub enum Start {
+    After(Duration),
+    When(tokio::sync::watch::Receiver<bool>),
+}
+
+impl From<Duration> for Start {
+    fn from(d: Duration) -> Self {
+        Start::After(d)
+    }
+}
+
+/// Adds the `orchestrator` host: at `start` it runs the real failover against the world and
+/// records the outcome. A crashed and restarted host runs it again, which resumes from the
+/// progress stored on the standby.
 pub fn add_orchestrator(
     sim: &mut turmoil::Sim<'_>,
     view: PlatformView,
     settings: Settings,
     handle: Handle,
     options: Options,
-    start_after: Duration,
+    start: impl Into<Start>,
 ) -> Runs {
+    let start = start.into();
     let runs: Runs = Arc::default();
     let out = runs.clone();
     sim.host("orchestrator", move || {
-        let (view, settings, handle, options, runs) =
-            (view.clone(), settings.clone(), handle.clone(), options.clone(), runs.clone());
+        let (view, settings, handle, options, runs, start) =
+            (view.clone(), settings.clone(), handle.clone(), options.clone(), runs.clone(), start.clone());
         async move {
-            tokio::time::sleep(start_after).await;
+            match start {
+                Start::After(d) => tokio::time::sleep(d).await,
+                Start::When(mut rx) => {
+                    // The sender outlives the run; a closed channel means the run is ending.
+                    let _ = rx.wait_for(|go| *go).await;
+                }
+            }
             let result = match SimPorts::new(&view, &settings, handle).await {
                 Ok(ports) => failover::run(&ports, &options).await.map_err(|e: FailoverError| e.to_string()),
                 Err(e) => Err(e.to_string()),

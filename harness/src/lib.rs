@@ -1,6 +1,11 @@
 //! `harness`: wires the real sync and failover code into the simulated world or onto real etcd
-//! servers, and (as later issues land) runs scenarios and checks invariants.
+//! servers, runs scenarios and checks invariants.
 //!
+//! - [`scenario`]: the YAML scenario format and its JSON Schema; [`timeline`]: its validated,
+//!   resolved timeline.
+//! - [`runner`]: one scenario at one seed on the simulated platform (`drlab run`).
+//! - [`invariants`]: the checkers over the trace and final states; [`report`]: verdicts against
+//!   the expectations, and the run directory.
 //! - [`drill`]: the platform world with the real sync between its clusters (`drlab world`).
 //! - [`failover_sim`]: the failover orchestrator's ports in the world, and its host.
 //! - [`fixtures`]: Kubernetes objects as stored (CAPI JSON, built-in protobuf).
@@ -14,6 +19,11 @@ pub mod containers;
 pub mod drill;
 pub mod failover_sim;
 pub mod fixtures;
+pub mod invariants;
 pub mod observe;
 pub mod real_etcd;
+pub mod report;
+pub mod runner;
+pub mod scenario;
 pub mod simsync;
+pub mod timeline;

@@ -24,6 +24,10 @@ impl Faults {
         Faults { links, trace }
     }
 
+    pub fn trace(&self) -> &Trace {
+        &self.trace
+    }
+
     /// Holds every segment between `a` and `b`, both ways, until [`Faults::heal`].
     pub fn partition(&self, sim: &turmoil::Sim<'_>, a: &str, b: &str) {
         sim.hold(a, b);

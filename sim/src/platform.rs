@@ -287,7 +287,12 @@ impl Platform {
 
     /// Runs the world with `steps` applied at their times; returns the report.
     pub fn run<'a>(&self, sim: &mut turmoil::Sim<'a>, steps: Vec<Step<'a>>) -> Result<PlatformReport, WorldError> {
-        crate::world::run_schedule(sim, steps, self.cfg.seed)?;
+        crate::world::run_schedule(sim, steps, self.cfg.seed, &self.trace)?;
+        self.report()
+    }
+
+    /// The report of a finished run (flushes the trace).
+    pub fn report(&self) -> Result<PlatformReport, WorldError> {
         Ok(PlatformReport {
             seed: self.cfg.seed,
             sim_secs: self.cfg.sim_secs,

@@ -25,6 +25,9 @@ struct Inner {
     file: Option<BufWriter<File>>,
     lines: Vec<String>,
     count: u64,
+    /// Simulated time for records made outside any host (a driver applying a fault between
+    /// steps), where turmoil has no current time to give.
+    outside_ms: u64,
 }
 
 impl Trace {
@@ -34,12 +37,21 @@ impl Trace {
             Some(p) => Some(BufWriter::new(File::create(p)?)),
             None => None,
         };
-        Ok(Trace { inner: Arc::new(Mutex::new(Inner { hasher: Sha256::new(), file, lines: Vec::new(), count: 0 })) })
+        Ok(Trace {
+            inner: Arc::new(Mutex::new(Inner {
+                hasher: Sha256::new(),
+                file,
+                lines: Vec::new(),
+                count: 0,
+                outside_ms: 0,
+            })),
+        })
     }
 
     /// Records one event. `fields` must be a JSON object; its keys follow `t_ms`, `host`, `event`.
     pub fn record(&self, host: &str, event: &str, fields: Value) {
-        let t_ms = turmoil::sim_elapsed().map(|d| d.as_millis() as u64).unwrap_or(0);
+        let outside_ms = self.inner.lock().expect("trace lock").outside_ms;
+        let t_ms = turmoil::sim_elapsed().map(|d| d.as_millis() as u64).unwrap_or(outside_ms);
         let mut obj = Map::new();
         obj.insert("t_ms".into(), t_ms.into());
         obj.insert("host".into(), host.into());
@@ -59,6 +71,11 @@ impl Trace {
             inner.lines.push(line);
         }
         inner.count += 1;
+    }
+
+    /// Sets the time of records made outside the hosts (drivers call it before each step).
+    pub fn set_outside_ms(&self, t_ms: u64) {
+        self.inner.lock().expect("trace lock").outside_ms = t_ms;
     }
 
     pub fn count(&self) -> u64 {

@@ -105,10 +105,16 @@ impl<'a> Step<'a> {
 }
 
 /// Runs `sim` to completion, applying each step when its time comes (in `at` order).
-pub fn run_schedule<'a>(sim: &mut turmoil::Sim<'a>, mut steps: Vec<Step<'a>>, seed: u64) -> Result<(), WorldError> {
+pub fn run_schedule<'a>(
+    sim: &mut turmoil::Sim<'a>,
+    mut steps: Vec<Step<'a>>,
+    seed: u64,
+    trace: &Trace,
+) -> Result<(), WorldError> {
     steps.sort_by_key(|s| s.at);
     let mut steps = steps.into_iter().peekable();
     loop {
+        trace.set_outside_ms(sim.elapsed().as_millis() as u64);
         while steps.peek().is_some_and(|s| sim.elapsed() >= s.at) {
             let step = steps.next().expect("peeked");
             (step.action)(sim);

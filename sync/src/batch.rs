@@ -101,9 +101,19 @@ impl Batcher {
             let mut chunk: Vec<(Vec<u8>, Op)> = Vec::new();
             let mut chunk_bytes = 0;
             let mut number = 0u32;
-            let mut dedup: BTreeMap<Vec<u8>, Op> = BTreeMap::new();
+            // Collapse repeated keys but keep the planner's order (owners before the dependents
+            // it released after them): a split revision's chunks land one by one, and a chunk
+            // in key order would put `machines/` before `machinesets/`.
+            let mut position: BTreeMap<Vec<u8>, usize> = BTreeMap::new();
+            let mut dedup: Vec<(Vec<u8>, Op)> = Vec::with_capacity(ops.len());
             for (k, op) in ops {
-                dedup.insert(k, op);
+                match position.get(&k) {
+                    Some(&i) => dedup[i].1 = op,
+                    None => {
+                        position.insert(k.clone(), dedup.len());
+                        dedup.push((k, op));
+                    }
+                }
             }
             for (k, op) in dedup {
                 let b = op_bytes(&k, &op);
@@ -179,6 +189,21 @@ mod tests {
         assert_eq!((txns[1].chunk, txns[2].chunk), (1, 2));
         assert_eq!(b.split_revisions, 1);
         assert!(txns.iter().all(|t| t.ops.len() < 128));
+    }
+
+    #[test]
+    fn a_split_revision_keeps_owners_before_their_dependents() {
+        // The planner puts an owner first and the dependents it releases after it; `machines/`
+        // sorts before `machinesets/`, so chunks in key order would land dependents first.
+        let mut b = Batcher::new(Limits::for_target(4, 1536 * 1024));
+        let mut ops = vec![put("/r/machinesets/ms", 1)];
+        ops.extend((0..5).map(|i| put(&format!("/r/machines/m{i}"), 1)));
+        ops.push(put("/r/machinesets/ms", 2));
+        let txns = b.push(7, ops);
+        let order: Vec<Vec<u8>> = txns.iter().flat_map(|t| t.ops.iter().map(|(k, _)| k.clone())).collect();
+        assert_eq!(order[0], b"/r/machinesets/ms".to_vec(), "the owner lands first: {txns:?}");
+        assert_eq!(txns[0].ops[0].1, Op::Put(vec![b'v'; 2]), "a repeated key keeps its last op");
+        assert_eq!(order.len(), 6, "the repeated owner counts once");
     }
 
     #[test]

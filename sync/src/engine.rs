@@ -23,6 +23,10 @@ use rand_chacha::ChaCha8Rng;
 use tokio::sync::watch;
 
 use crate::batch::{Batcher, Limits};
+
+/// Watch responses coalesced before a flush (each is bounded by the source's watch batching;
+/// the batcher splits what exceeds a txn).
+const RESPONSES_COALESCED_MAX: usize = 1_024;
 use crate::conn::{ConnConfig, ConnError, Connector, Etcd};
 use crate::plan::{Change, HELD_PREFIX, Op, PlanError, Planner};
 use crate::rules::Rules;
@@ -685,46 +689,28 @@ impl Session<'_> {
                     continue;
                 }
             };
-            let resp = match msg {
-                Ok(Some(r)) => r,
-                Ok(None) => return Err(SyncError::WatchEnded("closed by the source".into())),
-                Err(e) => {
-                    return Err(SyncError::Conn(ConnError::Unreachable {
-                        endpoint: self.source.endpoint.clone(),
-                        source: e,
-                    }));
-                }
-            };
-            if resp.compact_revision() != 0 {
-                return Err(SyncError::Compacted(resp.compact_revision()));
-            }
-            if resp.canceled() {
-                return Err(SyncError::WatchEnded(format!("cancelled: {}", resp.cancel_reason())));
-            }
-            if let Some(h) = resp.header() {
-                let head = h.revision();
-                self.handle.update(|s| s.source_head = s.source_head.max(head));
-            }
-            let mut events = resp.events().iter().peekable();
-            while let Some(first) = events.peek() {
-                let rev = first.kv().map(|kv| kv.mod_revision()).unwrap_or_default();
-                if !self.wait_while_frozen(rev).await? {
+            let mut resp = self.watch_response(msg)?;
+            // Watch responses that are already here (they pile up while a write is in flight,
+            // e.g. over a slow link) join the same target txns: one response per txn would cap
+            // the apply rate at one revision per round trip.
+            let mut absorbed = 0;
+            loop {
+                if !self.absorb(&resp, &mut applied).await? {
                     return Ok(());
                 }
-                let mut ops = Vec::new();
-                while let Some(e) = events.next_if(|e| e.kv().map(|kv| kv.mod_revision()) == Some(rev)) {
-                    let kv = e.kv().expect("watch events carry a key-value");
-                    let change = match e.event_type() {
-                        EventType::Put => put_of(kv),
-                        EventType::Delete => Change::Delete { key: kv.key().to_vec() },
-                    };
-                    self.planner.change(rev, change, &mut ops)?;
+                absorbed += 1;
+                if absorbed >= RESPONSES_COALESCED_MAX {
+                    break;
                 }
-                for t in self.batcher.push(rev, ops) {
-                    let cp = self.txn_checkpoint(&t);
-                    self.write(t.ops, cp).await?;
+                let next = tokio::select! {
+                    biased;
+                    m = stream.message() => Some(m),
+                    _ = std::future::ready(()) => None,
+                };
+                match next {
+                    Some(m) => resp = self.watch_response(m)?,
+                    None => break,
                 }
-                applied = rev;
             }
             if let Some(t) = self.batcher.flush() {
                 let cp = self.txn_checkpoint(&t);
@@ -732,6 +718,61 @@ impl Session<'_> {
             }
             self.publish_held();
         }
+    }
+
+    /// A watch message as a response to apply, or the error that ends the stream.
+    fn watch_response(
+        &self,
+        msg: Result<Option<etcd_client::WatchResponse>, etcd_client::Error>,
+    ) -> Result<etcd_client::WatchResponse, SyncError> {
+        let resp = match msg {
+            Ok(Some(r)) => r,
+            Ok(None) => return Err(SyncError::WatchEnded("closed by the source".into())),
+            Err(e) => {
+                return Err(SyncError::Conn(ConnError::Unreachable {
+                    endpoint: self.source.endpoint.clone(),
+                    source: e,
+                }));
+            }
+        };
+        if resp.compact_revision() != 0 {
+            return Err(SyncError::Compacted(resp.compact_revision()));
+        }
+        if resp.canceled() {
+            return Err(SyncError::WatchEnded(format!("cancelled: {}", resp.cancel_reason())));
+        }
+        if let Some(h) = resp.header() {
+            let head = h.revision();
+            self.handle.update(|s| s.source_head = s.source_head.max(head));
+        }
+        Ok(resp)
+    }
+
+    /// Plans one watch response's revisions into the batcher, writing each txn it fills; false
+    /// when a freeze or uninstall ends the stream.
+    async fn absorb(&mut self, resp: &etcd_client::WatchResponse, applied: &mut i64) -> Result<bool, SyncError> {
+        let mut events = resp.events().iter().peekable();
+        while let Some(first) = events.peek() {
+            let rev = first.kv().map(|kv| kv.mod_revision()).unwrap_or_default();
+            if !self.wait_while_frozen(rev).await? {
+                return Ok(false);
+            }
+            let mut ops = Vec::new();
+            while let Some(e) = events.next_if(|e| e.kv().map(|kv| kv.mod_revision()) == Some(rev)) {
+                let kv = e.kv().expect("watch events carry a key-value");
+                let change = match e.event_type() {
+                    EventType::Put => put_of(kv),
+                    EventType::Delete => Change::Delete { key: kv.key().to_vec() },
+                };
+                self.planner.change(rev, change, &mut ops)?;
+            }
+            for t in self.batcher.push(rev, ops) {
+                let cp = self.txn_checkpoint(&t);
+                self.write(t.ops, cp).await?;
+            }
+            *applied = rev;
+        }
+        Ok(true)
     }
 
     /// Resolves when a command arrives that the stream must act on.

@@ -1,0 +1,359 @@
+//! The invariant checkers: each reads the run's trace (streamed from its JSON-lines file) and
+//! the final states the runner collected, and returns a verdict with bounded details. Machine
+//! and VM violations carry their cause chain: the trace events about the same workload cluster
+//! (a lost key, the GC's failed owner lookup, the deletions it cascaded into), in order.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::BufRead;
+
+use serde::Serialize;
+use serde_json::Value;
+use sim::k8s::kind;
+use sim::platform::PRIMARY;
+
+use crate::runner::Observed;
+use crate::scenario::{Invariant, Scenario};
+use crate::timeline::{Act, resolve};
+
+/// Details kept per verdict, and cause-chain events per violation.
+const DETAILS_MAX: usize = 10;
+const CHAIN_MAX: usize = 12;
+/// Trace events kept for cause chains (the rest are streamed past).
+const EVENTS_KEPT_MAX: usize = 200_000;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Status {
+    Held,
+    Violated,
+    /// The scenario does not exercise it (e.g. rpo without a failover); the reason.
+    NotApplicable(String),
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Verdict {
+    pub invariant: Invariant,
+    pub status: Status,
+    /// Bounded: what broke it, each with its cause chain, or what was measured.
+    pub details: Vec<String>,
+}
+
+impl Verdict {
+    fn new(invariant: Invariant, problems: Vec<String>, measured: Option<String>) -> Verdict {
+        let status = if problems.is_empty() { Status::Held } else { Status::Violated };
+        let total = problems.len();
+        let mut details: Vec<String> = problems.into_iter().take(DETAILS_MAX).collect();
+        if total > DETAILS_MAX {
+            details.push(format!("… and {} more", total - DETAILS_MAX));
+        }
+        details.extend(measured);
+        Verdict { invariant, status, details }
+    }
+
+    fn na(invariant: Invariant, why: &str) -> Verdict {
+        Verdict { invariant, status: Status::NotApplicable(why.into()), details: Vec::new() }
+    }
+}
+
+/// The trace events a checker needs, read once from the trace file.
+#[derive(Default)]
+struct Events {
+    /// Deletions of Machines: (host, key) → the first event (marked, deleted or removed).
+    machine_deletions: BTreeMap<(String, String), Value>,
+    /// (t_ms, serving cluster) from the DNS switches.
+    switches: Vec<(u64, String)>,
+    regenerated: Vec<Value>,
+    /// Primary commits: (revision, key).
+    primary_commits: Vec<(i64, String)>,
+    iaas_creates: Vec<Value>,
+    /// Events a cause chain may cite.
+    kept: Vec<Value>,
+}
+
+fn read_events(o: &Observed) -> std::io::Result<Events> {
+    let file = std::fs::File::open(&o.trace)?;
+    let mut ev = Events::default();
+    let machines = kind::MACHINE.prefix();
+    for line in std::io::BufReader::new(file).lines() {
+        let v: Value = serde_json::from_str(&line?).map_err(std::io::Error::other)?;
+        let event = v["event"].as_str().unwrap_or_default();
+        let host = v["host"].as_str().unwrap_or_default().to_string();
+        let key = v["key"].as_str().unwrap_or_default().to_string();
+        match event {
+            "etcd.commit" => {
+                if host == PRIMARY {
+                    ev.primary_commits.push((v["rev"].as_i64().unwrap_or(0), key.clone()));
+                }
+                if v["op"] == "delete" && key.starts_with(&machines) {
+                    ev.machine_deletions.entry((host, key)).or_insert_with(|| v.clone());
+                }
+                continue;
+            }
+            "k8s.delete" | "k8s.delete.marked" | "k8s.removed" if key.starts_with(&machines) => {
+                ev.machine_deletions.entry((host, key)).or_insert_with(|| v.clone());
+            }
+            "dns.switch" => ev.switches.push((v["t_ms"].as_u64().unwrap_or(0), v["to"].as_str().unwrap_or("").into())),
+            "capi.kcp.regenerate-secret" => ev.regenerated.push(v.clone()),
+            "iaas.create" => ev.iaas_creates.push(v.clone()),
+            _ => {}
+        }
+        let cited = event.starts_with("k8s.delete")
+            || event.starts_with("gc.")
+            || event.starts_with("fault.")
+            || event.starts_with("operator.")
+            || event.starts_with("iaas.")
+            || event.starts_with("capi.")
+            || event == "k8s.removed";
+        if cited && ev.kept.len() < EVENTS_KEPT_MAX {
+            ev.kept.push(v);
+        }
+    }
+    Ok(ev)
+}
+
+/// The workload cluster an object or VM name belongs to (`wc-03-md-0-1` → `wc-03`).
+pub fn cluster_of(name: &str) -> String {
+    let name = name.strip_prefix("vm-").unwrap_or(name);
+    for sep in ["-md-", "-cp-", "-cp"] {
+        if let Some(i) = name.find(sep) {
+            return name[..i].to_string();
+        }
+    }
+    name.to_string()
+}
+
+fn mentions(v: &Value, cluster: &str) -> bool {
+    let hit = |s: &str| {
+        let last = s.rsplit('/').next().unwrap_or(s);
+        let last = last.strip_prefix("vm-").unwrap_or(last);
+        last == cluster || last.starts_with(&format!("{cluster}-"))
+    };
+    ["key", "name", "vm", "cluster"].iter().any(|f| v[*f].as_str().is_some_and(hit))
+}
+
+fn line(v: &Value) -> String {
+    let t = v["t_ms"].as_u64().unwrap_or(0) as f64 / 1000.0;
+    let what = ["key", "vm", "name"].iter().find_map(|f| v[*f].as_str()).unwrap_or("");
+    let mut s = format!("t={t:.3}s {} {} {what}", v["host"].as_str().unwrap_or(""), v["event"].as_str().unwrap_or(""));
+    for f in ["by", "controller", "reason", "why"] {
+        if !v[f].is_null() {
+            s.push_str(&format!(" {f}={}", v[f]));
+        }
+    }
+    s
+}
+
+fn chain(ev: &Events, cluster: &str, shown: &mut BTreeSet<String>) -> String {
+    if !shown.insert(cluster.to_string()) {
+        return format!("    (cause chain of {cluster} as above)");
+    }
+    // The world's set-up (VMs created at t=0) is not a cause.
+    let hits: Vec<&Value> = ev.kept.iter().filter(|v| v["event"] != "iaas.create" && mentions(v, cluster)).collect();
+    let mut out: Vec<String> = hits.iter().take(CHAIN_MAX).map(|v| format!("    {}", line(v))).collect();
+    if hits.len() > CHAIN_MAX {
+        out.push(format!("    … {} more events about {cluster}", hits.len() - CHAIN_MAX));
+    }
+    out.join("\n")
+}
+
+/// Clusters whose Machines a scripted action may delete: a scale-down or a scripted delete.
+fn scripted(s: &Scenario) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    let mut workers: BTreeMap<String, u64> =
+        (0..s.topology.clusters).map(|i| (sim::topology::cluster_name(i), s.topology.machines as u64 - 1)).collect();
+    for e in resolve(s) {
+        match e.act {
+            Act::CreateWorkload { cluster, machines } => {
+                workers.insert(cluster, machines.saturating_sub(1));
+            }
+            Act::Scale { cluster, replicas } if replicas < workers.get(&cluster).copied().unwrap_or(0) => {
+                out.insert(cluster);
+            }
+            Act::Delete { name, .. } => {
+                out.insert(cluster_of(&name));
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+fn serving_at(ev: &Events, t_ms: u64) -> &str {
+    ev.switches.iter().rev().find(|(t, _)| *t <= t_ms).map(|(_, to)| to.as_str()).unwrap_or(PRIMARY)
+}
+
+/// Evaluates every checked invariant of a run.
+pub fn check(s: &Scenario, o: &Observed) -> std::io::Result<Vec<Verdict>> {
+    let ev = read_events(o)?;
+    let allowed = scripted(s);
+    let has_failover = resolve(s).iter().any(|e| matches!(e.act, Act::Failover(_)));
+    let outcome = o.failover.as_ref().and_then(|r| r.as_ref().ok());
+    let mut out = Vec::new();
+
+    // no-machine-deleted
+    let mut problems = Vec::new();
+    let mut shown = BTreeSet::new();
+    for ((host, key), v) in &ev.machine_deletions {
+        let name = key.rsplit('/').next().unwrap_or_default();
+        let c = cluster_of(name);
+        if !allowed.contains(&c) {
+            problems.push(format!("Machine {name} deleted on {host}: {}\n{}", line(v), chain(&ev, &c, &mut shown)));
+        }
+    }
+    out.push(Verdict::new(Invariant::NoMachineDeleted, problems, None));
+
+    // no-vm-destroyed
+    let mut problems = Vec::new();
+    let mut shown = BTreeSet::new();
+    for d in &o.vm_deletions {
+        let serving = serving_at(&ev, d.t_ms);
+        if !allowed.contains(&d.vm.cluster) || d.by_cluster != serving {
+            problems.push(format!(
+                "VM {} (cluster {}) destroyed at t={:.3}s by {}/{} (serving: {serving}) because {}\n{}",
+                d.vm.id,
+                d.vm.cluster,
+                d.t_ms as f64 / 1000.0,
+                d.by_cluster,
+                d.controller,
+                d.why,
+                chain(&ev, &d.vm.cluster, &mut shown)
+            ));
+        }
+    }
+    for v in ev.iaas_creates.iter().filter(|v| v["t_ms"].as_u64().unwrap_or(0) > 0) {
+        let t = v["t_ms"].as_u64().unwrap_or(0);
+        let by = v["host"].as_str().unwrap_or_default();
+        if by != serving_at(&ev, t) {
+            problems.push(format!("IaaS change by the non-serving cluster {by}: {}", line(v)));
+        }
+    }
+    out.push(Verdict::new(Invariant::NoVmDestroyed, problems, None));
+
+    // standby-globals-untouched
+    let problems = o
+        .standby_globals
+        .iter()
+        .filter_map(|(key, (before, after))| match after {
+            None => Some(format!("{key}: the standby's own object is gone")),
+            Some(a) if a.uid != before.uid => {
+                Some(format!("{key}: overwritten (uid {} → {}, the primary's copy)", before.uid, a.uid))
+            }
+            Some(a) if a.deleting && !before.deleting => Some(format!("{key}: marked for deletion")),
+            Some(_) => None,
+        })
+        .collect();
+    out.push(Verdict::new(Invariant::StandbyGlobalsUntouched, problems, None));
+
+    // converged-after-heal
+    out.push(if has_failover {
+        Verdict::na(Invariant::ConvergedAfterHeal, "the failover ends the sync by design")
+    } else {
+        let mut problems = Vec::new();
+        let d = &o.diff;
+        for (what, keys) in [("missed", &d.missed), ("stale", &d.stale), ("surplus", &d.surplus)] {
+            problems.extend(keys.iter().map(|k| format!("{what} at the end: {k}")));
+        }
+        let bound_ms = (s.expect.converge_s_per_1k_keys * (o.keys_in_scope as f64 / 1000.0).max(1.0) * 1000.0) as u64;
+        let measured = match o.caught_up_ms {
+            Some(t) => {
+                let took = t.saturating_sub(o.last_heal_ms);
+                if took > bound_ms {
+                    problems.push(format!("caught up {took} ms after the last heal, bound {bound_ms} ms"));
+                }
+                format!("caught up {took} ms after the last heal (bound {bound_ms} ms, {} keys)", o.keys_in_scope)
+            }
+            None => {
+                problems.push("never caught up after the last heal".into());
+                String::new()
+            }
+        };
+        Verdict::new(Invariant::ConvergedAfterHeal, problems, Some(measured).filter(|m| !m.is_empty()))
+    });
+
+    // no-dependent-before-owner
+    let problems = o
+        .orphaned
+        .iter()
+        .map(|v| {
+            format!("{} landed at standby revision {} before its owner uid {}", v.key, v.revision, v.missing_owner_uid)
+        })
+        .collect();
+    out.push(Verdict::new(Invariant::NoDependentBeforeOwner, problems, None));
+
+    // secrets-readable-on-standby
+    let problems = o.unreadable_on_standby.iter().map(|k| format!("{k}: the standby's key cannot open it")).collect();
+    out.push(Verdict::new(Invariant::SecretsReadableOnStandby, problems, None));
+
+    // no-split-brain-write and rpo
+    // R from the progress the orchestrator persisted (a refused or crashed run has it too).
+    let r = o.failover_progress.as_ref().and_then(|p| p.source_revision);
+    let after_r: Vec<&(i64, String)> = match r {
+        Some(r) => ev.primary_commits.iter().filter(|(rev, k)| *rev > r && k != "compact_rev_key").collect(),
+        None => Vec::new(),
+    };
+    out.push(match r {
+        None => Verdict::na(Invariant::NoSplitBrainWrite, "no failover fenced the primary"),
+        Some(r) => Verdict::new(
+            Invariant::NoSplitBrainWrite,
+            after_r.iter().map(|(rev, k)| format!("the old primary committed {k} at revision {rev} > R={r}")).collect(),
+            None,
+        ),
+    });
+    out.push(match outcome {
+        Some(x) if x.progress.done.is_some() && x.report.is_some() => {
+            let missed = x.report.as_ref().map(|r| r.missed.count).unwrap_or(0);
+            let lost: BTreeSet<&str> = after_r.iter().map(|(_, k)| k.as_str()).collect();
+            let rpo = missed + lost.len() as u64;
+            let problems = if rpo > s.expect.rpo_keys_max {
+                vec![format!(
+                    "RPO {rpo} keys ({missed} missed at R, {} written after R), target {}",
+                    lost.len(),
+                    s.expect.rpo_keys_max
+                )]
+            } else {
+                Vec::new()
+            };
+            Verdict::new(Invariant::Rpo, problems, Some(format!("RPO {rpo} keys")))
+        }
+        _ => Verdict::na(Invariant::Rpo, "no completed failover"),
+    });
+    out.push(match outcome {
+        Some(x) if x.progress.done == Some(failover::step::Step::UnpauseClusters) => {
+            let rto_ms = x.progress.step_ms.last().map(|(_, ms)| *ms).unwrap_or(0);
+            let bound_s = s.expect.rto_s_max.unwrap_or(s.topology.dns_ttl_s + 60);
+            let problems =
+                if rto_ms > bound_s * 1000 { vec![format!("RTO {rto_ms} ms > {bound_s} s")] } else { Vec::new() };
+            Verdict::new(Invariant::Rto, problems, Some(format!("RTO {rto_ms} ms (bound {bound_s} s)")))
+        }
+        _ => Verdict::na(Invariant::Rto, "no completed failover"),
+    });
+
+    // cluster-secrets-intact
+    // A KCP making the Secrets of a cluster created during the run is generation, not
+    // regeneration: only clusters whose Secrets existed before count.
+    let existed: BTreeSet<String> =
+        o.cluster_secrets_before.keys().map(|k| cluster_of(k.rsplit('/').next().unwrap_or_default())).collect();
+    let mut problems: Vec<String> = ev
+        .regenerated
+        .iter()
+        .filter(|v| v["cluster"].as_str().is_some_and(|c| existed.contains(c)))
+        .map(|v| format!("regenerated: {} {}", line(v), v["secret"].as_str().unwrap_or_default()))
+        .collect();
+    for (key, before) in &o.cluster_secrets_before {
+        let name = key.rsplit('/').next().unwrap_or_default();
+        if allowed.contains(&cluster_of(name)) {
+            continue;
+        }
+        for side in [sim::platform::PRIMARY, sim::platform::STANDBY] {
+            match o.cluster_secrets_after.get(&(side.to_string(), key.clone())) {
+                Some(a) if a.uid != before.uid => {
+                    problems.push(format!("{key} on {side}: uid {} → {}", before.uid, a.uid))
+                }
+                None if side == PRIMARY => problems.push(format!("{key} gone from the primary")),
+                _ => {}
+            }
+        }
+    }
+    out.push(Verdict::new(Invariant::ClusterSecretsIntact, problems, None));
+    Ok(out)
+}

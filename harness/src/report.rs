@@ -1,0 +1,202 @@
+//! A run's verdict against the scenario's expectations, and its output directory: the resolved
+//! scenario, the trace (JSON lines), the verdicts (JSON) and a short human summary. No secret
+//! value reaches any of them: the trace records keys and names, never values.
+
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::invariants::{Status, Verdict};
+use crate::runner::Observed;
+use crate::scenario::{FailoverEnd, Invariant, Scenario, Variant, to_yaml};
+use crate::timeline::{Act, resolve};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Expected {
+    Hold,
+    Fail,
+    /// Under a mutant, only the invariants its teeth name are judged.
+    Unjudged,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Judged {
+    #[serde(flatten)]
+    pub verdict: Verdict,
+    pub expected: Expected,
+    pub ok: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FailoverSummary {
+    /// `done`, `refused`, `failed: …` or `unfinished`.
+    pub outcome: String,
+    pub expected: Option<FailoverEnd>,
+    pub forced_by: Option<String>,
+    pub ok: bool,
+}
+
+/// Bumped when a field changes meaning; readers check it.
+pub const REPORT_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RunReport {
+    pub version: u32,
+    pub scenario: String,
+    pub seed: u64,
+    pub variant: Variant,
+    pub sim_secs: u64,
+    pub trace: PathBuf,
+    pub trace_hash: String,
+    pub trace_events: u64,
+    pub verdicts: Vec<Judged>,
+    pub failover: Option<FailoverSummary>,
+    pub vm_deletions: usize,
+    /// The sync's last applied primary revision, and the primary's head, at the end.
+    pub sync_checkpoint: i64,
+    pub source_head: i64,
+    pub pass: bool,
+    pub reproduce: String,
+}
+
+pub fn expected(s: &Scenario, variant: Variant, i: Invariant) -> Expected {
+    match (variant, s.teeth.get(&variant)) {
+        (Variant::Real, _) if s.expect.fail.contains(&i) => Expected::Fail,
+        (Variant::Real, _) => Expected::Hold,
+        (_, Some(fails)) if fails.contains(&i) => Expected::Fail,
+        (_, Some(_)) => Expected::Unjudged,
+        (_, None) if s.expect.fail.contains(&i) => Expected::Unjudged,
+        (_, None) => Expected::Hold,
+    }
+}
+
+fn failover_summary(s: &Scenario, o: &Observed) -> Option<FailoverSummary> {
+    if !resolve(s).iter().any(|e| matches!(e.act, Act::Failover(_))) {
+        return None;
+    }
+    let (outcome, forced_by) = match &o.failover {
+        None => ("unfinished".to_string(), None),
+        Some(Ok(x)) if x.progress.done == Some(failover::step::Step::UnpauseClusters) => {
+            ("done".to_string(), x.progress.forced_by.clone())
+        }
+        Some(Ok(x)) => (format!("stopped after {:?}", x.progress.done), x.progress.forced_by.clone()),
+        Some(Err(e)) if e.contains("refused") => ("refused".to_string(), None),
+        Some(Err(e)) => (format!("failed: {}", e.lines().next().unwrap_or_default()), None),
+    };
+    // A mutant changes how a failover ends by design: only the real code's end is judged.
+    let expected = (o.variant == Variant::Real).then_some(s.expect.failover);
+    let ok = match expected {
+        Some(FailoverEnd::Done) => outcome == "done",
+        Some(FailoverEnd::Refused) => outcome == "refused",
+        None => true,
+    };
+    Some(FailoverSummary { outcome, expected, forced_by, ok })
+}
+
+/// Judges the verdicts; `command` is how to run this again (for the reproduce line).
+pub fn judge(s: &Scenario, o: &Observed, verdicts: Vec<Verdict>, command: &str) -> RunReport {
+    let verdicts: Vec<Judged> = verdicts
+        .into_iter()
+        .map(|v| {
+            let expected = expected(s, o.variant, v.invariant);
+            let ok = match expected {
+                Expected::Hold => v.status != Status::Violated,
+                Expected::Fail => v.status == Status::Violated,
+                Expected::Unjudged => true,
+            };
+            Judged { verdict: v, expected, ok }
+        })
+        .collect();
+    let failover = failover_summary(s, o);
+    let pass = verdicts.iter().all(|j| j.ok) && failover.as_ref().is_none_or(|f| f.ok);
+    RunReport {
+        version: REPORT_VERSION,
+        scenario: s.name.clone(),
+        seed: o.seed,
+        variant: o.variant,
+        sim_secs: o.sim_secs,
+        trace: o.trace.clone(),
+        trace_hash: o.trace_hash.clone(),
+        trace_events: o.trace_events,
+        verdicts,
+        failover,
+        vm_deletions: o.vm_deletions.len(),
+        sync_checkpoint: o.sync.checkpoint,
+        source_head: o.source_head,
+        pass,
+        reproduce: format!("{command} --seed {} --variant {}", o.seed, o.variant.name()),
+    }
+}
+
+impl RunReport {
+    /// The verdict of one invariant.
+    pub fn status(&self, i: Invariant) -> &Status {
+        &self
+            .verdicts
+            .iter()
+            .find(|j| j.verdict.invariant == i)
+            .expect("every checked invariant is judged")
+            .verdict
+            .status
+    }
+
+    pub fn summary(&self) -> String {
+        let mut out = format!("scenario: {} (seed {}, variant {})\n", self.scenario, self.seed, self.variant.name());
+        for j in &self.verdicts {
+            let (word, note) = match (&j.verdict.status, j.expected) {
+                (Status::Held, Expected::Fail) => ("held", "  ← expected to fail"),
+                (Status::Held, _) => ("held", ""),
+                (Status::Violated, Expected::Fail) => ("VIOLATED", "  (expected: the hazard is shown)"),
+                (Status::Violated, Expected::Hold) => ("VIOLATED", "  ← must hold"),
+                (Status::Violated, Expected::Unjudged) => ("violated", "  (not judged under this variant)"),
+                (Status::NotApplicable(_), Expected::Fail) => ("n/a", "  ← expected to fail"),
+                (Status::NotApplicable(_), _) => ("n/a", ""),
+            };
+            out.push_str(&format!("  {word:<9} {}{note}\n", j.verdict.invariant.name()));
+            if let Status::NotApplicable(why) = &j.verdict.status {
+                out.push_str(&format!("            {why}\n"));
+            }
+            for d in &j.verdict.details {
+                for l in d.lines() {
+                    out.push_str(&format!("            {l}\n"));
+                }
+            }
+        }
+        if let Some(f) = &self.failover {
+            let exp = f.expected.map(|e| format!(" (expected {e:?})").to_lowercase()).unwrap_or_default();
+            out.push_str(&format!("failover: {}{exp}\n", f.outcome));
+            if let Some(w) = &f.forced_by {
+                out.push_str(&format!("forced by: {w}\n"));
+            }
+        }
+        out.push_str(&format!("vm-deletions: {}\n", self.vm_deletions));
+        out.push_str(&format!("sync: checkpoint {} of primary head {}\n", self.sync_checkpoint, self.source_head));
+        out.push_str(&format!(
+            "trace: {} ({} events, sha256 {})\n",
+            self.trace.display(),
+            self.trace_events,
+            self.trace_hash
+        ));
+        let word = match (self.pass, self.variant) {
+            (true, Variant::Real) => "PASS",
+            (true, _) => "PASS (the mutant was caught where the scenario says)",
+            (false, Variant::Real) => "FAIL",
+            (false, _) => "FAIL (the mutant was not caught as the scenario says)",
+        };
+        out.push_str(&format!("verdict: {word}\n"));
+        if !self.pass {
+            out.push_str(&format!("reproduce with: {}\n", self.reproduce));
+        }
+        out
+    }
+}
+
+/// Writes the run's directory (the trace is already there): scenario.yaml, verdicts.json,
+/// summary.txt.
+pub fn write_dir(dir: &Path, s: &Scenario, r: &RunReport) -> std::io::Result<()> {
+    std::fs::write(dir.join("scenario.yaml"), to_yaml(s))?;
+    let json = serde_json::to_string_pretty(r).map_err(std::io::Error::other)?;
+    std::fs::write(dir.join("verdicts.json"), json + "\n")?;
+    std::fs::write(dir.join("summary.txt"), r.summary())
+}

@@ -1,0 +1,386 @@
+//! Runs one scenario at one seed on the simulated platform: builds the world from the scenario,
+//! wires in the real sync (and the real orchestrator when the timeline fails over) with the
+//! chosen variant, drives the timeline (times and `when:` conditions), and collects what the
+//! invariant checkers read: the trace file, the final states, the observers' records.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::time::Duration;
+
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use sim::iaas::VmDeletion;
+use sim::k8s::atrest::AtRest;
+use sim::k8s::kind;
+use sim::platform::{Action, PRIMARY, Platform, PlatformConfig, STANDBY};
+use sim::topology::{NS, Topology};
+use sim::world::WorldError;
+use sync::engine::{Settings, Status};
+use sync::rules::{Profile, Rules};
+
+use crate::drill::{Diff, compare, platform_config, sync_settings};
+use crate::failover_sim::{PlatformView, Start, add_orchestrator};
+use crate::observe::{Orphaned, OwnerOrder};
+use crate::scenario::{Condition, Encryption, Scenario, Side, Variant};
+use crate::simsync::{SyncHost, conn_config};
+use crate::timeline::{Act, Scheduled, resolve};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    World(#[from] WorldError),
+    #[error("variant `{0}` is a mutant and this build carries none (build drlab with `--features mutants`)")]
+    NoMutants(&'static str),
+}
+
+/// An object's identity at a moment: its UID and whether it was being deleted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ident {
+    pub uid: String,
+    pub deleting: bool,
+}
+
+/// What a run leaves for the checkers.
+#[derive(Debug)]
+pub struct Observed {
+    pub seed: u64,
+    pub variant: Variant,
+    pub trace: PathBuf,
+    pub trace_hash: String,
+    pub trace_events: u64,
+    pub sim_secs: u64,
+    /// The standby's own global objects before the run, and at the end (None: gone).
+    pub standby_globals: BTreeMap<String, (Ident, Option<Ident>)>,
+    /// Every workload cluster Secret (`<cluster>-ca`, …) on the primary before the run.
+    pub cluster_secrets_before: BTreeMap<String, Ident>,
+    /// The same keys at the end, per side.
+    pub cluster_secrets_after: BTreeMap<(String, String), Ident>,
+    /// Standby Secrets its own API server cannot open at the end.
+    pub unreadable_on_standby: Vec<String>,
+    pub vm_deletions: Vec<VmDeletion>,
+    pub sync: Status,
+    pub source_head: i64,
+    /// The offline comparison of the final states under the real rules.
+    pub diff: Diff,
+    pub keys_in_scope: usize,
+    pub orphaned: Vec<Orphaned>,
+    /// The orchestrator's first finished run (a crashed run records none).
+    pub failover: Option<Result<failover::Outcome, String>>,
+    /// The progress the orchestrator persisted on the standby, as it was at the end.
+    pub failover_progress: Option<failover::step::Progress>,
+    /// When the last heal (or restart) of a fault fired, and when the sync next caught up.
+    pub last_heal_ms: u64,
+    pub caught_up_ms: Option<u64>,
+}
+
+/// Applies the variant to the code under test; a mutant needs the `mutants` build.
+fn apply_variant(v: Variant, settings: &mut Settings, options: &mut failover::Options) -> Result<(), RunError> {
+    if v == Variant::Real {
+        return Ok(());
+    }
+    #[cfg(feature = "mutants")]
+    {
+        match v {
+            Variant::Real => {}
+            Variant::OwnerOrderOff => settings.owner_order_off = true,
+            Variant::IgnoreRulesOff => settings.rules.ignore_rules_off = true,
+            Variant::RawSecretCopy => settings.boundary.raw_secret_copy = true,
+            Variant::CheckpointOutsideTxn => settings.checkpoint_outside_txn = true,
+            Variant::UninstallGuardOff => options.guard_off = true,
+            Variant::FencingOff => options.fencing_off = true,
+        }
+        Ok(())
+    }
+    #[cfg(not(feature = "mutants"))]
+    {
+        let _ = (settings, options);
+        Err(RunError::NoMutants(v.name()))
+    }
+}
+
+/// The world a scenario describes, for one seed.
+pub fn platform_config_of(s: &Scenario, seed: u64) -> PlatformConfig {
+    let t = &s.topology;
+    let mut cfg = platform_config(seed, s.duration_s, Topology { clusters: t.clusters, machines: t.machines });
+    cfg.tick_ms = s.tick_ms;
+    cfg.dns_ttl_s = t.dns_ttl_s;
+    cfg.misnamed_global = t.misnamed_global;
+    cfg.writes_per_s = s.traffic.writes_per_s;
+    cfg.gc_lag_ms_max = s.traffic.gc_lag_ms_max;
+    cfg.compaction_interval_s = Some(s.traffic.compaction_interval_s).filter(|s| *s > 0);
+    if t.encryption == Encryption::Different {
+        // The usual mistake: the same key name, other bytes.
+        cfg.standby_at_rest = AtRest::aescbc("key1", [2; 32]);
+    }
+    cfg
+}
+
+fn ident(p: &Platform, side: &str, key: &str) -> Option<Ident> {
+    let s = p.side(side);
+    let v = s.etcd.get(key.as_bytes())?;
+    let o = s.api.decode(key, &v).ok()?;
+    Some(Ident { uid: o.uid().to_string(), deleting: o.deleting() })
+}
+
+fn objects_of(p: &Platform, side: &str, prefix: &str) -> Vec<String> {
+    let pre = prefix.as_bytes();
+    p.side(side)
+        .etcd
+        .dump()
+        .into_iter()
+        .filter(|(k, _)| k.starts_with(pre))
+        .map(|(k, _)| String::from_utf8_lossy(&k).into_owned())
+        .collect()
+}
+
+fn is_cluster_secret(key: &str) -> bool {
+    let name = key.rsplit('/').next().unwrap_or_default();
+    !sim::topology::is_global_name(name)
+        && sim::k8s::capi::CLUSTER_SECRET_SUFFIXES.iter().any(|s| name.ends_with(&format!("-{s}")))
+}
+
+/// Key bytes for a rotation, derived from the seed (never traced or reported).
+fn rotation_key(seed: u64, side: Side) -> [u8; 32] {
+    Sha256::new().chain_update(seed.to_le_bytes()).chain_update(side.name()).finalize().into()
+}
+
+/// Runs the scenario at `seed` with `variant`, writing the trace to `trace`.
+pub fn run(s: &Scenario, seed: u64, variant: Variant, trace: PathBuf) -> Result<Observed, RunError> {
+    let mut cfg = platform_config_of(s, seed);
+    cfg.trace_path = Some(trace.clone());
+    let mut settings = sync_settings(&cfg);
+    let real_rules = Rules::profile(Profile::Immutable);
+    let mut options = failover::Options::new(PRIMARY, STANDBY);
+    apply_variant(variant, &mut settings, &mut options)?;
+    let timeline = resolve(s);
+    if let Some(Act::Failover(f)) = timeline.iter().map(|e| &e.act).find(|a| matches!(a, Act::Failover(_))) {
+        options.force = f.force.clone();
+    }
+    let (p, mut sim) = Platform::build(cfg)?;
+
+    // Before: the standby's own globals and the workload clusters' Secrets.
+    let mut standby_globals = BTreeMap::new();
+    for key in objects_of(&p, STANDBY, "/registry/") {
+        if let Some(id) = ident(&p, STANDBY, &key) {
+            standby_globals.insert(key, (id, None));
+        }
+    }
+    let mut cluster_secrets_before = BTreeMap::new();
+    for key in objects_of(&p, PRIMARY, &kind::SECRET.prefix()).into_iter().filter(|k| is_cluster_secret(k)) {
+        if let Some(id) = ident(&p, PRIMARY, &key) {
+            cluster_secrets_before.insert(key, id);
+        }
+    }
+
+    let sync_host = SyncHost {
+        start_delay: Duration::from_secs_f64(s.sync.start_s),
+        ..SyncHost::new(PRIMARY, STANDBY, settings.clone())
+    };
+    let handle = sync_host.add(&mut sim, p.links.clone());
+
+    // The observer watches the standby from the start, before the sync's first copy.
+    let observer = OwnerOrder::creations_only();
+    {
+        let (obs, links, rules) = (observer.clone(), p.links.clone(), real_rules.clone());
+        sim.host("observer", move || {
+            let (obs, links, rules) = (obs.clone(), links.clone(), rules.clone());
+            async move {
+                let connector = sync::conn::Connector::custom(sim::net::Connector::new(links));
+                let standby = sync::conn::connect(&conn_config(STANDBY), &connector, 0).await?;
+                let _ = obs.run(standby, move |k| rules.includes(k)).await;
+                std::future::pending::<()>().await;
+                Ok(())
+            }
+        });
+    }
+
+    let (go_tx, go_rx) = tokio::sync::watch::channel(false);
+    let has_failover = timeline.iter().any(|e| matches!(e.act, Act::Failover(_)));
+    let runs = has_failover.then(|| {
+        add_orchestrator(
+            &mut sim,
+            PlatformView::of(&p),
+            settings.clone(),
+            handle.clone(),
+            options.clone(),
+            Start::When(go_rx),
+        )
+    });
+
+    let heal = Rc::new(RefCell::new((0u64, None::<u64>)));
+    drive(&p, &mut sim, timeline, seed, |sim, now_ms, e| {
+        let caught_up = handle.status().checkpoint >= p.primary.etcd.revision();
+        match e {
+            None => {
+                let mut h = heal.borrow_mut();
+                if h.1.is_none() && caught_up {
+                    h.1 = Some(now_ms);
+                }
+                false
+            }
+            Some(e) => {
+                let ready = match e.when {
+                    None => true,
+                    Some(Condition::SyncCaughtUp) => caught_up,
+                    Some(Condition::FailoverEnded) => {
+                        runs.as_ref().is_some_and(|r| !r.lock().expect("runs").is_empty())
+                    }
+                };
+                if ready {
+                    if matches!(e.act, Act::Heal(..) | Act::Restart(_) | Act::Reset(..)) {
+                        *heal.borrow_mut() = (now_ms, None);
+                    }
+                    fire(&p, sim, &e.act, seed, &go_tx);
+                }
+                ready
+            }
+        }
+    })?;
+
+    let report = p.report()?;
+    for (key, (_, after)) in standby_globals.iter_mut() {
+        *after = ident(&p, STANDBY, key);
+    }
+    let mut cluster_secrets_after = BTreeMap::new();
+    for key in cluster_secrets_before.keys() {
+        for side in [PRIMARY, STANDBY] {
+            if let Some(id) = ident(&p, side, key) {
+                cluster_secrets_after.insert((side.to_string(), key.clone()), id);
+            }
+        }
+    }
+    let unreadable_on_standby = objects_of(&p, STANDBY, &kind::SECRET.prefix())
+        .into_iter()
+        .filter(|k| {
+            let v = p.standby.etcd.get(k.as_bytes()).expect("listed");
+            p.standby.api.decode(k, &v).is_err()
+        })
+        .collect();
+    let real = Settings { rules: real_rules.clone(), ..settings.clone() };
+    let keys_in_scope = p.primary.etcd.dump().iter().filter(|(k, _)| real_rules.includes(k)).count();
+    let (last_heal_ms, caught_up_ms) = *heal.borrow();
+    let failover = runs.and_then(|r| r.lock().expect("runs").first().cloned());
+    let failover_progress = p
+        .standby
+        .etcd
+        .get(crate::failover_sim::PROGRESS_KEY.as_bytes())
+        .map(|v| serde_json::from_slice(&v).expect("the orchestrator's progress is JSON"));
+    Ok(Observed {
+        seed,
+        variant,
+        trace,
+        trace_hash: report.trace_hash,
+        trace_events: report.trace_events,
+        sim_secs: s.duration_s,
+        standby_globals,
+        cluster_secrets_before,
+        cluster_secrets_after,
+        unreadable_on_standby,
+        vm_deletions: p.iaas.deletions(),
+        sync: handle.status(),
+        source_head: p.primary.etcd.revision(),
+        diff: compare(&p, &real),
+        keys_in_scope,
+        orphaned: observer.violations(),
+        failover,
+        failover_progress,
+        last_heal_ms,
+        caught_up_ms,
+    })
+}
+
+/// Steps the world to its end. Before each step, `on` sees each due entry (in order; an entry
+/// whose condition does not hold yet stays due and blocks the ones after it, so the timeline
+/// keeps its order) and then once with `None` (for per-step observations).
+fn drive<'a>(
+    p: &Platform,
+    sim: &mut turmoil::Sim<'a>,
+    timeline: Vec<Scheduled>,
+    seed: u64,
+    mut on: impl FnMut(&mut turmoil::Sim<'a>, u64, Option<&Scheduled>) -> bool,
+) -> Result<(), WorldError> {
+    let mut pending = timeline.into_iter().peekable();
+    loop {
+        let now = sim.elapsed();
+        let now_ms = now.as_millis() as u64;
+        p.trace.set_outside_ms(now_ms);
+        while let Some(e) = pending.peek() {
+            if now < e.at || !on(sim, now_ms, Some(e)) {
+                break;
+            }
+            pending.next();
+        }
+        on(sim, now_ms, None);
+        match sim.step() {
+            Ok(true) => {
+                if let Some(e) = pending.peek() {
+                    p.trace.record("world", "timeline.unfired", json!({"entry": format!("{:?}", e.act)}));
+                }
+                return Ok(());
+            }
+            Ok(false) => {}
+            Err(e) => return Err(WorldError::Sim { seed, message: e.to_string() }),
+        }
+    }
+}
+
+fn fire(p: &Platform, sim: &mut turmoil::Sim<'_>, act: &Act, seed: u64, go: &tokio::sync::watch::Sender<bool>) {
+    let f = &p.faults;
+    match act {
+        Act::Partition(a, b) => f.partition(sim, a.name(), b.name()),
+        Act::Heal(a, b) => {
+            f.heal(sim, a.name(), b.name());
+            f.reset_link(sim, a.name(), b.name());
+        }
+        Act::Reset(a, b) => {
+            f.reset_link(sim, a.name(), b.name());
+        }
+        Act::Delay(a, b, d) => f.delay(sim, a.name(), b.name(), *d),
+        Act::Crash(h) => f.crash(sim, h.name()),
+        Act::Restart(h) => f.restart(sim, h.name()),
+        Act::Compact(s) => {
+            f.compact(&p.side(s.name()).etcd, s.name());
+        }
+        Act::Scale { cluster, replicas } => p.act(Action::Scale { cluster: cluster.clone(), replicas: *replicas }),
+        Act::Pause { side, cluster, paused } => {
+            p.act(Action::Pause { side: side.name().into(), cluster: cluster.clone(), paused: *paused })
+        }
+        Act::CreateWorkload { cluster, machines } => {
+            p.act(Action::CreateWorkload { cluster: cluster.clone(), machines: *machines })
+        }
+        Act::Delete { side, kind, name } => {
+            p.act(Action::Delete { side: side.name().into(), kind, name: name.clone() })
+        }
+        Act::LoseKey { side, kind, name } => {
+            let key = kind.key(NS, name);
+            let rev = p.side(side.name()).etcd.remove(&[key.clone().into_bytes()]);
+            p.trace.record("world", "fault.lose-key", json!({"side": side.name(), "key": key, "rev": rev}));
+        }
+        Act::RotateKey(s) => p.side(s.name()).api.rotate_key("rotated", rotation_key(seed, *s)),
+        Act::Failover(_) => {
+            p.trace.record("world", "timeline.failover", json!({}));
+            go.send_replace(true);
+        }
+        Act::RestartAgents => p.act(Action::RestartAgents),
+    }
+}
+
+/// One `drlab run`: runs the scenario at `seed` with `variant` into `dir` (created; the trace,
+/// the resolved scenario, the verdicts and the summary go there) and judges the verdicts.
+pub fn execute(
+    s: &Scenario,
+    seed: u64,
+    variant: Variant,
+    dir: &std::path::Path,
+    command: &str,
+) -> Result<crate::report::RunReport, RunError> {
+    std::fs::create_dir_all(dir).map_err(WorldError::Trace)?;
+    let resolved = Scenario { seeds: vec![seed], variant, ..s.clone() };
+    let o = run(&resolved, seed, variant, dir.join("trace.jsonl"))?;
+    let verdicts = crate::invariants::check(&resolved, &o).map_err(WorldError::Trace)?;
+    let report = crate::report::judge(&resolved, &o, verdicts, command);
+    crate::report::write_dir(dir, &resolved, &report).map_err(WorldError::Trace)?;
+    Ok(report)
+}

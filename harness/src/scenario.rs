@@ -1,0 +1,455 @@
+//! The scenario format (`scenarios/*.yaml`): a topology, traffic, the sync, a timeline of
+//! faults and operator actions, the variant of the code under test, seeds and expectations.
+//! Parsed with serde-saphyr; unknown fields, bad types and impossible timelines are errors with
+//! file:line:column. [`schema`] is the JSON Schema `drlab schema` prints.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_saphyr::Spanned;
+
+/// Limits that keep a scenario a test, not a soak (TIGER_STYLE: a bound on everything).
+pub const DURATION_S_MAX: u64 = 6 * 3600;
+pub const SEEDS_MAX: usize = 1_000;
+pub const TIMELINE_MAX: usize = 1_000;
+pub const WRITES_PER_S_MAX: f64 = 1_000.0;
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    /// Short name; the run directory is named after it.
+    pub name: String,
+    /// What this proves: one paragraph.
+    pub proves: String,
+    #[serde(default)]
+    pub topology: Topology,
+    #[serde(default)]
+    pub traffic: Traffic,
+    #[serde(default)]
+    pub sync: SyncSpec,
+    /// Simulated seconds the scripted part lasts (a quiet settle follows).
+    pub duration_s: u64,
+    /// Simulated time per turmoil tick.
+    #[serde(default = "default_tick_ms")]
+    pub tick_ms: u64,
+    /// Seeds `drlab run` uses when none is given (the first) and the test suite runs (all).
+    #[serde(default = "default_seeds")]
+    pub seeds: Vec<u64>,
+    /// The code under test: the real code, or one of its mutants.
+    #[serde(default)]
+    pub variant: Variant,
+    #[serde(default)]
+    #[schemars(with = "Vec<Entry>")]
+    pub timeline: Vec<Spanned<Entry>>,
+    #[serde(default)]
+    pub expect: Expect,
+    /// Teeth: for each mutant, the invariants this scenario must see fail under it.
+    #[serde(default)]
+    pub teeth: BTreeMap<Variant, Vec<Invariant>>,
+}
+
+fn default_tick_ms() -> u64 {
+    10
+}
+
+fn default_seeds() -> Vec<u64> {
+    vec![1]
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Topology {
+    /// Workload clusters (`wc-00`, `wc-01`, …).
+    pub clusters: usize,
+    /// Machines per workload cluster, its control-plane Machine included.
+    pub machines: usize,
+    pub provider: Provider,
+    pub dns_ttl_s: u64,
+    /// Both sides' EncryptionConfiguration: the same key, or a key of the same name with
+    /// different bytes on the standby (the usual mistake).
+    pub encryption: Encryption,
+    /// The primary's global cluster also has a MachineDeployment `workers` without the
+    /// `global-` prefix (seed 002).
+    pub misnamed_global: bool,
+}
+
+impl Default for Topology {
+    fn default() -> Self {
+        Topology {
+            clusters: 2,
+            machines: 3,
+            provider: Provider::Vm,
+            dns_ttl_s: 30,
+            encryption: Encryption::Same,
+            misnamed_global: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum Provider {
+    Vm,
+    /// Bare metal (MachineInventory, reset plans): not modelled by the world yet.
+    Baremetal,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum Encryption {
+    Same,
+    Different,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Traffic {
+    /// Machine heartbeats per simulated second on the serving cluster.
+    pub writes_per_s: f64,
+    /// Each garbage-collector informer lags by up to this much.
+    pub gc_lag_ms_max: u64,
+    /// kube-apiserver's compaction interval; 0: never.
+    pub compaction_interval_s: u64,
+}
+
+impl Default for Traffic {
+    fn default() -> Self {
+        Traffic { writes_per_s: 1.0, gc_lag_ms_max: 200, compaction_interval_s: 300 }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SyncSpec {
+    /// When the sync host starts (the observers watch from 0).
+    pub start_s: f64,
+}
+
+impl Default for SyncSpec {
+    fn default() -> Self {
+        SyncSpec { start_s: 1.0 }
+    }
+}
+
+/// The code under test. Mutants exist only in builds with the `mutants` feature.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum Variant {
+    #[default]
+    Real,
+    OwnerOrderOff,
+    IgnoreRulesOff,
+    UninstallGuardOff,
+    FencingOff,
+    RawSecretCopy,
+    CheckpointOutsideTxn,
+}
+
+impl Variant {
+    pub const MUTANTS: [Variant; 6] = [
+        Variant::OwnerOrderOff,
+        Variant::IgnoreRulesOff,
+        Variant::UninstallGuardOff,
+        Variant::FencingOff,
+        Variant::RawSecretCopy,
+        Variant::CheckpointOutsideTxn,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Variant::Real => "real",
+            Variant::OwnerOrderOff => "owner-order-off",
+            Variant::IgnoreRulesOff => "ignore-rules-off",
+            Variant::UninstallGuardOff => "uninstall-guard-off",
+            Variant::FencingOff => "fencing-off",
+            Variant::RawSecretCopy => "raw-secret-copy",
+            Variant::CheckpointOutsideTxn => "checkpoint-outside-txn",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Variant> {
+        std::iter::once(Variant::Real).chain(Variant::MUTANTS).find(|v| v.name() == s)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum Invariant {
+    NoMachineDeleted,
+    NoVmDestroyed,
+    StandbyGlobalsUntouched,
+    ConvergedAfterHeal,
+    NoDependentBeforeOwner,
+    SecretsReadableOnStandby,
+    NoSplitBrainWrite,
+    Rpo,
+    Rto,
+    ClusterSecretsIntact,
+    /// Needs the world's agent authentication (not modelled yet).
+    AgentTokenWorksAfterFailover,
+    /// Needs bare metal (not modelled yet).
+    PlansNeverRegress,
+}
+
+impl Invariant {
+    pub const CHECKED: [Invariant; 10] = [
+        Invariant::NoMachineDeleted,
+        Invariant::NoVmDestroyed,
+        Invariant::StandbyGlobalsUntouched,
+        Invariant::ConvergedAfterHeal,
+        Invariant::NoDependentBeforeOwner,
+        Invariant::SecretsReadableOnStandby,
+        Invariant::NoSplitBrainWrite,
+        Invariant::Rpo,
+        Invariant::Rto,
+        Invariant::ClusterSecretsIntact,
+    ];
+
+    pub fn name(self) -> String {
+        serde_json::to_value(self).ok().and_then(|v| v.as_str().map(str::to_string)).expect("a unit variant")
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Expect {
+    /// Invariants that must fail with the real code (a hazard demonstration); every other
+    /// checked invariant must hold.
+    #[serde(default)]
+    pub fail: Vec<Invariant>,
+    /// How the failover must end (when the timeline has one).
+    #[serde(default)]
+    pub failover: FailoverEnd,
+    #[serde(default)]
+    pub rpo_keys_max: u64,
+    /// Default: the DNS TTL plus 60 s for the steps.
+    #[serde(default)]
+    pub rto_s_max: Option<u64>,
+    /// converged-after-heal: the sync must have caught up within this many simulated seconds
+    /// per 1k keys in scope (at least one 1k) after the last heal.
+    #[serde(default = "default_converge")]
+    pub converge_s_per_1k_keys: f64,
+}
+
+fn default_converge() -> f64 {
+    30.0
+}
+
+impl Default for Expect {
+    fn default() -> Self {
+        Expect {
+            fail: Vec::new(),
+            failover: FailoverEnd::Done,
+            rpo_keys_max: 0,
+            rto_s_max: None,
+            converge_s_per_1k_keys: default_converge(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum FailoverEnd {
+    #[default]
+    Done,
+    /// The guard refuses (the standby is not consistent).
+    Refused,
+}
+
+/// One timeline entry: when (a time, a condition, or both: the condition is awaited from the
+/// time on) and exactly one action.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Entry {
+    /// Simulated seconds from the start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at_s: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub when: Option<Condition>,
+    /// Holds every segment between two hosts (delivered on heal).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partition: Option<[Host; 2]>,
+    /// Delivers what was held and resets the link's connections (a keep-alive gave up).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heal: Option<[Host; 2]>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reset: Option<[Host; 2]>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delay: Option<Delay>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crash: Option<Host>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart: Option<Host>,
+    /// Compacts that side's etcd at its head.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compact: Option<Side>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scale: Option<Scale>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pause: Option<Pause>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub create_workload: Option<CreateWorkload>,
+    /// Deletes an object through that side's API (background propagation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delete: Option<ObjectRef>,
+    /// Removes an object's key from that side's etcd behind the API's and the sync's back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lose_key: Option<ObjectRef>,
+    /// That side's API server starts encrypting with a new key nobody else was given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotate_key: Option<Side>,
+    /// The real orchestrator runs a planned failover.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failover: Option<FailoverSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart_agents: Option<bool>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum Condition {
+    /// The sync has applied the primary's head.
+    #[serde(rename = "sync.caught_up")]
+    SyncCaughtUp,
+    /// The orchestrator's run has ended (done or refused).
+    #[serde(rename = "failover.ended")]
+    FailoverEnded,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum Host {
+    Primary,
+    Standby,
+    Sync,
+    Orchestrator,
+    Agents,
+}
+
+impl Host {
+    pub fn name(self) -> &'static str {
+        match self {
+            Host::Primary => "primary",
+            Host::Standby => "standby",
+            Host::Sync => "sync",
+            Host::Orchestrator => "orchestrator",
+            Host::Agents => "agents",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum Side {
+    Primary,
+    Standby,
+}
+
+impl Side {
+    pub fn name(self) -> &'static str {
+        match self {
+            Side::Primary => sim::platform::PRIMARY,
+            Side::Standby => sim::platform::STANDBY,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Delay {
+    pub link: [Host; 2],
+    pub ms: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Scale {
+    pub cluster: String,
+    /// The MachineDeployment's replicas (workers; the control-plane Machine is apart).
+    pub replicas: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Pause {
+    pub side: Side,
+    pub cluster: String,
+    pub paused: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateWorkload {
+    pub cluster: String,
+    pub machines: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ObjectRef {
+    pub side: Side,
+    /// A kind of the world (`Cluster`, `MachineSet`, `Machine`, `Secret`, …).
+    pub kind: String,
+    /// In namespace `cpaas-system`.
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FailoverSpec {
+    /// Go past the guards, recording this name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub force: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ScenarioError {
+    #[error("{path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("{path}:{line}:{column}: {message}")]
+    Invalid { path: String, line: u64, column: u64, message: String },
+}
+
+/// Reads and validates a scenario file.
+pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
+    let shown = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|source| ScenarioError::Read { path: shown.clone(), source })?;
+    parse(&shown, &text)
+}
+
+/// Parses and validates a scenario's text; `path` names it in errors.
+pub fn parse(path: &str, text: &str) -> Result<Scenario, ScenarioError> {
+    let s: Scenario = serde_saphyr::from_str(text).map_err(|e| {
+        let (line, column) = e.location().map(|l| (l.line(), l.column())).unwrap_or((1, 1));
+        // The library appends its own location; keep the first line of its message.
+        let first = e.to_string().lines().next().unwrap_or("invalid scenario").to_string();
+        // Its first line may repeat the location ("error: line L column C: …"): said once here.
+        let message = first
+            .strip_prefix("error: line ")
+            .and_then(|rest| rest.split_once(": ").map(|(_, m)| m.to_string()))
+            .unwrap_or(first);
+        ScenarioError::Invalid { path: path.into(), line, column, message }
+    })?;
+    crate::timeline::validate(&s).map_err(|v| {
+        let (line, column) = v.at.map(|l| (l.line(), l.column())).unwrap_or_else(|| key_line(text, v.field));
+        ScenarioError::Invalid { path: path.into(), line, column, message: v.message }
+    })?;
+    Ok(s)
+}
+
+/// The line of a top-level key (for errors about a whole section); 1:1 when absent.
+fn key_line(text: &str, key: &str) -> (u64, u64) {
+    let prefix = format!("{key}:");
+    text.lines().position(|l| l.starts_with(&prefix)).map(|i| (i as u64 + 1, 1)).unwrap_or((1, 1))
+}
+
+/// The scenario as YAML (the resolved copy a run writes next to its trace).
+pub fn to_yaml(s: &Scenario) -> String {
+    serde_saphyr::to_string(s).expect("a scenario serialises")
+}
+
+/// The JSON Schema of the scenario format, for editors.
+pub fn schema() -> serde_json::Value {
+    serde_json::to_value(schemars::schema_for!(Scenario)).expect("the schema is JSON")
+}

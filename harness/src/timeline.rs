@@ -1,0 +1,256 @@
+//! A scenario's timeline, validated and resolved into typed actions on the world. Validation
+//! rejects what cannot happen: a time past the end, a heal of a link never cut, a restart of a
+//! host never crashed, two failovers, a condition nothing can satisfy.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use serde_saphyr::Location;
+use sim::k8s::{Kind, kind};
+
+use crate::scenario::{
+    Condition, DURATION_S_MAX, Entry, FailoverSpec, Host, Invariant, Provider, SEEDS_MAX, Scenario, Side, TIMELINE_MAX,
+    Variant, WRITES_PER_S_MAX,
+};
+
+/// A resolved action.
+#[derive(Debug, Clone)]
+pub enum Act {
+    Partition(Host, Host),
+    Heal(Host, Host),
+    Reset(Host, Host),
+    Delay(Host, Host, Duration),
+    Crash(Host),
+    Restart(Host),
+    Compact(Side),
+    Scale { cluster: String, replicas: u64 },
+    Pause { side: Side, cluster: String, paused: bool },
+    CreateWorkload { cluster: String, machines: u64 },
+    Delete { side: Side, kind: &'static Kind, name: String },
+    LoseKey { side: Side, kind: &'static Kind, name: String },
+    RotateKey(Side),
+    Failover(FailoverSpec),
+    RestartAgents,
+}
+
+/// One resolved timeline entry.
+#[derive(Debug, Clone)]
+pub struct Scheduled {
+    pub at: Duration,
+    pub when: Option<Condition>,
+    pub act: Act,
+}
+
+#[derive(Debug)]
+pub struct Invalid {
+    pub at: Option<Location>,
+    /// The top-level field an error without a location is about.
+    pub field: &'static str,
+    pub message: String,
+}
+
+fn top(field: &'static str, message: impl Into<String>) -> Invalid {
+    Invalid { at: None, field, message: message.into() }
+}
+
+/// Resolves one entry; the error has no location yet.
+fn act(e: &Entry) -> Result<Act, String> {
+    let kind_of = |k: &str| {
+        Kind::by_name(k).ok_or_else(|| {
+            let known: Vec<&str> = kind::ALL.iter().map(|k| k.kind).collect();
+            format!("unknown kind `{k}` (known: {})", known.join(", "))
+        })
+    };
+    let mut acts = Vec::new();
+    if let Some([a, b]) = e.partition {
+        acts.push(Act::Partition(a, b));
+    }
+    if let Some([a, b]) = e.heal {
+        acts.push(Act::Heal(a, b));
+    }
+    if let Some([a, b]) = e.reset {
+        acts.push(Act::Reset(a, b));
+    }
+    if let Some(d) = &e.delay {
+        acts.push(Act::Delay(d.link[0], d.link[1], Duration::from_millis(d.ms)));
+    }
+    if let Some(h) = e.crash {
+        acts.push(Act::Crash(h));
+    }
+    if let Some(h) = e.restart {
+        acts.push(Act::Restart(h));
+    }
+    if let Some(s) = e.compact {
+        acts.push(Act::Compact(s));
+    }
+    if let Some(s) = &e.scale {
+        acts.push(Act::Scale { cluster: s.cluster.clone(), replicas: s.replicas });
+    }
+    if let Some(p) = &e.pause {
+        acts.push(Act::Pause { side: p.side, cluster: p.cluster.clone(), paused: p.paused });
+    }
+    if let Some(c) = &e.create_workload {
+        acts.push(Act::CreateWorkload { cluster: c.cluster.clone(), machines: c.machines });
+    }
+    if let Some(o) = &e.delete {
+        acts.push(Act::Delete { side: o.side, kind: kind_of(&o.kind)?, name: o.name.clone() });
+    }
+    if let Some(o) = &e.lose_key {
+        acts.push(Act::LoseKey { side: o.side, kind: kind_of(&o.kind)?, name: o.name.clone() });
+    }
+    if let Some(s) = e.rotate_key {
+        acts.push(Act::RotateKey(s));
+    }
+    if let Some(f) = &e.failover {
+        acts.push(Act::Failover(f.clone()));
+    }
+    if e.restart_agents == Some(true) {
+        acts.push(Act::RestartAgents);
+    }
+    match acts.len() {
+        1 => Ok(acts.pop().expect("one")),
+        0 => Err("a timeline entry needs an action (partition, heal, crash, scale, failover, …)".into()),
+        n => Err(format!("a timeline entry takes exactly one action, this one has {n}")),
+    }
+}
+
+/// The timeline in firing order (time, then document order).
+pub fn resolve(s: &Scenario) -> Vec<Scheduled> {
+    let mut out: Vec<Scheduled> = s
+        .timeline
+        .iter()
+        .map(|e| Scheduled {
+            at: Duration::from_secs_f64(e.value.at_s.unwrap_or(0.0)),
+            when: e.value.when,
+            act: act(&e.value).expect("validated"),
+        })
+        .collect();
+    out.sort_by_key(|e| e.at);
+    out
+}
+
+pub fn validate(s: &Scenario) -> Result<(), Invalid> {
+    let t = &s.topology;
+    if !(1..=sim::topology::CLUSTERS_MAX).contains(&t.clusters) {
+        return Err(top("topology", format!("clusters must be 1..={}", sim::topology::CLUSTERS_MAX)));
+    }
+    if !(2..=sim::topology::MACHINES_PER_CLUSTER_MAX).contains(&t.machines) {
+        return Err(top("topology", format!("machines must be 2..={}", sim::topology::MACHINES_PER_CLUSTER_MAX)));
+    }
+    if t.provider == Provider::Baremetal {
+        return Err(top("topology", "provider `baremetal` is not modelled by the world yet (use `vm`)"));
+    }
+    if !(1..=DURATION_S_MAX).contains(&s.duration_s) {
+        return Err(top("duration_s", format!("duration_s must be 1..={DURATION_S_MAX}")));
+    }
+    if !(1..=100).contains(&s.tick_ms) {
+        return Err(top("tick_ms", "tick_ms must be 1..=100"));
+    }
+    if s.seeds.is_empty() || s.seeds.len() > SEEDS_MAX {
+        return Err(top("seeds", format!("seeds must list 1..={SEEDS_MAX} seeds")));
+    }
+    if !(0.0..=WRITES_PER_S_MAX).contains(&s.traffic.writes_per_s) {
+        return Err(top("traffic", format!("writes_per_s must be 0..={WRITES_PER_S_MAX}")));
+    }
+    if !(0.0..s.duration_s as f64).contains(&s.sync.start_s) {
+        return Err(top("sync", "sync.start_s must be within the duration"));
+    }
+    let unmodelled = [Invariant::AgentTokenWorksAfterFailover, Invariant::PlansNeverRegress];
+    let named = s.expect.fail.iter().chain(s.teeth.values().flatten());
+    if let Some(i) = named.clone().find(|i| unmodelled.contains(i)) {
+        return Err(top(
+            if s.expect.fail.contains(i) { "expect" } else { "teeth" },
+            format!("invariant `{}` needs a part of the world not modelled yet", i.name()),
+        ));
+    }
+    if s.teeth.contains_key(&Variant::Real) {
+        return Err(top("teeth", "teeth name mutants; `real` is the code the expectations are for"));
+    }
+    if s.teeth.values().any(Vec::is_empty) {
+        return Err(top("teeth", "each mutant must name at least one invariant it makes fail"));
+    }
+    if s.expect.converge_s_per_1k_keys <= 0.0 {
+        return Err(top("expect", "converge_s_per_1k_keys must be positive"));
+    }
+    if s.timeline.len() > TIMELINE_MAX {
+        return Err(top("timeline", format!("at most {TIMELINE_MAX} timeline entries")));
+    }
+    validate_timeline(s)
+}
+
+fn validate_timeline(s: &Scenario) -> Result<(), Invalid> {
+    let mut order: Vec<usize> = (0..s.timeline.len()).collect();
+    order.sort_by(|&a, &b| {
+        let t = |i: usize| s.timeline[i].value.at_s.unwrap_or(0.0);
+        t(a).total_cmp(&t(b)).then(a.cmp(&b))
+    });
+    let has_failover = s.timeline.iter().any(|e| e.value.failover.is_some());
+    let mut cut: BTreeSet<(Host, Host)> = BTreeSet::new();
+    let mut down: BTreeSet<Host> = BTreeSet::new();
+    let mut clusters: BTreeSet<String> = (0..s.topology.clusters).map(sim::topology::cluster_name).collect();
+    let mut failovers = 0;
+    for i in order {
+        let e = &s.timeline[i];
+        let fail = |message: String| Invalid { at: Some(e.referenced), field: "timeline", message };
+        let at_s = e.value.at_s.unwrap_or(0.0);
+        if e.value.at_s.is_none() && e.value.when.is_none() {
+            return Err(fail("a timeline entry needs `at_s`, `when`, or both".into()));
+        }
+        if !(0.0..s.duration_s as f64).contains(&at_s) {
+            return Err(fail(format!("at_s {at_s} is outside the scenario's 0..{} s", s.duration_s)));
+        }
+        if e.value.when == Some(Condition::FailoverEnded) && !has_failover {
+            return Err(fail("`when: failover.ended` but the timeline has no failover".into()));
+        }
+        let link = |a: Host, b: Host| if a <= b { (a, b) } else { (b, a) };
+        match act(&e.value).map_err(fail)? {
+            Act::Partition(a, b) | Act::Reset(a, b) | Act::Delay(a, b, _) if a == b => {
+                return Err(fail(format!("a link joins two hosts, not {} to itself", a.name())));
+            }
+            Act::Partition(a, b) => {
+                cut.insert(link(a, b));
+            }
+            Act::Heal(a, b) if !cut.remove(&link(a, b)) => {
+                return Err(fail(format!("heal of {}–{}, which no earlier entry partitions", a.name(), b.name())));
+            }
+            Act::Crash(h) => {
+                if h == Host::Orchestrator && !has_failover {
+                    return Err(fail("crash of the orchestrator, but the timeline has no failover".into()));
+                }
+                if !down.insert(h) {
+                    return Err(fail(format!("{} is already crashed", h.name())));
+                }
+            }
+            Act::Restart(h) if !down.remove(&h) => {
+                return Err(fail(format!("restart of {}, which no earlier entry crashes", h.name())));
+            }
+            Act::Scale { cluster, replicas } => {
+                if !clusters.contains(&cluster) {
+                    return Err(fail(format!("scale of `{cluster}`, a cluster the topology does not have")));
+                }
+                if replicas as usize >= sim::topology::MACHINES_PER_CLUSTER_MAX {
+                    return Err(fail("replicas out of range".into()));
+                }
+            }
+            Act::Pause { cluster, .. } if !clusters.contains(&cluster) => {
+                return Err(fail(format!("pause of `{cluster}`, a cluster the topology does not have")));
+            }
+            Act::CreateWorkload { cluster, machines } => {
+                if !(1..=sim::topology::MACHINES_PER_CLUSTER_MAX as u64).contains(&machines) {
+                    return Err(fail("machines out of range".into()));
+                }
+                if !clusters.insert(cluster.clone()) {
+                    return Err(fail(format!("cluster `{cluster}` already exists")));
+                }
+            }
+            Act::Failover(_) => {
+                failovers += 1;
+                if failovers > 1 {
+                    return Err(fail("one failover per scenario (failback is not modelled yet)".into()));
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}

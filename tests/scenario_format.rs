@@ -1,0 +1,70 @@
+//! The scenario format: unknown fields, bad types and impossible timelines are errors that
+//! point at file:line:column.
+
+use harness::scenario::{ScenarioError, parse};
+
+const BASE: &str = "name: t\nproves: p\nduration_s: 60\n";
+
+fn error(text: &str) -> (u64, u64, String) {
+    match parse("t.yaml", text) {
+        Err(ScenarioError::Invalid { path, line, column, message }) => {
+            assert_eq!(path, "t.yaml");
+            (line, column, message)
+        }
+        other => panic!("expected an error for:\n{text}\ngot {other:?}"),
+    }
+}
+
+#[test]
+fn a_minimal_scenario_parses_with_defaults() {
+    let s = parse("t.yaml", BASE).expect("parses");
+    assert_eq!((s.topology.clusters, s.topology.machines, s.seeds.clone()), (2, 3, vec![1]));
+    assert!(harness::scenario::schema()["properties"]["timeline"].is_object());
+}
+
+#[test]
+fn unknown_fields_and_bad_types_point_at_the_line() {
+    let (line, _, msg) = error(&format!("{BASE}topology:\n  clusters: 2\n  machine: 3\n"));
+    assert_eq!(line, 6, "{msg}");
+    assert!(msg.contains("machine"), "{msg}");
+    let (line, col, msg) = error(&format!("{BASE}seeds: [1, two]\n"));
+    assert_eq!((line, col), (4, 12), "{msg}");
+    assert_eq!(msg, "invalid u64", "the location is said once");
+    let (line, _, msg) = error(&format!("{BASE}variant: owner-order-of\n"));
+    assert_eq!(line, 4, "{msg}");
+}
+
+#[test]
+fn impossible_timelines_point_at_the_entry() {
+    let t = |entries: &str| error(&format!("{BASE}timeline:\n{entries}"));
+    let (line, col, msg) = t("  - at_s: 5\n    partition: [sync, primary]\n  - at_s: 4\n    heal: [sync, standby]\n");
+    assert_eq!((line, col), (7, 5), "{msg}");
+    assert!(msg.contains("no earlier entry partitions"), "{msg}");
+    let (line, _, msg) = t("  - at_s: 61\n    crash: sync\n");
+    assert!(line == 5 && msg.contains("outside"), "{line}: {msg}");
+    let (_, _, msg) = t("  - at_s: 1\n    restart: sync\n");
+    assert!(msg.contains("no earlier entry crashes"), "{msg}");
+    let (_, _, msg) = t("  - at_s: 1\n    crash: sync\n    compact: primary\n");
+    assert!(msg.contains("exactly one action"), "{msg}");
+    let (_, _, msg) = t("  - at_s: 1\n    failover: {}\n  - at_s: 2\n    failover: {}\n");
+    assert!(msg.contains("one failover"), "{msg}");
+    let (_, _, msg) = t("  - at_s: 1\n    lose_key: {side: standby, kind: Clustr, name: x}\n");
+    assert!(msg.contains("unknown kind `Clustr`"), "{msg}");
+    let (_, _, msg) = t("  - when: failover.ended\n    crash: sync\n");
+    assert!(msg.contains("no failover"), "{msg}");
+    let (_, _, msg) = t("  - at_s: 1\n    scale: {cluster: wc-99, replicas: 1}\n");
+    assert!(msg.contains("wc-99"), "{msg}");
+}
+
+#[test]
+fn what_the_world_does_not_model_is_refused_by_name() {
+    let (line, _, msg) = error(&format!(
+        "{BASE}topology:\n  clusters: 1\n  machines: 2\n  provider: baremetal\n  dns_ttl_s: 30\n  encryption: same\n  misnamed_global: false\n"
+    ));
+    assert_eq!(line, 4);
+    assert!(msg.contains("baremetal"), "{msg}");
+    let (_, _, msg) = error(&format!("{BASE}expect:\n  fail: [plans-never-regress]\n"));
+    assert!(msg.contains("not modelled yet"), "{msg}");
+    let (_, _, msg) = error(&format!("{BASE}teeth:\n  real: [rpo]\n"));
+    assert!(msg.contains("teeth name mutants"), "{msg}");
+}
