@@ -86,6 +86,29 @@ enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Random workloads and fault schedules against the code under test; the first failing
+    /// case is shrunk and written out as a scenario `drlab run` replays.
+    /// Exit 0: every case passed; 1: a failing case was found; 2: bad input or setup error.
+    Explore {
+        /// Random cases to run.
+        #[arg(long, default_value_t = 64)]
+        cases: u32,
+        /// Cases run in parallel (default: the machine's cores).
+        #[arg(long)]
+        jobs: Option<usize>,
+        /// The proptest seed (default: a fresh one, printed): the same seed draws the same cases.
+        #[arg(long)]
+        seed: Option<u64>,
+        /// The code under test: `real` or a mutant.
+        #[arg(long, default_value = "real")]
+        variant: String,
+        /// Runs shrinking may spend on a failing case.
+        #[arg(long, default_value_t = 200)]
+        shrink_runs: u32,
+        /// Where a failing case's scenario and run directory go.
+        #[arg(long, default_value = "reports/explore")]
+        out: PathBuf,
+    },
     /// Re-run a saved run from its directory and confirm the same trace and verdict.
     Replay { dir: PathBuf },
     /// Print the JSON Schema of the scenario format.
@@ -130,6 +153,9 @@ fn main() -> ExitCode {
         }
         Command::Run { scenario, seed, variant, backend, out } => {
             scenario_cmd::run(scenario_cmd::RunArgs { scenario, seed, variant, backend, out })
+        }
+        Command::Explore { cases, jobs, seed, variant, shrink_runs, out } => {
+            scenario_cmd::explore(scenario_cmd::ExploreArgs { cases, jobs, seed, variant, shrink_runs, out })
         }
         Command::Replay { dir } => scenario_cmd::replay(&dir),
         Command::Schema => scenario_cmd::schema(),

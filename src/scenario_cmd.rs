@@ -2,9 +2,11 @@
 //! run matched its expectations, 1 an invariant did not, 2 bad input or a setup error (and then
 //! nothing is written).
 
+use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use harness::explore::{Explore, Progress};
 use harness::scenario::{self, Variant};
 
 pub struct RunArgs {
@@ -25,13 +27,10 @@ pub fn run(a: RunArgs) -> ExitCode {
         Ok(s) => s,
         Err(e) => return bad(e),
     };
-    let variant = match a.variant.as_deref().map(|v| Variant::parse(v).ok_or(v)) {
+    let variant = match a.variant.as_deref().map(variant_of) {
         None => s.variant,
         Some(Ok(v)) => v,
-        Some(Err(v)) => {
-            let known: Vec<&str> = std::iter::once(Variant::Real).chain(Variant::MUTANTS).map(|v| v.name()).collect();
-            return bad(format!("unknown variant `{v}` (known: {})", known.join(", ")));
-        }
+        Some(Err(e)) => return bad(e),
     };
     if a.backend != "sim" {
         return bad(
@@ -45,6 +44,13 @@ pub fn run(a: RunArgs) -> ExitCode {
         .unwrap_or_else(|| PathBuf::from("reports/runs").join(format!("{}-seed{seed}-{}", s.name, variant.name())));
     let command = format!("drlab run {}", a.scenario.display());
     execute(&s, seed, variant, &dir, &command)
+}
+
+fn variant_of(v: &str) -> Result<Variant, String> {
+    Variant::parse(v).ok_or_else(|| {
+        let known: Vec<&str> = std::iter::once(Variant::Real).chain(Variant::MUTANTS).map(|v| v.name()).collect();
+        format!("unknown variant `{v}` (known: {})", known.join(", "))
+    })
 }
 
 fn execute(s: &scenario::Scenario, seed: u64, variant: Variant, dir: &Path, command: &str) -> ExitCode {
@@ -98,4 +104,83 @@ pub fn replay(dir: &Path) -> ExitCode {
 pub fn schema() -> ExitCode {
     println!("{}", serde_json::to_string_pretty(&scenario::schema()).expect("json"));
     ExitCode::SUCCESS
+}
+
+pub struct ExploreArgs {
+    pub cases: u32,
+    pub jobs: Option<usize>,
+    pub seed: Option<u64>,
+    pub variant: String,
+    pub shrink_runs: u32,
+    pub out: PathBuf,
+}
+
+/// A fresh seed when none is given (the explorer's own choice, printed; never inside a world).
+fn fresh_seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u32(std::process::id());
+    h.finish() % 1_000_000_000
+}
+
+pub fn explore(a: ExploreArgs) -> ExitCode {
+    let variant = match variant_of(&a.variant) {
+        Ok(v) => v,
+        Err(e) => return bad(e),
+    };
+    let jobs = a.jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let e = Explore {
+        cases: a.cases,
+        jobs,
+        seed: a.seed.unwrap_or_else(fresh_seed),
+        variant,
+        shrink_runs: a.shrink_runs,
+        out: a.out,
+    };
+    println!("explore: {} cases, seed {}, variant {}, {} jobs", e.cases, e.seed, variant.name(), e.jobs);
+    let bar = std::io::stderr().is_terminal();
+    let show = |p: Progress| {
+        if !bar {
+            return;
+        }
+        let line = match p {
+            Progress::Case { done, of, failing } => {
+                let width = 30;
+                let filled = done * width / of.max(1);
+                format!("[{}{}] {done}/{of} cases, {failing} failing", "#".repeat(filled), ".".repeat(width - filled))
+            }
+            Progress::Shrink { runs, faults } => format!("shrinking: {runs} runs, {faults} faults left"),
+        };
+        let mut err = std::io::stderr().lock();
+        let _ = write!(err, "\r\x1b[2K{line}");
+        let _ = err.flush();
+    };
+    let outcome = harness::explore::explore(&e, show);
+    if bar {
+        eprintln!();
+    }
+    match outcome {
+        Err(err) => bad(format!("{err}\nreproduce with: drlab explore --seed {} --variant {}", e.seed, variant.name())),
+        Ok(o) => match o.finding {
+            None => {
+                println!("{} cases passed (seed {}, variant {})", o.cases_run, e.seed, variant.name());
+                ExitCode::SUCCESS
+            }
+            Some(f) => {
+                print!("{}", f.report.summary());
+                println!(
+                    "case {} of seed {} failed ({}); shrunk in {} runs to {} faults{}",
+                    f.index,
+                    e.seed,
+                    f.failed.iter().cloned().collect::<Vec<_>>().join(", "),
+                    f.shrink_runs,
+                    f.case.effective_faults().len(),
+                    if f.case.failover.is_some() { " and a failover" } else { "" },
+                );
+                println!("scenario: {}\nrun directory: {}", f.scenario_path.display(), f.run_dir.display());
+                println!("reproduce with: drlab run {}", f.scenario_path.display());
+                ExitCode::from(1)
+            }
+        },
+    }
 }

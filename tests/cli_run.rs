@@ -83,3 +83,33 @@ fn schema_prints_a_json_schema() {
     let v: serde_json::Value = serde_json::from_str(&text).expect("JSON");
     assert!(v["properties"]["timeline"].is_object() && v["properties"]["teeth"].is_object(), "{text}");
 }
+
+#[test]
+#[cfg(feature = "mutants")]
+fn explore_writes_a_shrunk_failure_that_drlab_run_replays() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let out = tmp.path().display().to_string();
+    let args =
+        ["explore", "--cases", "2", "--seed", "3", "--variant", "ignore-rules-off", "--jobs", "1", "--out", &out];
+    let (code, text) = drlab(&args);
+    assert_eq!(code, 1, "{text}");
+    // The explorer's own line comes last (the run's summary before it names seed and variant too).
+    let line = text.lines().rev().find(|l| l.starts_with("reproduce with: drlab run ")).expect("a reproduce line");
+    let path = line.trim_start_matches("reproduce with: drlab run ");
+    let (code, again) = drlab(&["run", path, "--out", &tmp.path().join("again").display().to_string()]);
+    assert_eq!(code, 1, "{again}");
+    assert!(again.contains("VIOLATED  standby-globals-untouched  ← must hold"), "{again}");
+}
+
+#[test]
+fn explore_refuses_bad_input_with_exit_2() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let out = tmp.path().join("x").display().to_string();
+    let (code, text) = drlab(&["explore", "--cases", "0", "--seed", "1", "--out", &out]);
+    assert_eq!(code, 2, "{text}");
+    assert!(text.contains("cases must be 1..="), "{text}");
+    let (code, text) = drlab(&["explore", "--variant", "nope", "--out", &out]);
+    assert_eq!(code, 2, "{text}");
+    assert!(text.contains("unknown variant `nope`"), "{text}");
+    assert!(!tmp.path().join("x").exists(), "nothing written");
+}

@@ -24,6 +24,9 @@ pub struct Options {
     pub step_timeout: Duration,
     /// How often waiting steps look again.
     pub poll: Duration,
+    /// How long the primary's controllers get, once their Clusters are paused, to finish a
+    /// reconcile already running (pausing stops the next one, not the current one).
+    pub quiesce: Duration,
     /// Test-only (`uninstall-guard-off`): the guards always pass.
     #[cfg(feature = "mutants")]
     pub guard_off: bool,
@@ -41,6 +44,7 @@ impl Options {
             dry_run: false,
             step_timeout: Duration::from_secs(120),
             poll: Duration::from_millis(500),
+            quiesce: Duration::from_secs(5),
             #[cfg(feature = "mutants")]
             guard_off: false,
             #[cfg(feature = "mutants")]
@@ -167,6 +171,12 @@ async fn run_step<P: Ports>(
                 return Err(pre(format!("the platform domain points at {dns}, not the primary {}", o.primary)));
             }
             ports.target_head().await?;
+        }
+        Step::QuiescePrimary => {
+            // A resumed run keeps the list of the first (pausing again finds nothing to pause).
+            let paused = ports.pause_primary().await?;
+            p.paused_primary.extend(paused);
+            tokio::time::sleep(o.quiesce).await;
         }
         Step::FencePrimary => {
             if !o.fencing_off() {

@@ -51,6 +51,8 @@ pub trait Ports {
     /// Uninstalls the sync deciding on `report` (the guard already passed or was forced).
     async fn uninstall_sync(&self, report: &Report, forced_by: Option<&str>) -> Result<(), PortError>;
     async fn clear_gate(&self, who: &str) -> Result<(), PortError>;
+    /// Pauses every workload CAPI Cluster on the primary that is not paused; returns their names.
+    async fn pause_primary(&self) -> Result<Vec<String>, PortError>;
     /// Refuses writes on the primary at the owning resource layer (or cuts its write path).
     async fn fence_primary(&self) -> Result<(), PortError>;
     async fn primary_fenced(&self) -> Result<bool, PortError>;

@@ -8,6 +8,11 @@ use serde::{Deserialize, Serialize};
 pub enum Step {
     /// The sync runs and the standby answers; DNS still points at the primary.
     Preflight,
+    /// The primary's workload CAPI Clusters are paused and its controllers given time to finish
+    /// what they were doing (as `clusterctl move` does): a controller acting after the fence
+    /// would leave half-recorded work (a Machine without its infrastructure machine) and go on
+    /// calling the IaaS unrecorded.
+    QuiescePrimary,
     /// Writes to the primary are refused from here on.
     FencePrimary,
     /// The sync has applied the source head read (linearizably) after fencing: R.
@@ -35,8 +40,9 @@ pub enum Step {
 }
 
 impl Step {
-    pub const ALL: [Step; 13] = [
+    pub const ALL: [Step; 14] = [
         Step::Preflight,
+        Step::QuiescePrimary,
         Step::FencePrimary,
         Step::WaitCaughtUp,
         Step::FreezeSync,
@@ -76,6 +82,10 @@ pub struct Progress {
     pub forced_by: Option<String>,
     /// Clusters paused by this failover (unpaused at the end).
     pub paused: Vec<String>,
+    /// Clusters this failover paused on the primary (they reach the standby paused; a refused
+    /// failover leaves them paused with the primary fenced, for the operator to decide).
+    #[serde(default)]
+    pub paused_primary: Vec<String>,
     /// Simulated or real milliseconds since the failover started, per completed step.
     pub step_ms: Vec<(Step, u64)>,
 }

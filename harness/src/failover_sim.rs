@@ -29,6 +29,8 @@ pub const AUDIT_PREFIX: &str = "/drlab/failover/audit/";
 pub struct SimPorts {
     control: Control,
     primary: Arc<sim::k8s::ApiServer>,
+    /// The primary's API as the orchestrator's client (it pauses Clusters there).
+    primary_client: Api,
     standby: Api,
     dns: sim::dns::Dns,
     links: Links,
@@ -55,9 +57,12 @@ impl SimPorts {
         };
         let url = format!("http://{}:{}", p.standby_name, sim::world::ETCD_PORT);
         let etcd = sim::net::client(&url, p.links.clone()).await.map_err(port("standby"))?;
+        let url = format!("http://{}:{}", p.primary_name, sim::world::ETCD_PORT);
+        let primary_etcd = sim::net::client(&url, p.links.clone()).await.map_err(port("primary"))?;
         Ok(SimPorts {
             control,
             primary: p.primary_api.clone(),
+            primary_client: Api::new(p.primary_api.clone(), &primary_etcd, "failover"),
             standby: Api::new(p.standby_api.clone(), &etcd, "failover"),
             dns: p.dns.clone(),
             links: p.links.clone(),
@@ -131,6 +136,21 @@ impl Ports for SimPorts {
 
     async fn clear_gate(&self, who: &str) -> Result<(), PortError> {
         self.control.set_gate(GateState::Cleared, who).await.map(|_| ()).map_err(port("sync"))
+    }
+
+    async fn pause_primary(&self) -> Result<Vec<String>, PortError> {
+        let primary = &self.primary_client;
+        let (all, _) = primary.list(&kind::CLUSTER).await.map_err(port("primary"))?;
+        let mut touched = Vec::new();
+        for c in all {
+            let name = c.obj.name().to_string();
+            if sim::topology::is_global_name(&name) || c.obj.field(&["spec", "paused"]) == Some(&json!(true)) {
+                continue;
+            }
+            primary.set_spec(&c, "paused", json!(true)).await.map_err(port("primary"))?;
+            touched.push(name);
+        }
+        Ok(touched)
     }
 
     async fn fence_primary(&self) -> Result<(), PortError> {

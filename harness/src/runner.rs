@@ -209,7 +209,8 @@ pub fn run(s: &Scenario, seed: u64, variant: Variant, trace: PathBuf) -> Result<
         )
     });
 
-    let heal = Rc::new(RefCell::new((0u64, None::<u64>)));
+    // The sync's start begins its job: convergence is measured from it when nothing heals later.
+    let heal = Rc::new(RefCell::new(((s.sync.start_s * 1000.0) as u64, None::<u64>)));
     drive(&p, &mut sim, timeline, seed, |sim, now_ms, e| {
         let caught_up = handle.status().checkpoint >= p.primary.etcd.revision();
         match e {
@@ -229,7 +230,8 @@ pub fn run(s: &Scenario, seed: u64, variant: Variant, trace: PathBuf) -> Result<
                     }
                 };
                 if ready {
-                    if matches!(e.act, Act::Heal(..) | Act::Restart(_) | Act::Reset(..)) {
+                    if matches!(e.act, Act::Heal(..) | Act::Restart(_) | Act::Reset(..) | Act::Delay(..)) {
+                        // A delay set or lifted changes the link: convergence is timed from it.
                         *heal.borrow_mut() = (now_ms, None);
                     }
                     fire(&p, sim, &e.act, seed, &go_tx);

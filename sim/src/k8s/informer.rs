@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use etcd_client::{EventType, WatchOptions};
+use etcd_client::{EventType, WatchOptions, WatchResponse, WatchStream};
 use tokio::sync::mpsc;
 
 use super::api::{Api, Stored};
@@ -16,6 +16,8 @@ use super::object::Object;
 /// Backoff between relists after an error; capped so a healed link is noticed quickly. The
 /// count is unbounded on purpose: an informer, like a real one, retries for as long as it runs.
 const RELIST_BACKOFF_MS: [u64; 5] = [100, 200, 500, 1_000, 2_000];
+/// Watch responses read ahead of their delivery (the reader waits when this many are due).
+const RESPONSES_BUFFERED_MAX: usize = 1_024;
 
 /// A change one informer saw.
 #[derive(Debug, Clone)]
@@ -82,15 +84,22 @@ async fn run(
         }
     }
     let opts = WatchOptions::new().with_prefix().with_start_revision(rev + 1);
-    let mut stream = etcd.watch(kind.prefix(), Some(opts)).await?;
-    while let Some(resp) = stream.message().await? {
+    let stream = etcd.watch(kind.prefix(), Some(opts)).await?;
+    // The lag is a latency, not a rate: a reader task stamps each response as it arrives, and
+    // each is handed on `lag` after its arrival. (Sleeping `lag` per response would cap the
+    // informer at one response per lag and let it fall minutes behind a burst of writes, which
+    // no real informer does.)
+    let (rtx, mut rrx) = mpsc::channel(RESPONSES_BUFFERED_MAX);
+    let reader = Reader(tokio::spawn(read(stream, rtx)));
+    while let Some(item) = rrx.recv().await {
+        let (arrived, resp) = item?;
         if resp.canceled() || resp.compact_revision() > 0 {
             return Err(etcd_client::Error::WatchError(format!("watch of {} ended", kind.resource)).into());
         }
         if resp.events().is_empty() {
             continue;
         }
-        tokio::time::sleep(lag).await;
+        tokio::time::sleep_until(arrived + lag).await;
         for e in resp.events() {
             let Some(kv) = e.kv() else { continue };
             let key = String::from_utf8_lossy(kv.key()).into_owned();
@@ -116,5 +125,32 @@ async fn run(
             }
         }
     }
+    drop(reader);
     Err(etcd_client::Error::WatchError(format!("watch of {} closed", kind.resource)).into())
+}
+
+type Stamped = Result<(tokio::time::Instant, WatchResponse), etcd_client::Error>;
+
+/// Reads a watch stream, stamping each response with its arrival; ends after an error.
+async fn read(mut stream: WatchStream, tx: mpsc::Sender<Stamped>) {
+    loop {
+        let item = match stream.message().await {
+            Ok(Some(resp)) => Ok((tokio::time::Instant::now(), resp)),
+            Ok(None) => return,
+            Err(e) => Err(e),
+        };
+        let failed = item.is_err();
+        if tx.send(item).await.is_err() || failed {
+            return;
+        }
+    }
+}
+
+/// Stops the reader when its informer stops (a relist starts a new one).
+struct Reader(tokio::task::JoinHandle<()>);
+
+impl Drop for Reader {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
