@@ -186,7 +186,7 @@ fn serving_at(ev: &Events, t_ms: u64) -> &str {
 pub fn check(s: &Scenario, o: &Observed) -> std::io::Result<Vec<Verdict>> {
     let ev = read_events(o)?;
     let allowed = scripted(s);
-    let has_failover = resolve(s).iter().any(|e| matches!(e.act, Act::Failover(_)));
+    let has_failover = s.failover().is_some();
     let outcome = o.failover.as_ref().and_then(|r| r.as_ref().ok());
     let mut out = Vec::new();
 

@@ -9,7 +9,6 @@ use serde::Serialize;
 use crate::invariants::{Status, Verdict};
 use crate::runner::Observed;
 use crate::scenario::{FailoverEnd, Invariant, Scenario, Variant, to_yaml};
-use crate::timeline::{Act, resolve};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -72,9 +71,7 @@ pub fn expected(s: &Scenario, variant: Variant, i: Invariant) -> Expected {
 }
 
 fn failover_summary(s: &Scenario, o: &Observed) -> Option<FailoverSummary> {
-    if !resolve(s).iter().any(|e| matches!(e.act, Act::Failover(_))) {
-        return None;
-    }
+    s.failover()?;
     let (outcome, forced_by) = match &o.failover {
         None => ("unfinished".to_string(), None),
         Some(Ok(x)) if x.progress.done == Some(failover::step::Step::UnpauseClusters) => {

@@ -3,10 +3,8 @@
 //! chosen variant, drives the timeline (times and `when:` conditions), and collects what the
 //! invariant checkers read: the trace file, the final states, the observers' records.
 
-use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::rc::Rc;
 use std::time::Duration;
 
 use serde_json::json;
@@ -155,7 +153,7 @@ pub fn run(s: &Scenario, seed: u64, variant: Variant, trace: PathBuf) -> Result<
     let mut options = failover::Options::new(PRIMARY, STANDBY);
     apply_variant(variant, &mut settings, &mut options)?;
     let timeline = resolve(s);
-    if let Some(Act::Failover(f)) = timeline.iter().map(|e| &e.act).find(|a| matches!(a, Act::Failover(_))) {
+    if let Some(f) = s.failover() {
         options.force = f.force.clone();
     }
     let (p, mut sim) = Platform::build(cfg)?;
@@ -197,8 +195,7 @@ pub fn run(s: &Scenario, seed: u64, variant: Variant, trace: PathBuf) -> Result<
     }
 
     let (go_tx, go_rx) = tokio::sync::watch::channel(false);
-    let has_failover = timeline.iter().any(|e| matches!(e.act, Act::Failover(_)));
-    let runs = has_failover.then(|| {
+    let runs = s.failover().is_some().then(|| {
         add_orchestrator(
             &mut sim,
             PlatformView::of(&p),
@@ -210,14 +207,14 @@ pub fn run(s: &Scenario, seed: u64, variant: Variant, trace: PathBuf) -> Result<
     });
 
     // The sync's start begins its job: convergence is measured from it when nothing heals later.
-    let heal = Rc::new(RefCell::new(((s.sync.start_s * 1000.0) as u64, None::<u64>)));
+    // (when the last heal fired, when the sync next caught up)
+    let mut heal = ((s.sync.start_s * 1000.0) as u64, None::<u64>);
     drive(&p, &mut sim, timeline, seed, |sim, now_ms, e| {
-        let caught_up = handle.status().checkpoint >= p.primary.etcd.revision();
+        let caught_up = handle.checkpoint() >= p.primary.etcd.revision();
         match e {
             None => {
-                let mut h = heal.borrow_mut();
-                if h.1.is_none() && caught_up {
-                    h.1 = Some(now_ms);
+                if heal.1.is_none() && caught_up {
+                    heal.1 = Some(now_ms);
                 }
                 false
             }
@@ -232,7 +229,7 @@ pub fn run(s: &Scenario, seed: u64, variant: Variant, trace: PathBuf) -> Result<
                 if ready {
                     if matches!(e.act, Act::Heal(..) | Act::Restart(_) | Act::Reset(..) | Act::Delay(..)) {
                         // A delay set or lifted changes the link: convergence is timed from it.
-                        *heal.borrow_mut() = (now_ms, None);
+                        heal = (now_ms, None);
                     }
                     fire(&p, sim, &e.act, seed, &go_tx);
                 }
@@ -262,7 +259,7 @@ pub fn run(s: &Scenario, seed: u64, variant: Variant, trace: PathBuf) -> Result<
         .collect();
     let real = Settings { rules: real_rules.clone(), ..settings.clone() };
     let keys_in_scope = p.primary.etcd.dump().iter().filter(|(k, _)| real_rules.includes(k)).count();
-    let (last_heal_ms, caught_up_ms) = *heal.borrow();
+    let (last_heal_ms, caught_up_ms) = heal;
     let failover = runs.and_then(|r| r.lock().expect("runs").first().cloned());
     let failover_progress = p
         .standby

@@ -411,6 +411,13 @@ pub enum ScenarioError {
     Invalid { path: String, line: u64, column: u64, message: String },
 }
 
+impl Scenario {
+    /// The timeline's failover, if it has one (validation allows at most one).
+    pub fn failover(&self) -> Option<&FailoverSpec> {
+        self.timeline.iter().find_map(|e| e.value.failover.as_ref())
+    }
+}
+
 /// Reads and validates a scenario file.
 pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
     let shown = path.display().to_string();
@@ -421,14 +428,7 @@ pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
 /// Parses and validates a scenario's text; `path` names it in errors.
 pub fn parse(path: &str, text: &str) -> Result<Scenario, ScenarioError> {
     let s: Scenario = serde_saphyr::from_str(text).map_err(|e| {
-        let (line, column) = e.location().map(|l| (l.line(), l.column())).unwrap_or((1, 1));
-        // The library appends its own location; keep the first line of its message.
-        let first = e.to_string().lines().next().unwrap_or("invalid scenario").to_string();
-        // Its first line may repeat the location ("error: line L column C: …"): said once here.
-        let message = first
-            .strip_prefix("error: line ")
-            .and_then(|rest| rest.split_once(": ").map(|(_, m)| m.to_string()))
-            .unwrap_or(first);
+        let (line, column, message) = sync::rules::yaml_error(&e);
         ScenarioError::Invalid { path: path.into(), line, column, message }
     })?;
     crate::timeline::validate(&s).map_err(|v| {

@@ -184,7 +184,7 @@ fn validate_timeline(s: &Scenario) -> Result<(), Invalid> {
         let t = |i: usize| s.timeline[i].value.at_s.unwrap_or(0.0);
         t(a).total_cmp(&t(b)).then(a.cmp(&b))
     });
-    let has_failover = s.timeline.iter().any(|e| e.value.failover.is_some());
+    let has_failover = s.failover().is_some();
     let mut cut: BTreeSet<(Host, Host)> = BTreeSet::new();
     let mut down: BTreeSet<Host> = BTreeSet::new();
     let mut clusters: BTreeSet<String> = (0..s.topology.clusters).map(sim::topology::cluster_name).collect();

@@ -220,6 +220,11 @@ impl Handle {
         self.status.lock().expect("status lock").clone()
     }
 
+    /// The last applied source revision (without cloning the whole status).
+    pub fn checkpoint(&self) -> i64 {
+        self.status.lock().expect("status lock").checkpoint
+    }
+
     fn update(&self, f: impl FnOnce(&mut Status)) {
         let mut s = self.status.lock().expect("status lock");
         f(&mut s);

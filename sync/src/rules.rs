@@ -189,11 +189,22 @@ pub struct Rules {
 
 fn parse_file(path: &str, text: &str) -> Result<RuleFile, RulesError> {
     serde_saphyr::from_str::<RuleFile>(text).map_err(|e| {
-        let (line, column) = e.location().map(|l| (l.line(), l.column())).unwrap_or((1, 1));
-        // The library's message carries its own location suffix; keep the first line.
-        let message = e.to_string().lines().next().unwrap_or("invalid rules").to_string();
+        let (line, column, message) = yaml_error(&e);
         RulesError::Parse { path: path.to_string(), line, column, message }
     })
+}
+
+/// A YAML error as (line, column, message) for a `file:line:column: message` report: the
+/// library's message carries its location twice (an `error: line L column C:` prefix and a
+/// suffix on later lines); this keeps the first line without the prefix.
+pub fn yaml_error(e: &serde_saphyr::Error) -> (u64, u64, String) {
+    let (line, column) = e.location().map(|l| (l.line(), l.column())).unwrap_or((1, 1));
+    let first = e.to_string().lines().next().unwrap_or("invalid YAML").to_string();
+    let message = first
+        .strip_prefix("error: line ")
+        .and_then(|rest| rest.split_once(": ").map(|(_, m)| m.to_string()))
+        .unwrap_or(first);
+    (line, column, message)
 }
 
 impl Rules {
@@ -340,6 +351,7 @@ mod tests {
         let text = "rules:\n  - include: {namespace: a, colour: red}\n";
         let e = Rules::with_text(Profile::Immutable, "bad.yaml", text).unwrap_err().to_string();
         assert!(e.starts_with("bad.yaml:2:"), "{e}");
+        assert!(!e.contains("error: line"), "the location is said once: {e}");
         let e = Rules::with_text(Profile::Immutable, "bad.yaml", "rules: [").unwrap_err().to_string();
         assert!(e.starts_with("bad.yaml:"), "{e}");
     }
