@@ -152,8 +152,7 @@ fn an_orchestrator_crashed_at_any_point_resumes_and_finishes() {
 /// Writes the old primary accepted after the failover pinned R: lost to the new primary. R comes
 /// from the progress persisted on the standby (a refused failover has pinned it too).
 fn writes_after_r(r: &Run) -> i64 {
-    let saved = r.p.standby.etcd.get(harness::failover_sim::PROGRESS_KEY.as_bytes()).expect("progress persisted");
-    let progress: failover::step::Progress = serde_json::from_slice(&saved).expect("progress is JSON");
+    let progress = harness::failover_sim::saved_progress(&r.p).expect("progress persisted");
     let rev = progress.source_revision.expect("R recorded");
     r.p.primary.etcd.revision() - rev
 }

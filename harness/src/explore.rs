@@ -9,7 +9,7 @@ pub mod case;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use proptest::strategy::{Strategy, ValueTree};
 use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
@@ -90,6 +90,12 @@ pub fn draw(seed: u64, n: usize) -> Vec<Box<dyn ValueTree<Value = Case>>> {
     (0..n).map(|_| strategy.new_tree(&mut runner).expect("the case strategy never rejects")).collect()
 }
 
+type Ran = Result<RunReport, RunError>;
+
+fn failing(r: &Ran) -> bool {
+    !matches!(r, Ok(r) if r.pass)
+}
+
 /// What failed in a report: the invariants not as expected, and the failover's end.
 fn failed_checks(r: &RunReport) -> BTreeSet<String> {
     let mut out: BTreeSet<String> = r.verdicts.iter().filter(|j| !j.ok).map(|j| j.verdict.invariant.name()).collect();
@@ -137,49 +143,40 @@ pub fn explore(e: &Explore, progress: impl Fn(Progress) + Sync) -> Result<Outcom
     let cases: Vec<Case> = trees.iter().map(|t| t.current()).collect();
     let scratch = tempfile::tempdir().map_err(|source| ExploreError::Write { path: "temp dir".into(), source })?;
 
-    // Workers take cases in index order; after a failure at index i no case past i starts, so
-    // the lowest failing index is the same whatever the threads' timing.
+    // Workers take cases in index order; after a failure (or a setup error) at index i no case
+    // past i starts, so the lowest failing index is the same whatever the threads' timing.
     let next = AtomicUsize::new(0);
     let first_failure = AtomicUsize::new(usize::MAX);
-    let stop = AtomicBool::new(false);
-    let done = AtomicUsize::new(0);
-    let results: Mutex<Vec<(usize, Result<RunReport, RunError>)>> = Mutex::new(Vec::new());
+    // The results so far, and how many of them fail (for the progress bar).
+    let results: Mutex<(Vec<(usize, Ran)>, usize)> = Mutex::new((Vec::new(), 0));
     std::thread::scope(|scope| {
         for _ in 0..e.jobs.min(n) {
             scope.spawn(|| {
                 loop {
                     let i = next.fetch_add(1, Ordering::SeqCst);
-                    if i >= n || i > first_failure.load(Ordering::SeqCst) || stop.load(Ordering::SeqCst) {
+                    if i >= n || i > first_failure.load(Ordering::SeqCst) {
                         return;
                     }
-                    let r = run_case(e, i, &cases[i], &scratch.path().join(format!("case{i}")));
-                    let failing = !matches!(&r, Ok(r) if r.pass);
-                    if failing {
+                    let dir = scratch.path().join(format!("case{i}"));
+                    let r = run_case(e, i, &cases[i], &dir);
+                    // The trace is not needed again: a failing case is run again as it shrinks.
+                    let _ = std::fs::remove_dir_all(&dir);
+                    let failed = failing(&r);
+                    if failed {
                         first_failure.fetch_min(i, Ordering::SeqCst);
                     }
-                    if r.is_err() {
-                        stop.store(true, Ordering::SeqCst);
-                    }
-                    // A passing case's trace is not needed again.
-                    if !failing {
-                        let _ = std::fs::remove_dir_all(scratch.path().join(format!("case{i}")));
-                    }
-                    let mut res = results.lock().expect("results");
+                    let mut guard = results.lock().expect("results");
+                    let (res, failing_n) = &mut *guard;
                     res.push((i, r));
-                    let failing_n = res.iter().filter(|(_, r)| !matches!(r, Ok(r) if r.pass)).count();
-                    progress(Progress::Case {
-                        done: done.fetch_add(1, Ordering::SeqCst) + 1,
-                        of: n,
-                        failing: failing_n,
-                    });
+                    *failing_n += usize::from(failed);
+                    progress(Progress::Case { done: res.len(), of: n, failing: *failing_n });
                 }
             });
         }
     });
-    let mut results = results.into_inner().expect("results");
+    let (mut results, _) = results.into_inner().expect("results");
     results.sort_by_key(|(i, _)| *i);
-    let first = results.iter().position(|(_, r)| !matches!(r, Ok(r) if r.pass));
-    let Some(pos) = first else {
+    let Some(pos) = results.iter().position(|(_, r)| failing(r)) else {
         return Ok(Outcome { cases_run: results.len(), finding: None });
     };
     let (index, report) = results.swap_remove(pos);

@@ -11,7 +11,7 @@ use failover::ports::{Finding, PortError, Ports, Probe};
 use failover::step::Progress;
 use failover::{FailoverError, Options, Outcome};
 use serde_json::json;
-use sim::k8s::api::Api;
+use sim::k8s::api::{Api, Stored};
 use sim::k8s::kind;
 use sim::net::{Connector as SimConnector, Links};
 use sim::platform::Platform;
@@ -28,9 +28,8 @@ pub const AUDIT_PREFIX: &str = "/drlab/failover/audit/";
 
 pub struct SimPorts {
     control: Control,
-    primary: Arc<sim::k8s::ApiServer>,
-    /// The primary's API as the orchestrator's client (it pauses Clusters there).
-    primary_client: Api,
+    /// The primary's API as the orchestrator's client (it pauses Clusters and fences there).
+    primary: Api,
     standby: Api,
     dns: sim::dns::Dns,
     links: Links,
@@ -61,14 +60,36 @@ impl SimPorts {
         let primary_etcd = sim::net::client(&url, p.links.clone()).await.map_err(port("primary"))?;
         Ok(SimPorts {
             control,
-            primary: p.primary_api.clone(),
-            primary_client: Api::new(p.primary_api.clone(), &primary_etcd, "failover"),
+            primary: Api::new(p.primary_api.clone(), &primary_etcd, "failover"),
             standby: Api::new(p.standby_api.clone(), &etcd, "failover"),
             dns: p.dns.clone(),
             links: p.links.clone(),
             iaas: p.iaas.clone(),
         })
     }
+}
+
+/// Sets `spec.paused` on the `chosen` CAPI Clusters of one side; returns their names.
+async fn set_paused_on(
+    api: &Api,
+    side: &'static str,
+    chosen: impl Fn(&Stored) -> bool,
+    paused: bool,
+) -> Result<Vec<String>, PortError> {
+    let (all, _) = api.list(&kind::CLUSTER).await.map_err(port(side))?;
+    let mut touched = Vec::new();
+    for c in all.iter().filter(|c| chosen(c)) {
+        api.set_spec(c, "paused", json!(paused)).await.map_err(port(side))?;
+        touched.push(c.obj.name().to_string());
+    }
+    Ok(touched)
+}
+
+/// The progress the orchestrator persisted on the standby, if any (a refused or crashed run
+/// has one too).
+pub fn saved_progress(p: &Platform) -> Option<Progress> {
+    let saved = p.standby.etcd.get(PROGRESS_KEY.as_bytes())?;
+    Some(serde_json::from_slice(&saved).expect("the orchestrator's progress is JSON"))
 }
 
 /// What the orchestrator host needs of the platform (cheap to clone into a host).
@@ -139,27 +160,19 @@ impl Ports for SimPorts {
     }
 
     async fn pause_primary(&self) -> Result<Vec<String>, PortError> {
-        let primary = &self.primary_client;
-        let (all, _) = primary.list(&kind::CLUSTER).await.map_err(port("primary"))?;
-        let mut touched = Vec::new();
-        for c in all {
-            let name = c.obj.name().to_string();
-            if sim::topology::is_global_name(&name) || c.obj.field(&["spec", "paused"]) == Some(&json!(true)) {
-                continue;
-            }
-            primary.set_spec(&c, "paused", json!(true)).await.map_err(port("primary"))?;
-            touched.push(name);
-        }
-        Ok(touched)
+        let unpaused_workload = |c: &Stored| {
+            !sim::topology::is_global_name(c.obj.name()) && c.obj.field(&["spec", "paused"]) != Some(&json!(true))
+        };
+        set_paused_on(&self.primary, "primary", unpaused_workload, true).await
     }
 
     async fn fence_primary(&self) -> Result<(), PortError> {
-        self.primary.set_fenced(true);
+        self.primary.server.set_fenced(true);
         Ok(())
     }
 
     async fn primary_fenced(&self) -> Result<bool, PortError> {
-        Ok(self.primary.fenced())
+        Ok(self.primary.server.fenced())
     }
 
     async fn remove_replication_path(&self) -> Result<(), PortError> {
@@ -183,21 +196,11 @@ impl Ports for SimPorts {
     }
 
     async fn set_paused(&self, clusters: Option<&[String]>, paused: bool) -> Result<Vec<String>, PortError> {
-        let (all, _) = self.standby.list(&kind::CLUSTER).await.map_err(port("standby"))?;
-        let mut touched = Vec::new();
-        for c in all {
-            let name = c.obj.name().to_string();
-            let chosen = match clusters {
-                Some(list) => list.contains(&name),
-                None => !sim::topology::is_global_name(&name),
-            };
-            if !chosen {
-                continue;
-            }
-            self.standby.set_spec(&c, "paused", json!(paused)).await.map_err(port("standby"))?;
-            touched.push(name);
-        }
-        Ok(touched)
+        let chosen = |c: &Stored| match clusters {
+            Some(list) => list.iter().any(|n| n == c.obj.name()),
+            None => !sim::topology::is_global_name(c.obj.name()),
+        };
+        set_paused_on(&self.standby, "standby", chosen, paused).await
     }
 
     async fn validate(&self) -> Result<Vec<Finding>, PortError> {

@@ -261,11 +261,7 @@ pub fn run(s: &Scenario, seed: u64, variant: Variant, trace: PathBuf) -> Result<
     let keys_in_scope = p.primary.etcd.dump().iter().filter(|(k, _)| real_rules.includes(k)).count();
     let (last_heal_ms, caught_up_ms) = heal;
     let failover = runs.and_then(|r| r.lock().expect("runs").first().cloned());
-    let failover_progress = p
-        .standby
-        .etcd
-        .get(crate::failover_sim::PROGRESS_KEY.as_bytes())
-        .map(|v| serde_json::from_slice(&v).expect("the orchestrator's progress is JSON"));
+    let failover_progress = crate::failover_sim::saved_progress(&p);
     Ok(Observed {
         seed,
         variant,

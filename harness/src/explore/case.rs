@@ -51,24 +51,32 @@ pub enum Fault {
     /// The sync process is killed `kills` times, `every_ms` apart, each time restarted `down_ms`
     /// later (a crash loop).
     CrashLoop { at_ds: u32, kills: u32, every_ms: u32, down_ms: u32 },
-    /// That side's etcd is compacted at its head.
-    Compact { side: Peer, at_ds: u32 },
+    /// The primary's etcd is compacted at its head.
+    Compact { at_ds: u32 },
     /// A new workload cluster is created on the primary.
     CreateWorkload { at_ds: u32, machines: u64 },
     /// A workload cluster's MachineDeployment is scaled (a scripted scale-down may delete).
     Scale { cluster: usize, at_ds: u32, replicas: u64 },
 }
 
+/// What a lasting fault holds while it lasts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Held {
+    Partition(Peer),
+    Delay(Peer),
+    SyncProcess,
+}
+
 impl Fault {
-    /// The simulated milliseconds it occupies, and what it occupies (two faults on the same
-    /// thing may not overlap: a link is partitioned once at a time, a host crashed once).
-    fn span(&self) -> (u64, u64, Option<(u8, Peer)>) {
+    /// The simulated milliseconds it occupies, and what it holds (two faults on the same thing
+    /// may not overlap: a link is partitioned once at a time, a host crashed once).
+    fn span(&self) -> (u64, u64, Option<Held>) {
         let ms = |ds: u32| u64::from(ds) * 100;
         match *self {
-            Fault::Partition { peer, at_ds, for_ds } => (ms(at_ds), ms(at_ds + for_ds), Some((0, peer))),
-            Fault::Delay { peer, at_ds, for_ds, .. } => (ms(at_ds), ms(at_ds + for_ds), Some((1, peer))),
+            Fault::Partition { peer, at_ds, for_ds } => (ms(at_ds), ms(at_ds + for_ds), Some(Held::Partition(peer))),
+            Fault::Delay { peer, at_ds, for_ds, .. } => (ms(at_ds), ms(at_ds + for_ds), Some(Held::Delay(peer))),
             Fault::CrashLoop { at_ds, kills, every_ms, .. } => {
-                (ms(at_ds), ms(at_ds) + u64::from(kills * every_ms), Some((2, Peer::Primary)))
+                (ms(at_ds), ms(at_ds) + u64::from(kills * every_ms), Some(Held::SyncProcess))
             }
             Fault::Reset { at_ds, .. }
             | Fault::Compact { at_ds, .. }
@@ -125,7 +133,7 @@ fn fault() -> impl Strategy<Value = Fault> {
         // history is compacted past the sync's writes, a key deleted on the primary during a
         // partition cannot be proven the sync's and stays as reported surplus — a hazard of
         // today's sync, shown by scenarios/surplus-after-standby-compaction.yaml (issue 3).
-        2 => at.clone().prop_map(|at_ds| Fault::Compact { side: Peer::Primary, at_ds }),
+        2 => at.clone().prop_map(|at_ds| Fault::Compact { at_ds }),
         2 => (at.clone(), 1u64..=150).prop_map(|(at_ds, machines)| Fault::CreateWorkload { at_ds, machines }),
         1 => (0..CLUSTERS_MAX, at, 0u64..=6).prop_map(|(cluster, at_ds, replicas)| Fault::Scale {
             cluster,
@@ -221,12 +229,7 @@ impl Case {
                         timeline.push(entry(t + u64::from(down_ms), |e| e.restart = Some(Host::Sync)));
                     }
                 }
-                Fault::Compact { side, .. } => timeline.push(entry(from, |e| {
-                    e.compact = Some(match side {
-                        Peer::Primary => Side::Primary,
-                        Peer::Standby => Side::Standby,
-                    })
-                })),
+                Fault::Compact { .. } => timeline.push(entry(from, |e| e.compact = Some(Side::Primary))),
                 Fault::CreateWorkload { machines, .. } => {
                     let cluster = format!("wc-new-{created}");
                     created += 1;

@@ -90,7 +90,7 @@ async fn run(
     // informer at one response per lag and let it fall minutes behind a burst of writes, which
     // no real informer does.)
     let (rtx, mut rrx) = mpsc::channel(RESPONSES_BUFFERED_MAX);
-    let reader = Reader(tokio::spawn(read(stream, rtx)));
+    let _reader = Reader(tokio::spawn(read(stream, rtx)));
     while let Some(item) = rrx.recv().await {
         let (arrived, resp) = item?;
         if resp.canceled() || resp.compact_revision() > 0 {
@@ -125,7 +125,6 @@ async fn run(
             }
         }
     }
-    drop(reader);
     Err(etcd_client::Error::WatchError(format!("watch of {} closed", kind.resource)).into())
 }
 
