@@ -1,20 +1,30 @@
-//! `drlab bench sync --quick -o json` runs end to end and prints the figures the capacity issue
-//! builds on (shape only: timing goals live in the benchmark's own output, not in tests).
+//! `drlab bench sync|check|sim --quick -o json` run end to end and print the figures the
+//! capacity issue asks for (shape and sanity only: timing goals live in the benchmark's own
+//! output — each goal met or missed by how much — never in tests).
 
 use std::process::Command;
 
-#[test]
-fn bench_sync_quick_prints_its_figures() {
-    let out = Command::new(env!("CARGO_BIN_EXE_drlab"))
-        .args(["bench", "sync", "--quick", "-o", "json"])
-        .output()
-        .expect("run drlab");
+fn bench(args: &[&str]) -> serde_json::Value {
+    let out = Command::new(env!("CARGO_BIN_EXE_drlab")).args(args).output().expect("run drlab");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
     let v: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    for g in v["goals"].as_array().unwrap_or_else(|| panic!("no goals: {v}")) {
+        assert!(
+            g["measured"].is_number() && g["met"].is_boolean(),
+            "a goal says what was measured and whether it was met: {g}"
+        );
+    }
+    v
+}
+
+#[test]
+fn bench_sync_quick_prints_its_figures() {
+    let v = bench(&["bench", "sync", "--quick", "-o", "json"]);
     for field in [
         "ceiling_keys_per_s",
         "initial_keys_per_s",
+        "make_mirror_keys_per_s",
         "stream_lag_p99_ms",
         "stream_rate_target_per_s",
         "cores",
@@ -24,4 +34,21 @@ fn bench_sync_quick_prints_its_figures() {
     }
     assert!(v["initial_keys_per_s"].as_f64() > Some(0.0), "{v}");
     assert!(v["ceiling_keys_per_s"].as_f64() > Some(0.0), "{v}");
+}
+
+#[test]
+fn bench_check_quick_times_a_consistent_check() {
+    let v = bench(&["bench", "check", "--quick", "--keys", "3000", "-o", "json"]);
+    assert_eq!(v["keys"], 3000, "{v}");
+    assert_eq!(v["consistent"], true, "both sides hold the same keys: the check must say so: {v}");
+    assert!(v["check_seconds"].as_f64() > Some(0.0) && v["check_peak_rss_mib"].as_f64() > Some(0.0), "{v}");
+}
+
+#[test]
+fn bench_sim_quick_measures_the_drill_and_scenario_seeds() {
+    let v = bench(&["bench", "sim", "--quick", "-o", "json"]);
+    assert_eq!((v["clusters"].as_u64(), v["machines_per_cluster"].as_u64()), (Some(50), Some(10)), "{v}");
+    assert_eq!(v["drill_caught_up"], true, "{v}");
+    assert_eq!(v["drill_vm_deletions"], 0, "{v}");
+    assert!(v["sim_s_per_wall_s"].as_f64() > Some(1.0) && v["scenario_seeds_per_hour"].as_f64() > Some(0.0), "{v}");
 }

@@ -93,9 +93,9 @@ fn explore_writes_a_shrunk_failure_that_drlab_run_replays() {
         ["explore", "--cases", "2", "--seed", "3", "--variant", "ignore-rules-off", "--jobs", "1", "--out", &out];
     let (code, text) = drlab(&args);
     assert_eq!(code, 1, "{text}");
-    // The explorer's own line comes last (the run's summary before it names seed and variant too).
-    let line = text.lines().rev().find(|l| l.starts_with("reproduce with: drlab run ")).expect("a reproduce line");
-    let path = line.trim_start_matches("reproduce with: drlab run ");
+    // The explorer names the scenario it wrote, and says to replay it.
+    let path = text.lines().rev().find_map(|l| l.strip_prefix("scenario: ")).expect("a scenario line");
+    assert!(text.contains(&format!("reproduce with: drlab run {path}\n")), "{text}");
     let (code, again) = drlab(&["run", path, "--out", &tmp.path().join("again").display().to_string()]);
     assert_eq!(code, 1, "{again}");
     assert!(again.contains("VIOLATED  standby-globals-untouched  ← must hold"), "{again}");

@@ -37,7 +37,11 @@ fn gate_the_real_code_passes_256_random_cases() {
 #[test]
 fn gate_every_mutant_is_caught_by_random_cases() {
     let out = tempfile::tempdir().expect("tempdir");
-    for m in Variant::MUTANTS {
+    // ledger-off needs a partition that outlasts both sides' compactions while keys are deleted
+    // on the primary: these 256 cases find it only at case 218 (`drlab explore --seed 20261123
+    // --variant ledger-off`), which would double this gate's time. Its teeth are
+    // scenarios/surplus-after-standby-compaction.yaml and tests/sync_bodies.rs.
+    for m in Variant::MUTANTS.into_iter().filter(|m| *m != Variant::LedgerOff) {
         let o = run(m, CASES, 0, 2, out.path());
         let f = o.finding.unwrap_or_else(|| {
             panic!(

@@ -195,20 +195,13 @@ async fn crash_and_resume(env: &Env) -> Result<(), String> {
     env.clean_check().await
 }
 
-/// Keys deleted on the source while the sync is down, history compacted meanwhile: the restart
-/// resyncs and deletes what it can prove it wrote (make-mirror restarted without `--rev` would
-/// leave them as surplus).
-async fn compaction_while_down(env: &Env) -> Result<(), String> {
-    env.put_all(fixtures::workload_cluster("wl-a", 8)).await?;
-    env.start_sync();
-    env.caught_up().await?;
-    env.crash_sync();
+/// A Machine of `wl-a` that the compaction bodies delete on the source while the sync is down.
+const GONE: &str = "/registry/cluster.x-k8s.io/machines/cpaas-system/wl-a-md-0-m7";
+
+/// With the sync down: deletes `gone` on the source, writes more, compacts the source at its head;
+/// then restarts the sync and waits until it caught up, which must have taken a resync.
+async fn delete_compact_and_restart(env: &Env, gone: &str) -> Result<sync::engine::Status, String> {
     let mut kv = env.source.kv.clone();
-    let gone = "/registry/cluster.x-k8s.io/machines/cpaas-system/wl-a-md-0-m7";
-    env.source
-        .call(kv.delete("/registry/secrets/cpaas-system/wl-a-md-0-m7-bootstrap", None))
-        .await
-        .map_err(|e| e.to_string())?;
     env.source.call(kv.delete(gone, None)).await.map_err(|e| e.to_string())?;
     env.put_all(fixtures::workload_cluster("wl-b", 3)).await?;
     let head = env.source_head().await?;
@@ -218,11 +211,157 @@ async fn compaction_while_down(env: &Env) -> Result<(), String> {
     if st.resyncs == 0 {
         return Err(format!("a compacted checkpoint must resync: {st:?}"));
     }
+    Ok(st)
+}
+
+/// Keys deleted on the source while the sync is down, history compacted meanwhile: the restart
+/// resyncs and deletes what it can prove it wrote (make-mirror restarted without `--rev` would
+/// leave them as surplus).
+async fn compaction_while_down(env: &Env) -> Result<(), String> {
+    env.put_all(fixtures::workload_cluster("wl-a", 8)).await?;
+    env.start_sync();
+    env.caught_up().await?;
+    env.crash_sync();
+    let mut kv = env.source.kv.clone();
+    env.source
+        .call(kv.delete("/registry/secrets/cpaas-system/wl-a-md-0-m7-bootstrap", None))
+        .await
+        .map_err(|e| e.to_string())?;
+    let st = delete_compact_and_restart(env, GONE).await?;
     let mut tkv = env.target.kv.clone();
-    if !env.target.call(tkv.get(gone, None)).await.map_err(|e| e.to_string())?.kvs().is_empty() {
-        return Err(format!("{gone} was deleted on the source but survived the resync"));
+    if !env.target.call(tkv.get(GONE, None)).await.map_err(|e| e.to_string())?.kvs().is_empty() {
+        return Err(format!("{GONE} was deleted on the source but survived the resync: {:?}", st.surplus));
     }
     env.clean_check().await
+}
+
+/// As above, but the standby compacted its own history too (kube-apiserver does every 5 minutes),
+/// so only the sync's ledger can prove which target keys it wrote: the key deleted on the source
+/// goes; a key the standby wrote itself between two sync txns stays, reported as surplus.
+async fn compaction_on_both_sides_while_down(env: &Env) -> Result<(), String> {
+    env.put_all(fixtures::workload_cluster("wl-a", 8)).await?;
+    env.start_sync();
+    env.caught_up().await?;
+    let (ours, _) = capi("machines", "Machine", "standby-only", "uid-standby-only", &[]);
+    let mut tkv = env.target.kv.clone();
+    let (k, v) = capi("machines", "Machine", "standby-only", "uid-standby-only", &[]);
+    env.target.call(tkv.put(k, v, None)).await.map_err(|e| e.to_string())?;
+    // More sync txns after the standby's own write: it sits in a gap between the sync's ranges.
+    env.put_all(fixtures::workload_cluster("wl-c", 2)).await?;
+    env.caught_up().await?;
+    env.crash_sync();
+    // A write out of scope, then the standby's compaction at its head: no sync txn's revision is
+    // readable in its history any more.
+    let lease = "/registry/leases/kube-system/kube-controller-manager";
+    env.target.call(tkv.put(lease, "standby", None)).await.map_err(|e| e.to_string())?;
+    let t_head = env.target.call(tkv.get(lease, None)).await.map_err(|e| e.to_string())?;
+    let t_head = t_head.header().map(|h| h.revision()).unwrap_or_default();
+    env.target.call(tkv.compact(t_head, None)).await.map_err(|e| e.to_string())?;
+    let st = delete_compact_and_restart(env, GONE).await?;
+    let gone = GONE;
+    if !env.target.call(tkv.get(gone, None)).await.map_err(|e| e.to_string())?.kvs().is_empty() {
+        return Err(format!("{gone} was deleted on the source but survived the resync: {:?}", st.surplus));
+    }
+    if env.target.call(tkv.get(ours.as_str(), None)).await.map_err(|e| e.to_string())?.kvs().is_empty() {
+        return Err(format!("{ours} was the standby's own write, yet the resync deleted it"));
+    }
+    if st.surplus != vec![ours.clone()] {
+        return Err(format!("the surplus reported must be exactly {ours}: {:?}", st.surplus));
+    }
+    let r = env.control().check(false).await.map_err(|e| e.to_string())?;
+    if r.surplus.keys != vec![ours.clone()] || r.missed.count + r.stale.count != 0 {
+        return Err(r.text());
+    }
+    Ok(())
+}
+
+/// Held keys carry their reason, survive a restart (they are bookkeeping on the target) and are
+/// released once their owner lands; a leased key is skipped, never written without expiry.
+async fn held_keys_survive_a_restart_and_leased_keys_are_skipped(env: &Env) -> Result<(), String> {
+    let (orphan, v) = capi("machines", "Machine", "waits-for-owner", "uid-w", &[("MachineSet", "late-ms", "uid-late")]);
+    let (excluded, v2) =
+        capi("machines", "Machine", "owned-by-global", "uid-g", &[("MachineSet", "global-ms", "uid-global-ms")]);
+    let global_ms = capi("machinesets", "MachineSet", "global-ms", "uid-global-ms", &[]);
+    env.put_all(vec![global_ms, (orphan.clone(), v), (excluded.clone(), v2)]).await?;
+    let mut lease = env.source.lease.clone();
+    let granted = env.source.call(lease.grant(600, None)).await.map_err(|e| e.to_string())?;
+    let (leased, lv) = capi("machines", "Machine", "leased", "uid-leased", &[]);
+    let mut kv = env.source.kv.clone();
+    let opts = etcd_client::PutOptions::new().with_lease(granted.id());
+    env.source.call(kv.put(leased.clone(), lv, Some(opts))).await.map_err(|e| e.to_string())?;
+    env.start_sync();
+    let want = |st: &sync::engine::Status| {
+        let mut held: Vec<(String, String)> = st.held.clone();
+        held.sort();
+        held
+    };
+    let expected =
+        vec![(excluded.clone(), "owner-excluded".to_string()), (orphan.clone(), "owner-absent-on-source".to_string())];
+    let st = env.caught_up().await?;
+    if want(&st) != expected || st.skipped_leased == 0 {
+        return Err(format!("held {:?} skipped_leased {} (want {expected:?} and ≥ 1)", st.held, st.skipped_leased));
+    }
+    let mut tkv = env.target.kv.clone();
+    for k in [&orphan, &excluded, &leased] {
+        if !env.target.call(tkv.get(k.as_str(), None)).await.map_err(|e| e.to_string())?.kvs().is_empty() {
+            return Err(format!("{k} reached the target"));
+        }
+    }
+    let r = env.control().check(false).await.map_err(|e| e.to_string())?;
+    if r.held.count != 2 || r.missed.count != 0 || r.held_pending != 0 {
+        return Err(format!("the check must list two held keys, none pending, nothing missed:\n{}", r.text()));
+    }
+    // A restart resumes with the same holds (no resync rebuilt them).
+    env.crash_sync();
+    env.start_sync();
+    let st = env.caught_up().await?;
+    if want(&st) != expected || st.resyncs != 0 {
+        return Err(format!("after a restart: held {:?}, resyncs {}", st.held, st.resyncs));
+    }
+    // The owner lands on the source: the orphan is released after it, in order.
+    env.put_all(vec![capi("machinesets", "MachineSet", "late-ms", "uid-late", &[])]).await?;
+    let st = env.caught_up().await?;
+    if want(&st) != vec![(excluded.clone(), "owner-excluded".to_string())] {
+        return Err(format!("the orphan's owner landed but it is still held: {:?}", st.held));
+    }
+    if env.target.call(tkv.get(orphan.as_str(), None)).await.map_err(|e| e.to_string())?.kvs().is_empty() {
+        return Err(format!("{orphan} was released but did not land"));
+    }
+    Ok(())
+}
+
+/// A checkpoint that belongs to another source cluster, or to a source revision the source does
+/// not have (restored from a snapshot), forces a resync instead of a resume: the resync restores
+/// a key a resume would never have looked at again.
+async fn foreign_or_future_checkpoint_forces_a_resync(env: &Env) -> Result<(), String> {
+    env.put_all(fixtures::workload_cluster("wl-a", 3)).await?;
+    for (round, (other_cluster, ahead)) in [(true, 0i64), (false, 1_000)].into_iter().enumerate() {
+        env.start_sync();
+        env.caught_up().await?;
+        env.crash_sync();
+        let cp = sync::target::read_checkpoint(&env.target).await.map_err(|e| e.to_string())?.ok_or("no checkpoint")?;
+        let forged = sync::target::Checkpoint {
+            source_cluster_id: if other_cluster { cp.source_cluster_id ^ 0x5a5a } else { cp.source_cluster_id },
+            revision: cp.revision + ahead,
+            ..cp
+        };
+        let mut tkv = env.target.kv.clone();
+        let victim = "/registry/cluster.x-k8s.io/machines/cpaas-system/wl-a-md-0-m1";
+        env.target.call(tkv.delete(victim, None)).await.map_err(|e| e.to_string())?;
+        let body = serde_json::to_vec(&forged).map_err(|e| e.to_string())?;
+        env.target.call(tkv.put(sync::target::checkpoint_key(), body, None)).await.map_err(|e| e.to_string())?;
+        env.start_sync();
+        let st = env.caught_up().await?;
+        if st.resyncs == 0 {
+            return Err(format!("round {round}: checkpoint {forged:?} was resumed from instead of resynced"));
+        }
+        if env.target.call(tkv.get(victim, None)).await.map_err(|e| e.to_string())?.kvs().is_empty() {
+            return Err(format!("round {round}: the resync did not restore {victim}"));
+        }
+        env.clean_check().await?;
+        env.crash_sync();
+    }
+    Ok(())
 }
 
 /// After a failover takes the gate, a leftover sync cannot write a single key.
@@ -409,7 +548,26 @@ macro_rules! both {
 both!(initial_and_streaming, initial_and_streaming_sim, initial_and_streaming_real);
 both!(crash_and_resume, crash_and_resume_sim, crash_and_resume_real);
 both!(compaction_while_down, compaction_while_down_sim, compaction_while_down_real);
+both!(compaction_on_both_sides_while_down, compaction_on_both_sides_sim, compaction_on_both_sides_real);
+both!(held_keys_survive_a_restart_and_leased_keys_are_skipped, held_and_leased_sim, held_and_leased_real);
+both!(foreign_or_future_checkpoint_forces_a_resync, foreign_checkpoint_sim, foreign_checkpoint_real);
 both!(zombie_is_fenced_by_the_gate, zombie_is_fenced_by_the_gate_sim, zombie_is_fenced_by_the_gate_real);
 both!(secrets_cross_the_encryption_boundary, encryption_boundary_sim, encryption_boundary_real);
 both!(oversized_revision_is_split, oversized_revision_is_split_sim, oversized_revision_is_split_real);
 both!(freeze_resume_and_guarded_uninstall, freeze_and_uninstall_sim, freeze_and_uninstall_real);
+
+/// Without the ledger (the `ledger-off` mutant) the key deleted on the source is not provably the
+/// sync's once the standby's history is compacted: the resync leaves it as surplus.
+#[cfg(feature = "mutants")]
+#[test]
+fn ledger_off_leaves_the_deleted_key_as_surplus() {
+    run_sim(|env| {
+        Box::pin(async move {
+            env.settings.lock().expect("settings").ledger_off = true;
+            match compaction_on_both_sides_while_down(env).await {
+                Err(e) if e.contains("survived the resync") => Ok(()),
+                other => Err(format!("ledger-off must leave the deleted key behind: {other:?}")),
+            }
+        })
+    });
+}

@@ -312,13 +312,15 @@ fn streaming_world(
     (missing, o)
 }
 
-/// Crashes the sync every 1.1 s (restarting it 0.3 s later) while the writer runs.
+/// Crashes the sync every 530 ms (restarting it 170 ms later) while the writer runs: 30 kills at
+/// offsets that drift against the writer's 15 ms period, so some land between two txns of one
+/// apply.
 fn crash_often(f: &Faults, _: &SimEtcd) -> Vec<Step<'static>> {
     let mut steps = Vec::new();
-    for i in 0..15u64 {
+    for i in 0..30u64 {
         let (c, r) = (f.clone(), f.clone());
-        steps.push(Step::new(Duration::from_millis(2_000 + i * 1_100), move |sim| c.crash(sim, "sync")));
-        steps.push(Step::new(Duration::from_millis(2_300 + i * 1_100), move |sim| r.restart(sim, "sync")));
+        steps.push(Step::new(Duration::from_millis(2_000 + i * 530), move |sim| c.crash(sim, "sync")));
+        steps.push(Step::new(Duration::from_millis(2_170 + i * 530), move |sim| r.restart(sim, "sync")));
     }
     steps
 }

@@ -23,6 +23,7 @@ pub mod failover_sim;
 pub mod fixtures;
 pub mod invariants;
 pub mod observe;
+pub mod pki;
 pub mod real_etcd;
 pub mod report;
 pub mod runner;

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use sync::conn::{ConnConfig, Connector};
+use sync::conn::{ConnConfig, Connector, TlsFiles};
 
 /// How long a started server may take to answer Status.
 const HEALTHY_WITHIN: Duration = Duration::from_secs(20);
@@ -109,6 +109,19 @@ pub struct EtcdOptions {
     pub progress_notify_interval_ms: Option<u64>,
     /// `--max-txn-ops`.
     pub txn_ops_max: Option<usize>,
+    /// Serve clients over TLS (`https://` endpoints).
+    pub tls: Option<ServerTls>,
+}
+
+/// A server's TLS files (see `harness::pki`).
+#[derive(Debug, Clone)]
+pub struct ServerTls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// Require client certificates signed by this CA (`--client-cert-auth`).
+    pub client_ca: Option<PathBuf>,
+    /// The harness's own client files, for its health check.
+    pub client: TlsFiles,
 }
 
 /// A running real etcd; killed on drop.
@@ -147,7 +160,15 @@ impl EtcdServer {
     }
 
     pub fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.client_port)
+        let scheme = if self.opts.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.client_port)
+    }
+
+    /// How a client reaches this server (with the harness's client certificate under TLS).
+    pub fn conn_config(&self) -> ConnConfig {
+        let mut cfg = ConnConfig::new([self.endpoint()]);
+        cfg.tls = self.opts.tls.as_ref().map(|t| t.client.clone());
+        cfg
     }
 
     pub fn log_path(&self) -> PathBuf {
@@ -178,6 +199,12 @@ impl EtcdServer {
         if let Some(n) = self.opts.txn_ops_max {
             cmd.arg(format!("--max-txn-ops={n}"));
         }
+        if let Some(t) = &self.opts.tls {
+            cmd.arg(format!("--cert-file={}", t.cert.display())).arg(format!("--key-file={}", t.key.display()));
+            if let Some(ca) = &t.client_ca {
+                cmd.arg("--client-cert-auth").arg(format!("--trusted-ca-file={}", ca.display()));
+            }
+        }
         cmd.stdin(Stdio::null()).stdout(log).stderr(log_err);
         let child = cmd.spawn().map_err(|source| LaunchError::Spawn { bin: self.bin.clone(), source })?;
         self.child = Some(child);
@@ -185,7 +212,7 @@ impl EtcdServer {
     }
 
     async fn wait_healthy(&self) -> Result<(), LaunchError> {
-        let mut cfg = ConnConfig::new([self.endpoint()]);
+        let mut cfg = self.conn_config();
         cfg.request_timeout = Duration::from_millis(500);
         let deadline = tokio::time::Instant::now() + HEALTHY_WITHIN;
         while tokio::time::Instant::now() < deadline {

@@ -86,6 +86,7 @@ fn apply_variant(v: Variant, settings: &mut Settings, options: &mut failover::Op
             Variant::IgnoreRulesOff => settings.rules.ignore_rules_off = true,
             Variant::RawSecretCopy => settings.boundary.raw_secret_copy = true,
             Variant::CheckpointOutsideTxn => settings.checkpoint_outside_txn = true,
+            Variant::LedgerOff => settings.ledger_off = true,
             Variant::UninstallGuardOff => options.guard_off = true,
             Variant::FencingOff => options.fencing_off = true,
         }

@@ -145,16 +145,18 @@ pub enum Variant {
     FencingOff,
     RawSecretCopy,
     CheckpointOutsideTxn,
+    LedgerOff,
 }
 
 impl Variant {
-    pub const MUTANTS: [Variant; 6] = [
+    pub const MUTANTS: [Variant; 7] = [
         Variant::OwnerOrderOff,
         Variant::IgnoreRulesOff,
         Variant::UninstallGuardOff,
         Variant::FencingOff,
         Variant::RawSecretCopy,
         Variant::CheckpointOutsideTxn,
+        Variant::LedgerOff,
     ];
 
     pub fn name(self) -> &'static str {
@@ -166,6 +168,7 @@ impl Variant {
             Variant::FencingOff => "fencing-off",
             Variant::RawSecretCopy => "raw-secret-copy",
             Variant::CheckpointOutsideTxn => "checkpoint-outside-txn",
+            Variant::LedgerOff => "ledger-off",
         }
     }
 

@@ -172,7 +172,7 @@ async fn check_at(
 ) -> Result<Report, ScanError> {
     let mut r = Report { source_revision: s_rev, target_revision: t_rev, ..Report::default() };
     // Target UIDs, for dangling owners (all keys: an owner may be out of scope).
-    let mut uids = BTreeSet::new();
+    let mut uids = Uids::default();
     let target_plain = |v: &[u8]| boundary.target.as_ref().and_then(|k| k.decrypt(v));
     let decode = |v: &[u8]| match target_plain(v) {
         Some(p) => object::decode(&p),
@@ -184,6 +184,7 @@ async fn check_at(
             uids.insert(m.uid);
         }
     }
+    uids.seal();
     let mut scan = Scan::new(target, &[0], &[0], t_rev, page);
     while let Some(kv) = scan.next().await? {
         if !rules.includes(kv.key()) {
@@ -257,4 +258,78 @@ async fn check_at(
         }
     }
     Ok(r)
+}
+
+/// Every UID on the target, for the dangling check — the one structure of the check that grows
+/// with the keyspace, so it is kept small: canonical UUIDs (what kube-apiserver assigns) as 16
+/// bytes each in a sorted vector, anything else as a string.
+#[derive(Default)]
+struct Uids {
+    uuids: Vec<u128>,
+    other: BTreeSet<String>,
+}
+
+impl Uids {
+    fn insert(&mut self, uid: String) {
+        match parse_uuid(&uid) {
+            Some(n) => self.uuids.push(n),
+            None => {
+                self.other.insert(uid);
+            }
+        }
+    }
+
+    /// Sorts for lookups; no insert after this.
+    fn seal(&mut self) {
+        self.uuids.sort_unstable();
+        self.uuids.dedup();
+    }
+
+    fn contains(&self, uid: &str) -> bool {
+        match parse_uuid(uid) {
+            Some(n) => self.uuids.binary_search(&n).is_ok(),
+            None => self.other.contains(uid),
+        }
+    }
+}
+
+/// A lowercase canonical UUID (8-4-4-4-12 hex digits) as a number; None for any other string,
+/// so that a number stands for exactly one string.
+fn parse_uuid(s: &str) -> Option<u128> {
+    const DASHES: [usize; 4] = [8, 13, 18, 23];
+    let b = s.as_bytes();
+    if b.len() != 36 {
+        return None;
+    }
+    let mut n = 0u128;
+    for (i, &c) in b.iter().enumerate() {
+        let digit = match c {
+            b'-' if DASHES.contains(&i) => continue,
+            _ if DASHES.contains(&i) => return None,
+            b'0'..=b'9' => c - b'0',
+            b'a'..=b'f' => c - b'a' + 10,
+            _ => return None,
+        };
+        n = n << 4 | u128::from(digit);
+    }
+    Some(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uuids_are_packed_and_other_uids_kept_as_strings() {
+        let mut u = Uids::default();
+        for uid in ["0000002a-0000-4000-8000-00000000002a", "uid-m-1", "0000002A-0000-4000-8000-00000000002A"] {
+            u.insert(uid.to_string());
+        }
+        u.seal();
+        assert_eq!(u.uuids.len(), 1);
+        assert!(u.contains("0000002a-0000-4000-8000-00000000002a") && u.contains("uid-m-1"));
+        assert!(u.contains("0000002A-0000-4000-8000-00000000002A"), "an uppercase UID is kept as its own string");
+        assert!(!u.contains("0000002b-0000-4000-8000-00000000002a") && !u.contains("uid-m-2"));
+        assert_eq!(parse_uuid("0000002a-0000-4000-8000000000002a-"), None);
+    }
 }

@@ -4,8 +4,9 @@
 //!   revision, or an interrupted resync): pin the source at revision R, index every source
 //!   object's UID, then merge-join source (R) and target in key order under the rules — Secrets
 //!   last, since they are leaves and are referenced by name — and write only the difference. A
-//!   target-only key is deleted only when the sync can prove it wrote it; other surplus keys are
-//!   reported, never deleted.
+//!   target-only key is deleted only when the sync can prove it wrote it (its [`Ledger`], else
+//!   the target's history); other surplus keys are reported, never deleted. The resync's scan of
+//!   the target also verifies the ledger's gaps.
 //! - **Resume**: rebuild the UID index at the checkpoint revision C, restore held keys, then
 //!   watch from C + 1 (or C when C was only partly applied).
 //! - **Stream**: watch every key with prev_kv; each source revision goes through the planner,
@@ -14,6 +15,7 @@
 //! Transient failures (unreachable etcd, broken watch) restart the session after a bounded,
 //! jittered exponential backoff; a lost gate is final.
 
+use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -28,6 +30,7 @@ use crate::batch::{Batcher, Limits};
 /// the batcher splits what exceeds a txn).
 const RESPONSES_COALESCED_MAX: usize = 1_024;
 use crate::conn::{ConnConfig, ConnError, Connector, Etcd};
+use crate::ledger::{LEDGER_RANGES_MAX, Ledger};
 use crate::plan::{Change, HELD_PREFIX, Op, PlanError, Planner};
 use crate::rules::Rules;
 use crate::scan::{Scan, ScanError, is_compacted, prefix_end};
@@ -36,7 +39,13 @@ use crate::target::{self, Checkpoint, Gate, TargetError};
 const SECRETS_PREFIX: &[u8] = b"/registry/secrets/";
 /// Resync passes restarted by compaction before the session gives up (and backs off).
 const RESYNC_ATTEMPTS_MAX: u32 = 5;
-type Flight = tokio::task::JoinSet<Result<(u64, Checkpoint), TargetError>>;
+/// A resync txn in flight: (ops, checkpoint, target revision).
+type Flight = tokio::task::JoinSet<Result<(u64, Checkpoint, i64), TargetError>>;
+/// The ledger is saved at most this often while streaming (a crash loses at most this much of
+/// it, which the target's history still proves: kube-apiserver compacts every 5 minutes).
+const LEDGER_SAVE_INTERVAL: Duration = Duration::from_secs(10);
+/// Revisions a resync proved from the target's history, recorded in the ledger afterwards.
+const PROVEN_LISTED_MAX: usize = 100_000;
 
 /// Surplus keys listed in the status (all are counted).
 const SURPLUS_LISTED_MAX: usize = 1000;
@@ -66,6 +75,9 @@ pub struct Settings {
     /// Test-only: never hold dependents back.
     #[cfg(feature = "mutants")]
     pub owner_order_off: bool,
+    /// Test-only: prove authorship from the target's history only (as before the ledger).
+    #[cfg(feature = "mutants")]
+    pub ledger_off: bool,
 }
 
 impl Settings {
@@ -86,6 +98,8 @@ impl Settings {
             checkpoint_outside_txn: false,
             #[cfg(feature = "mutants")]
             owner_order_off: false,
+            #[cfg(feature = "mutants")]
+            ledger_off: false,
         }
     }
 
@@ -99,6 +113,14 @@ impl Settings {
             p.owner_order_off = self.owner_order_off;
         }
         p
+    }
+
+    fn ledger_on(&self) -> bool {
+        #[cfg(feature = "mutants")]
+        if self.ledger_off {
+            return false;
+        }
+        true
     }
 
     fn split_checkpoint(&self) -> bool {
@@ -143,6 +165,9 @@ pub struct Status {
     pub released_total: u64,
     pub surplus_total: u64,
     pub surplus: Vec<String>,
+    /// Ranges in the authorship ledger, and ranges dropped past its bound (claims lost).
+    pub ledger_ranges: usize,
+    pub ledger_dropped: u64,
     pub held: Vec<(String, String)>,
     pub last_error: Option<String>,
     /// Since when the checkpoint has been behind the source head (simulated or real clock).
@@ -185,6 +210,8 @@ impl Default for Status {
             released_total: 0,
             surplus_total: 0,
             surplus: Vec::new(),
+            ledger_ranges: 0,
+            ledger_dropped: 0,
             held: Vec::new(),
             last_error: None,
             behind_since: None,
@@ -293,6 +320,10 @@ struct Session<'a> {
     cluster_id: u64,
     planner: Planner,
     batcher: Batcher,
+    /// The process's ledger: it outlives a failed session (a partition mid-resync must not lose
+    /// the claims of the writes made before it, saved or not).
+    ledger: &'a mut Ledger,
+    ledger_saved_at: Option<tokio::time::Instant>,
 }
 
 impl Engine {
@@ -301,13 +332,14 @@ impl Engine {
         let mut rng = ChaCha8Rng::seed_from_u64(self.settings.seed);
         let mut failed = 0u32;
         let mut force_resync = false;
+        let mut ledger = None;
         loop {
             if *self.handle.commands.borrow() == Command::Stop {
                 self.handle.update(|s| s.phase = Phase::Stopped);
                 return Ok(());
             }
             self.handle.update(|s| s.phase = Phase::Connecting);
-            match self.session(force_resync).await {
+            match self.session(force_resync, &mut ledger).await {
                 Ok(()) => {
                     self.handle.update(|s| s.phase = Phase::Stopped);
                     return Ok(());
@@ -342,7 +374,7 @@ impl Engine {
         }
     }
 
-    async fn session(&self, force_resync: bool) -> Result<(), SyncError> {
+    async fn session(&self, force_resync: bool, ledger: &mut Option<Ledger>) -> Result<(), SyncError> {
         let source = crate::conn::connect(&self.source, &self.source_connector, 0).await?;
         let target = crate::conn::connect(&self.target, &self.target_connector, 0).await?;
         let gate = target::ensure_gate(&target, self.settings.reinstall).await?;
@@ -351,6 +383,10 @@ impl Engine {
         let header = st.header().expect("etcd answers with a header");
         let (cluster_id, head) = (header.cluster_id(), header.revision());
         let checkpoint = target::read_checkpoint(&target).await?;
+        let ledger = match ledger {
+            Some(l) => l,
+            None => ledger.insert(Ledger::restore(target::read_ledger(&target).await?, &self.settings.rules.digest())),
+        };
         let planner = self.settings.planner(1);
         let mut s = Session {
             settings: &self.settings,
@@ -361,6 +397,8 @@ impl Engine {
             cluster_id,
             planner,
             batcher: Batcher::new(self.settings.limits),
+            ledger,
+            ledger_saved_at: None,
         };
         self.handle.update(|st| {
             st.gate_epoch = gate.epoch;
@@ -412,8 +450,8 @@ impl Session<'_> {
 
     async fn write(&mut self, ops: Vec<(Vec<u8>, Op)>, cp: Checkpoint) -> Result<(), SyncError> {
         let n = ops.len() as u64;
-        target::write(&self.target, &self.gate, ops, &cp, self.settings.split_checkpoint()).await?;
-        self.account(n, &cp);
+        let rev = target::write(&self.target, &self.gate, ops, &cp, self.settings.split_checkpoint()).await?;
+        self.account(n, &cp, rev);
         Ok(())
     }
 
@@ -445,14 +483,14 @@ impl Session<'_> {
         }
         let (target, gate, split) = (self.target.clone(), self.gate.clone(), self.settings.split_checkpoint());
         let n = ops.len() as u64;
-        flight.spawn(async move { target::write(&target, &gate, ops, &cp, split).await.map(|()| (n, cp)) });
+        flight.spawn(async move { target::write(&target, &gate, ops, &cp, split).await.map(|rev| (n, cp, rev)) });
         Ok(())
     }
 
     async fn join_one(&mut self, flight: &mut Flight) -> Result<(), SyncError> {
         if let Some(r) = flight.join_next().await {
-            let (n, cp) = r.expect("resync writes do not panic")?;
-            self.account(n, &cp);
+            let (n, cp, rev) = r.expect("resync writes do not panic")?;
+            self.account(n, &cp, rev);
         }
         Ok(())
     }
@@ -464,7 +502,9 @@ impl Session<'_> {
         Ok(())
     }
 
-    fn account(&self, n: u64, cp: &Checkpoint) {
+    /// Counts a committed write and records its target revision in the ledger.
+    fn account(&mut self, n: u64, cp: &Checkpoint, rev: i64) {
+        self.ledger.record(rev);
         let (split, stats) = (self.batcher.split_revisions, self.planner.stats.clone());
         self.handle.update(|s| {
             s.held_total = s.held_total.max(stats.held_total);
@@ -527,6 +567,11 @@ impl Session<'_> {
         }
         let mut surplus = Vec::new();
         let mut surplus_total = 0u64;
+        // The target scans double as the ledger's verification: the gaps holding an in-scope key
+        // no range claims, below the first pass's revision.
+        let mut marked = BTreeSet::new();
+        let mut proven = Vec::new();
+        let mut verified_at = i64::MAX;
         // Everything but Secrets, then Secrets: leaves go last.
         let mut flight = Flight::new();
         for secrets in [false, true] {
@@ -535,6 +580,7 @@ impl Session<'_> {
             let (start, end) =
                 if secrets { (SECRETS_PREFIX.to_vec(), prefix_end(SECRETS_PREFIX)) } else { (vec![0], vec![0]) };
             let t_rev = self.target_head().await?;
+            verified_at = verified_at.min(t_rev);
             let mut src = Scan::new(&self.source, &start, &end, r, self.settings.page_keys);
             let mut tgt = Scan::new(&self.target, &start, &end, t_rev, self.settings.page_keys);
             let in_pass = |k: &[u8], rules: &Rules| rules.includes(k) && (secrets || !k.starts_with(SECRETS_PREFIX));
@@ -550,6 +596,9 @@ impl Session<'_> {
                 match (&s, &t) {
                     (None, None) => break,
                     (Some(a), Some(b)) if a.key() == b.key() => {
+                        if !self.claimed(b.mod_revision()) {
+                            marked.extend(self.ledger.gap_of(b.mod_revision()));
+                        }
                         if self.settings.boundary.same(a.value(), b.value()) {
                             self.planner.verified_on_target(a.value(), &mut ops)?;
                         } else {
@@ -563,9 +612,18 @@ impl Session<'_> {
                         s = src.next().await?;
                     }
                     (_, Some(b)) => {
-                        if target::written_by_sync(&self.target, b.mod_revision()).await {
+                        let rev = b.mod_revision();
+                        let own = self.claimed(rev) || {
+                            let from_history = target::written_by_sync(&self.target, rev).await;
+                            if from_history && proven.len() < PROVEN_LISTED_MAX {
+                                proven.push(rev);
+                            }
+                            from_history
+                        };
+                        if own {
                             ops.push((b.key().to_vec(), Op::Delete));
                         } else {
+                            marked.extend(self.ledger.gap_of(rev));
                             surplus_total += 1;
                             if surplus.len() < SURPLUS_LISTED_MAX {
                                 surplus.push(String::from_utf8_lossy(b.key()).into_owned());
@@ -578,6 +636,7 @@ impl Session<'_> {
                 for txn in self.batcher.push(r, ops) {
                     let cp = self.checkpoint(r, false, true);
                     self.write_resync(&mut flight, txn.ops, cp).await?;
+                    self.save_ledger(false).await?;
                 }
             }
         }
@@ -585,6 +644,15 @@ impl Session<'_> {
         let ops = self.batcher.flush().map(|t| t.ops).unwrap_or_default();
         let cp = self.checkpoint(r, false, false);
         self.write(ops, cp).await?;
+        // Gaps below the scans' revision never change while the resync writes above it; the
+        // revisions the history proved are recorded after the merge (one would split a gap a
+        // single mark stands for).
+        let merged = self.ledger.verify(verified_at, &marked);
+        for rev in proven {
+            self.ledger.record(rev);
+        }
+        tracing::info!(merged, ranges = self.ledger.len(), "ledger verified by the resync");
+        self.save_ledger(true).await?;
         self.publish_held();
         self.handle.update(|s| {
             s.surplus = surplus;
@@ -596,6 +664,58 @@ impl Session<'_> {
 
     async fn target_head(&self) -> Result<i64, SyncError> {
         Ok(self.target.head().await?)
+    }
+
+    /// Whether the ledger proves the sync wrote the value a target key got at `rev`.
+    fn claimed(&self, rev: i64) -> bool {
+        self.settings.ledger_on() && self.ledger.claims(rev)
+    }
+
+    /// Saves the ledger when it changed — at most every [`LEDGER_SAVE_INTERVAL`] unless forced —
+    /// verifying it first when it reached its bound.
+    async fn save_ledger(&mut self, force: bool) -> Result<(), SyncError> {
+        let now = tokio::time::Instant::now();
+        if !self.ledger.is_dirty()
+            || (!force && self.ledger_saved_at.is_some_and(|t| now.duration_since(t) < LEDGER_SAVE_INTERVAL))
+        {
+            return Ok(());
+        }
+        if self.ledger.len() >= LEDGER_RANGES_MAX {
+            self.verify_ledger().await?;
+        }
+        target::save_ledger(&self.target, &self.gate, self.ledger).await?;
+        self.ledger.saved();
+        self.ledger_saved_at = Some(now);
+        let (ranges, dropped) = (self.ledger.len(), self.ledger.dropped());
+        self.handle.update(|s| {
+            s.ledger_ranges = ranges;
+            s.ledger_dropped = dropped;
+        });
+        Ok(())
+    }
+
+    /// Merges the ledger's gaps that hold no in-scope key (a keys-only scan of the target at its
+    /// head), then drops the oldest ranges past half the bound so this does not run every txn.
+    async fn verify_ledger(&mut self) -> Result<(), SyncError> {
+        let at = self.target_head().await?;
+        let mut marked = BTreeSet::new();
+        let mut scan = Scan::new(&self.target, &[0], &[0], at, self.settings.page_keys).keys_only();
+        loop {
+            match scan.next().await {
+                Ok(Some(kv)) if self.planner.rules().includes(kv.key()) => {
+                    marked.extend(self.ledger.gap_of(kv.mod_revision()));
+                }
+                Ok(Some(_)) => {}
+                Ok(None) => break,
+                // The target compacted past its own head mid-scan: verify another time.
+                Err(ScanError::Compacted { .. }) => return Ok(()),
+                Err(ScanError::Conn(e)) => return Err(e.into()),
+            }
+        }
+        let merged = self.ledger.verify(at, &marked);
+        self.ledger.drop_oldest(LEDGER_RANGES_MAX / 2);
+        tracing::info!(merged, ranges = self.ledger.len(), dropped = self.ledger.dropped(), "ledger verified");
+        Ok(())
     }
 
     async fn resume(&mut self, cp: &Checkpoint) -> Result<i64, SyncError> {
@@ -656,6 +776,7 @@ impl Session<'_> {
                         let cp = self.txn_checkpoint(&t);
                         self.write(t.ops, cp).await?;
                     }
+                    self.save_ledger(true).await?;
                     self.handle.update(|s| {
                         s.phase = Phase::Frozen;
                         s.frozen_at = Some(at);
@@ -721,7 +842,9 @@ impl Session<'_> {
                 let cp = self.txn_checkpoint(&t);
                 self.write(t.ops, cp).await?;
             }
+            // Published with the checkpoint it belongs to, before the ledger's own write.
             self.publish_held();
+            self.save_ledger(false).await?;
         }
     }
 

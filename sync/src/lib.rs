@@ -13,6 +13,7 @@ pub mod control;
 pub mod crypto;
 pub mod engine;
 pub mod keys;
+pub mod ledger;
 pub mod monitor;
 pub mod object;
 pub mod plan;

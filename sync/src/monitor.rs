@@ -152,6 +152,18 @@ pub fn prometheus(s: &Status) -> String {
         "gauge",
         vec![(String::new(), s.surplus_total as f64)],
     );
+    gauge(
+        "etcd_sync_ledger_ranges",
+        "Target revision ranges the sync can prove it wrote (its authorship ledger).",
+        "gauge",
+        vec![(String::new(), s.ledger_ranges as f64)],
+    );
+    gauge(
+        "etcd_sync_ledger_dropped_total",
+        "Ledger ranges dropped past its bound: keys there become surplus instead of deletable.",
+        "counter",
+        vec![(String::new(), s.ledger_dropped as f64)],
+    );
     let phase = serde_json::to_value(s.phase).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
     gauge("etcd_sync_phase", "The engine's phase.", "gauge", vec![(format!("{{phase=\"{phase}\"}}"), 1.0)]);
     out

@@ -262,6 +262,13 @@ impl Rules {
     pub fn includes(&self, key: &[u8]) -> bool {
         self.decide(key) == Decision::Include
     }
+
+    /// A digest of the rules: the sync's ledger is only valid under the rules it was verified
+    /// under (they decide which keys are in scope).
+    pub fn digest(&self) -> String {
+        use sha2::{Digest, Sha256};
+        hex::encode(&Sha256::digest(format!("{self:?}").as_bytes())[..8])
+    }
 }
 
 #[cfg(test)]

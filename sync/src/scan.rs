@@ -44,6 +44,7 @@ pub struct Scan {
     end: Vec<u8>,
     revision: i64,
     page: i64,
+    keys_only: bool,
     buf: std::vec::IntoIter<KeyValue>,
 }
 
@@ -56,8 +57,15 @@ impl Scan {
             end: end.to_vec(),
             revision,
             page,
+            keys_only: false,
             buf: Vec::new().into_iter(),
         }
+    }
+
+    /// Keys and revisions without values (what the ledger's verification needs).
+    pub fn keys_only(mut self) -> Self {
+        self.keys_only = true;
+        self
     }
 
     pub async fn next(&mut self) -> Result<Option<KeyValue>, ScanError> {
@@ -66,8 +74,11 @@ impl Scan {
                 return Ok(Some(kv));
             }
             let Some(start) = self.next.take() else { return Ok(None) };
-            let opts =
+            let mut opts =
                 GetOptions::new().with_range(self.end.clone()).with_revision(self.revision).with_limit(self.page);
+            if self.keys_only {
+                opts = opts.with_keys_only();
+            }
             let mut kv = self.etcd.kv.clone();
             let mut r = match self.etcd.call(kv.get(start, Some(opts))).await {
                 Ok(r) => r,

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::BOOKKEEPING_PREFIX;
 use crate::conn::{ConnError, Etcd};
+use crate::ledger::Ledger;
 use crate::plan::Op;
 
 pub fn gate_key() -> String {
@@ -18,6 +19,10 @@ pub fn gate_key() -> String {
 
 pub fn checkpoint_key() -> String {
     format!("{BOOKKEEPING_PREFIX}checkpoint")
+}
+
+pub fn ledger_key() -> String {
+    format!("{BOOKKEEPING_PREFIX}ledger")
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -139,8 +144,27 @@ pub async fn read_checkpoint(target: &Etcd) -> Result<Option<Checkpoint>, Target
         .map_err(|e| TargetError::Corrupt { key: checkpoint_key(), reason: e.to_string() })
 }
 
+/// The saved ledger; None when there is none or it does not decode (a ledger is only proof: losing
+/// it loses claims, never safety).
+pub async fn read_ledger(target: &Etcd) -> Result<Option<Ledger>, TargetError> {
+    let Some(v) = get(target, &ledger_key()).await? else { return Ok(None) };
+    match Ledger::decode(&v) {
+        Ok(l) => Ok(Some(l)),
+        Err(e) => {
+            tracing::warn!(key = %ledger_key(), error = %e, "the saved ledger does not decode; starting a new one");
+            Ok(None)
+        }
+    }
+}
+
+/// Saves the ledger, guarded by the gate like every sync write.
+pub async fn save_ledger(target: &Etcd, gate: &Gate, ledger: &Ledger) -> Result<(), TargetError> {
+    send(target, gate, vec![TxnOp::put(ledger_key(), ledger.encode(), None)]).await.map(|_| ())
+}
+
 /// Whether target revision `rev` is one of the sync's own txns (the checkpoint key changed at
-/// exactly that revision). False when it cannot be proven (e.g. compacted history).
+/// exactly that revision): the proof while the target's history still holds `rev`, and the
+/// fallback behind the [`Ledger`]. False when it cannot be proven (e.g. compacted history).
 pub async fn written_by_sync(target: &Etcd, rev: i64) -> bool {
     let mut kv = target.kv.clone();
     match target.call(kv.get(checkpoint_key(), Some(GetOptions::new().with_revision(rev)))).await {
@@ -149,14 +173,15 @@ pub async fn written_by_sync(target: &Etcd, rev: i64) -> bool {
     }
 }
 
-/// Writes one batch with its checkpoint, guarded by the gate.
+/// Writes one batch with its checkpoint, guarded by the gate; returns the target revision the
+/// data committed at.
 pub async fn write(
     target: &Etcd,
     gate: &Gate,
     ops: Vec<(Vec<u8>, Op)>,
     cp: &Checkpoint,
     split_checkpoint: bool,
-) -> Result<(), TargetError> {
+) -> Result<i64, TargetError> {
     let cp_op = TxnOp::put(checkpoint_key(), serde_json::to_vec(cp).expect("checkpoint serialises"), None);
     let mut txn_ops: Vec<TxnOp> = ops
         .into_iter()
@@ -175,7 +200,8 @@ pub async fn write(
     send(target, gate, txn_ops).await
 }
 
-async fn send(target: &Etcd, gate: &Gate, ops: Vec<TxnOp>) -> Result<(), TargetError> {
+/// One gate-guarded txn; returns the revision it committed at.
+async fn send(target: &Etcd, gate: &Gate, ops: Vec<TxnOp>) -> Result<i64, TargetError> {
     let txn = Txn::new()
         .when([Compare::value(gate_key(), CompareOp::Equal, gate.encode())])
         .and_then(ops)
@@ -195,5 +221,5 @@ async fn send(target: &Etcd, gate: &Gate, ops: Vec<TxnOp>) -> Result<(), TargetE
             .unwrap_or_else(|| "no gate".into());
         return Err(TargetError::GateLost { found });
     }
-    Ok(())
+    Ok(r.header().expect("etcd answers with a header").revision())
 }

@@ -1,55 +1,28 @@
 //! `drlab bench sync`: the sync's throughput on real etcd, next to the target's own raw write
-//! ceiling measured in the same run (these machines are shared and noisy: only ratios from one
-//! run mean anything). Wall-clock time is read here, outside any simulation.
+//! ceiling measured in the same run, and `etcdctl make-mirror` on the same keys.
 
 use std::time::{Duration, Instant};
 
-use etcd_client::{GetOptions, Txn, TxnOp};
+use etcd_client::GetOptions;
 use harness::real_etcd::{EtcdOptions, EtcdServer, EtcdVersion};
 use serde_json::json;
 use sync::conn::{ConnConfig, Connector, Etcd};
 use sync::engine::{Engine, Handle, Phase, Settings};
 use sync::rules::{Profile, Rules};
 
-const VALUE_BYTES: usize = 1024;
-const TXN_OPS: usize = 128;
-/// Concurrent txns for the ceiling and the loader.
-const IN_FLIGHT: usize = 4;
+use super::{IN_FLIGHT, Options, TXN_OPS, VALUE_BYTES, connect, goal, load, percentile};
+
+/// The goals: initial sync at 90 % of the ceiling and 30× make-mirror; p99 lag ≤ 100 ms at 5k/s.
+const GOAL_INITIAL_VS_CEILING: f64 = 0.9;
+const GOAL_INITIAL_VS_MAKE_MIRROR: f64 = 30.0;
+const GOAL_LAG_P99_MS_AT_5K: f64 = 100.0;
+
+fn goal_p99(goals: &mut Vec<serde_json::Value>, p99_ms: f64) {
+    goals.push(goal("stream lag p99 ms at 5k writes/s", p99_ms, GOAL_LAG_P99_MS_AT_5K, false));
+}
+
 /// How long the sync may take before the bench calls it stuck.
 const CATCH_UP_MAX: Duration = Duration::from_secs(600);
-
-pub struct Options {
-    pub quick: bool,
-}
-
-async fn connect(endpoint: &str) -> Etcd {
-    let mut c = ConnConfig::new([endpoint.to_string()]);
-    c.request_timeout = Duration::from_secs(60);
-    sync::conn::connect(&c, &Connector::Tcp, 0).await.unwrap_or_else(|e| panic!("{e}"))
-}
-
-/// Writes `n` keys `prefix{i}` in txns of 128, `IN_FLIGHT` at a time; returns keys/s.
-async fn load(etcd: &Etcd, prefix: &str, n: usize) -> f64 {
-    let start = Instant::now();
-    let value = vec![b'v'; VALUE_BYTES];
-    let chunks: Vec<Vec<usize>> = (0..n).collect::<Vec<_>>().chunks(TXN_OPS).map(<[usize]>::to_vec).collect();
-    for group in chunks.chunks(IN_FLIGHT) {
-        let mut tasks = Vec::new();
-        for chunk in group {
-            let ops: Vec<TxnOp> =
-                chunk.iter().map(|i| TxnOp::put(format!("{prefix}{i:08}"), value.clone(), None)).collect();
-            let mut kv = etcd.kv.clone();
-            let etcd = etcd.clone();
-            tasks.push(tokio::spawn(
-                async move { etcd.call(kv.txn(Txn::new().and_then(ops))).await.expect("bench txn") },
-            ));
-        }
-        for t in tasks {
-            t.await.expect("bench task");
-        }
-    }
-    n as f64 / start.elapsed().as_secs_f64()
-}
 
 async fn wait_caught_up(handle: &Handle, source: &Etcd) -> Duration {
     let start = Instant::now();
@@ -116,25 +89,13 @@ fn settle(pending: &mut Vec<(i64, Instant)>, lags_ms: &mut Vec<f64>, checkpoint:
     });
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
-}
-
 pub fn sync(opts: Options) -> Result<serde_json::Value, String> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())?;
+    let rt = super::runtime()?;
     rt.block_on(async {
         let keys = if opts.quick { 10_000 } else { 100_000 };
         let stream_rate = if opts.quick { 1_000 } else { 5_000 };
         let stream_secs = if opts.quick { 3 } else { 10 };
-        let src = EtcdServer::start(EtcdVersion::V35, EtcdOptions::default()).await.map_err(|e| e.to_string())?;
-        let tgt = EtcdServer::start(EtcdVersion::V35, EtcdOptions::default()).await.map_err(|e| e.to_string())?;
+        let (src, tgt) = super::two_servers().await?;
         let (source, target) = (connect(&src.endpoint()).await, connect(&tgt.endpoint()).await);
 
         // Ceiling: the target's own raw write rate, then cleaned away.
@@ -190,10 +151,17 @@ pub fn sync(opts: Options) -> Result<serde_json::Value, String> {
         task.abort();
         let mirror = make_mirror(&src.endpoint(), "/registry/configmaps/bench/k-", keys).await?;
         lags_ms.sort_by(f64::total_cmp);
+        let mut goals = vec![
+            goal("initial sync / concurrent-txn ceiling", initial_rate / ceiling, GOAL_INITIAL_VS_CEILING, true),
+            goal("initial sync / make-mirror", initial_rate / mirror, GOAL_INITIAL_VS_MAKE_MIRROR, true),
+        ];
+        if stream_rate == 5_000 {
+            goal_p99(&mut goals, percentile(&lags_ms, 0.99));
+        }
         Ok(json!({
             "bench": "sync",
             "quick": opts.quick,
-            "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+            "cores": super::cores(),
             "etcd_version": tgt.version,
             "value_bytes": VALUE_BYTES,
             "keys": keys,
@@ -208,6 +176,7 @@ pub fn sync(opts: Options) -> Result<serde_json::Value, String> {
             "stream_lag_p50_ms": (percentile(&lags_ms, 0.5) * 100.0).round() / 100.0,
             "stream_lag_p99_ms": (percentile(&lags_ms, 0.99) * 100.0).round() / 100.0,
             "stream_lag_max_ms": (percentile(&lags_ms, 1.0) * 100.0).round() / 100.0,
+            "goals": goals,
         }))
     })
 }

@@ -1,0 +1,99 @@
+//! `drlab bench sync|check|sim`: end-to-end figures on real etcd servers started for the run,
+//! and the simulator's speed. These machines are shared and noisy: only ratios measured in one
+//! run mean anything. Wall-clock time is read here, outside any simulation.
+
+pub mod check;
+pub mod sim;
+pub mod throughput;
+
+use std::time::{Duration, Instant};
+
+use etcd_client::{Txn, TxnOp};
+use harness::real_etcd::{EtcdOptions, EtcdServer, EtcdVersion};
+use sync::conn::{ConnConfig, Connector, Etcd};
+
+const VALUE_BYTES: usize = 1024;
+const TXN_OPS: usize = 128;
+/// Concurrent txns for the ceiling and the loader.
+const IN_FLIGHT: usize = 4;
+
+pub struct Options {
+    pub quick: bool,
+    /// Keys to load instead of the mode's default (bench check).
+    pub keys: Option<usize>,
+}
+
+async fn connect(endpoint: &str) -> Etcd {
+    let mut c = ConnConfig::new([endpoint.to_string()]);
+    c.request_timeout = Duration::from_secs(60);
+    sync::conn::connect(&c, &Connector::Tcp, 0).await.unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Writes `n` keys `prefix{i}` (1 KiB values) in txns of 128, `IN_FLIGHT` at a time; returns keys/s.
+async fn load(etcd: &Etcd, prefix: &str, n: usize) -> f64 {
+    load_values(etcd, prefix, n, |_| vec![b'v'; VALUE_BYTES]).await
+}
+
+/// [`load`] with the value of key `i` from `value(i)`.
+async fn load_values(etcd: &Etcd, prefix: &str, n: usize, value: fn(usize) -> Vec<u8>) -> f64 {
+    let start = Instant::now();
+    let chunks: Vec<Vec<usize>> = (0..n).collect::<Vec<_>>().chunks(TXN_OPS).map(<[usize]>::to_vec).collect();
+    for group in chunks.chunks(IN_FLIGHT) {
+        let mut tasks = Vec::new();
+        for chunk in group {
+            let ops: Vec<TxnOp> =
+                chunk.iter().map(|&i| TxnOp::put(format!("{prefix}{i:08}"), value(i), None)).collect();
+            let mut kv = etcd.kv.clone();
+            let etcd = etcd.clone();
+            tasks.push(tokio::spawn(
+                async move { etcd.call(kv.txn(Txn::new().and_then(ops))).await.expect("bench txn") },
+            ));
+        }
+        for t in tasks {
+            t.await.expect("bench task");
+        }
+    }
+    n as f64 / start.elapsed().as_secs_f64()
+}
+
+/// The benches' runtime: two worker threads, like the machines they describe.
+fn runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().map_err(|e| e.to_string())
+}
+
+/// A source and a target etcd 3.5 on loopback.
+async fn two_servers() -> Result<(EtcdServer, EtcdServer), String> {
+    let src = EtcdServer::start(EtcdVersion::V35, EtcdOptions::default()).await.map_err(|e| e.to_string())?;
+    let tgt = EtcdServer::start(EtcdVersion::V35, EtcdOptions::default()).await.map_err(|e| e.to_string())?;
+    Ok((src, tgt))
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+/// The machine the figures were measured on.
+fn cores() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)
+}
+
+fn round(x: f64, places: i32) -> f64 {
+    let f = 10f64.powi(places);
+    (x * f).round() / f
+}
+
+/// A goal's verdict: met, or missed by how much (the benchmark says by how much, not a test).
+fn goal(name: &str, measured: f64, bound: f64, at_least: bool) -> serde_json::Value {
+    let met = if at_least { measured >= bound } else { measured <= bound };
+    let by = if at_least { bound / measured.max(1e-9) } else { measured / bound.max(1e-9) };
+    serde_json::json!({
+        "goal": name,
+        "measured": round(measured, 3),
+        "bound": bound,
+        "met": met,
+        "missed_by_factor": if met { serde_json::Value::Null } else { serde_json::json!(round(by, 2)) },
+    })
+}
