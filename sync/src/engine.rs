@@ -383,10 +383,11 @@ impl Engine {
         let header = st.header().expect("etcd answers with a header");
         let (cluster_id, head) = (header.cluster_id(), header.revision());
         let checkpoint = target::read_checkpoint(&target).await?;
-        let ledger = match ledger {
-            Some(l) => l,
-            None => ledger.insert(Ledger::restore(target::read_ledger(&target).await?, &self.settings.rules.digest())),
-        };
+        let digest = self.settings.rules.digest();
+        if !ledger.as_ref().is_some_and(|l| l.belongs_to(&digest, gate.epoch)) {
+            *ledger = Some(Ledger::restore(target::read_ledger(&target).await?, &digest, gate.epoch));
+        }
+        let ledger = ledger.as_mut().expect("set above");
         let planner = self.settings.planner(1);
         let mut s = Session {
             settings: &self.settings,

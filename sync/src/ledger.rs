@@ -18,8 +18,10 @@
 //!   fragment the ledger; the standby's own writes of in-scope keys do.
 //!
 //! The ledger only ever *loses* claims — the oldest ranges dropped past the bound, a crash
-//! before it was saved, other rules than the ones it was verified under — and a lost claim turns
-//! a deletable key into reported surplus, never the reverse.
+//! before it was saved, other rules than the ones it was verified under, a new gate epoch (a
+//! reinstalled sync: the standby may have served as the primary in between, so what an earlier
+//! sync wrote is no longer known to be a copy) — and a lost claim turns a deletable key into
+//! reported surplus, never the reverse.
 
 use std::collections::BTreeSet;
 
@@ -36,6 +38,9 @@ pub struct Ledger {
     /// Digest of the rules the ranges were verified under: other rules change which keys are in
     /// scope, so a gap verified under them proves nothing.
     rules: String,
+    /// The gate epoch of the sync that wrote these revisions.
+    #[serde(default)]
+    epoch: u64,
     /// Sorted, disjoint, non-adjacent, inclusive.
     ranges: Vec<(i64, i64)>,
     /// Ranges dropped past the bound since the ledger was started (claims lost).
@@ -47,15 +52,20 @@ pub struct Ledger {
 }
 
 impl Ledger {
-    pub fn new(rules_digest: &str) -> Self {
-        Ledger { rules: rules_digest.to_string(), ..Ledger::default() }
+    pub fn new(rules_digest: &str, epoch: u64) -> Self {
+        Ledger { rules: rules_digest.to_string(), epoch, ..Ledger::default() }
     }
 
-    /// The saved ledger when it was kept under these rules, a fresh one otherwise.
-    pub fn restore(saved: Option<Ledger>, rules_digest: &str) -> Self {
+    /// Whether this ledger was kept under these rules by a sync of this gate epoch.
+    pub fn belongs_to(&self, rules_digest: &str, epoch: u64) -> bool {
+        self.rules == rules_digest && self.epoch == epoch
+    }
+
+    /// The saved ledger when it belongs to these rules and epoch, a fresh one otherwise.
+    pub fn restore(saved: Option<Ledger>, rules_digest: &str, epoch: u64) -> Self {
         match saved {
-            Some(l) if l.rules == rules_digest && l.well_formed() => l,
-            _ => Ledger::new(rules_digest),
+            Some(l) if l.belongs_to(rules_digest, epoch) && l.well_formed() => l,
+            _ => Ledger::new(rules_digest, epoch),
         }
     }
 
@@ -180,7 +190,7 @@ mod tests {
     use super::*;
 
     fn ledger(ranges: &[(i64, i64)]) -> Ledger {
-        let mut l = Ledger::new("r");
+        let mut l = Ledger::new("r", 1);
         for &(lo, hi) in ranges {
             for rev in lo..=hi {
                 l.record(rev);
@@ -203,7 +213,7 @@ mod tests {
 
     #[test]
     fn out_of_order_records_join_both_neighbours() {
-        let mut l = Ledger::new("r");
+        let mut l = Ledger::new("r", 1);
         for rev in [10, 8, 12, 9, 11] {
             l.record(rev);
         }
@@ -243,7 +253,7 @@ mod tests {
 
     #[test]
     fn the_bound_drops_the_oldest_ranges() {
-        let mut l = Ledger::new("r");
+        let mut l = Ledger::new("r", 1);
         for i in 0..(2 * LEDGER_RANGES_MAX as i64 + 10) {
             l.record(1 + 2 * i);
         }
@@ -253,12 +263,13 @@ mod tests {
     }
 
     #[test]
-    fn restore_keeps_only_a_ledger_kept_under_the_same_rules() {
+    fn restore_keeps_only_a_ledger_of_the_same_rules_and_epoch() {
         let l = ledger(&[(3, 5)]);
         let back = Ledger::decode(&l.encode()).expect("decodes");
-        assert_eq!(Ledger::restore(Some(back.clone()), "r").ranges, vec![(3, 5)]);
-        assert!(Ledger::restore(Some(back), "other").is_empty());
-        let bad = Ledger { ranges: vec![(5, 3)], ..Ledger::new("r") };
-        assert!(Ledger::restore(Some(bad), "r").is_empty());
+        assert_eq!(Ledger::restore(Some(back.clone()), "r", 1).ranges, vec![(3, 5)]);
+        assert!(Ledger::restore(Some(back.clone()), "other", 1).is_empty());
+        assert!(Ledger::restore(Some(back), "r", 2).is_empty(), "a reinstalled sync starts a new ledger");
+        let bad = Ledger { ranges: vec![(5, 3)], ..Ledger::new("r", 1) };
+        assert!(Ledger::restore(Some(bad), "r", 1).is_empty());
     }
 }
