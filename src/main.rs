@@ -125,9 +125,13 @@ enum BenchWhat {
     /// Sync throughput (initial copy, streaming lag) next to the target's raw write ceiling and
     /// `etcdctl make-mirror`.
     Sync {
-        /// 10k keys and 3 s of streaming instead of 100k and 10 s.
+        /// 10k keys, rounds of 2 s at 1k and 5k writes/s (and the source's max) instead of
+        /// 100k keys and rounds of 5 s at 1k, 5k, 10k and 20k.
         #[arg(long)]
         quick: bool,
+        /// Keys for the initial copy (up to 1000000).
+        #[arg(long)]
+        keys: Option<usize>,
         /// Print one JSON object instead of a table.
         #[arg(short = 'o', long, value_parser = ["table", "json"], default_value = "table")]
         output: String,
@@ -179,8 +183,8 @@ fn main() -> ExitCode {
         }
         Command::Replay { dir } => scenario_cmd::replay(&dir),
         Command::Schema => scenario_cmd::schema(),
-        Command::Bench { what: BenchWhat::Sync { quick, output } } => {
-            bench_report("sync", bench::throughput::sync(bench::Options { quick, keys: None }), output == "json")
+        Command::Bench { what: BenchWhat::Sync { quick, keys, output } } => {
+            bench_report("sync", bench::throughput::sync(bench::Options { quick, keys }), output == "json")
         }
         Command::Bench { what: BenchWhat::Check { quick, keys, output } } => {
             bench_report("check", bench::check::check(bench::Options { quick, keys }), output == "json")
@@ -333,7 +337,15 @@ fn bench_report(what: &str, result: Result<serde_json::Value, String>, json: boo
             if k == "goals" {
                 continue;
             }
-            println!("{k:28} {val}");
+            match val.as_array().filter(|a| a.iter().all(serde_json::Value::is_object)) {
+                Some(rows) if !rows.is_empty() => {
+                    println!("{k}:");
+                    for row in rows {
+                        println!("  {row}");
+                    }
+                }
+                _ => println!("{k:28} {val}"),
+            }
         }
         for g in v["goals"].as_array().into_iter().flatten() {
             let verdict = match g["missed_by_factor"].as_f64() {

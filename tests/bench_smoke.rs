@@ -20,20 +20,37 @@ fn bench(args: &[&str]) -> serde_json::Value {
 
 #[test]
 fn bench_sync_quick_prints_its_figures() {
-    let v = bench(&["bench", "sync", "--quick", "-o", "json"]);
+    let v = bench(&["bench", "sync", "--quick", "--keys", "3000", "-o", "json"]);
     for field in [
         "ceiling_keys_per_s",
         "initial_keys_per_s",
         "make_mirror_keys_per_s",
         "stream_lag_p99_ms",
-        "stream_rate_target_per_s",
+        "stream_rates_per_s",
+        "sync_peak_rss_mib",
+        "highest_rate_kept_up",
         "cores",
         "etcd_version",
     ] {
         assert!(!v[field].is_null(), "{field} missing: {v}");
     }
+    assert_eq!(v["keys"], 3000, "{v}");
     assert!(v["initial_keys_per_s"].as_f64() > Some(0.0), "{v}");
     assert!(v["ceiling_keys_per_s"].as_f64() > Some(0.0), "{v}");
+    assert!(v["sync_peak_rss_mib"].as_f64() > Some(1.0), "the daemon's VmHWM was read: {v}");
+    let streams = v["streams"].as_array().unwrap_or_else(|| panic!("no streams: {v}"));
+    for tool in ["etcd-sync", "make-mirror"] {
+        for mode in ["puts", "txns"] {
+            let first = streams
+                .iter()
+                .find(|s| s["tool"] == tool && s["mode"] == mode)
+                .unwrap_or_else(|| panic!("no {tool} {mode} round: {v}"));
+            // At 1k writes/s both keep up on any machine: every written key is seen landing.
+            assert_eq!(first["rate_target_per_s"], 1000, "{first}");
+            assert_eq!(first["arrived"], first["keys"], "every key written must be seen arriving: {first}");
+            assert!(first["keys"].as_u64() > Some(1000) && first["lag_ms"]["p99"].is_number(), "{first}");
+        }
+    }
 }
 
 #[test]

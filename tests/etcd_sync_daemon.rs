@@ -8,12 +8,12 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use etcd_client::GetOptions;
+use harness::daemon::{free_port, http, status};
 use harness::fixtures;
 use harness::observe::OwnerOrder;
 use harness::real_etcd::{EtcdOptions, EtcdServer, EtcdVersion};
 use sync::conn::{ConnConfig, Connector, Etcd};
 use sync::rules::{Profile, Rules};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -22,10 +22,6 @@ fn binary() -> PathBuf {
     let p = drlab.with_file_name("etcd-sync");
     assert!(p.is_file(), "{} is missing: build the workspace (`cargo build --release --workspace`)", p.display());
     p
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
 }
 
 struct Daemon {
@@ -60,22 +56,6 @@ impl Drop for Daemon {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-async fn http(monitor: &str, method: &str, path: &str) -> Option<(u16, String)> {
-    let mut s = tokio::net::TcpStream::connect(monitor).await.ok()?;
-    let req = format!("{method} {path} HTTP/1.1\r\nHost: {monitor}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
-    s.write_all(req.as_bytes()).await.ok()?;
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf).await.ok()?;
-    let text = String::from_utf8_lossy(&buf).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n")?;
-    Some((head.split_whitespace().nth(1)?.parse().ok()?, body.to_string()))
-}
-
-async fn status(monitor: &str) -> Option<serde_json::Value> {
-    let (code, body) = http(monitor, "GET", "/status").await?;
-    (code == 200).then(|| serde_json::from_str(&body).ok())?
 }
 
 async fn head(e: &Etcd) -> i64 {

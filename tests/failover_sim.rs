@@ -145,6 +145,13 @@ fn an_orchestrator_crashed_at_any_point_resumes_and_finishes() {
         // Every step ran to completion exactly once in the persisted record.
         let steps: Vec<Step> = outcome.progress.step_ms.iter().map(|(s, _)| *s).collect();
         assert_eq!(steps, Step::ALL, "crash at {crash_ms} ms: each step once, in order");
+        // The RTO counts from the first start, through the crash and the restart (the resumed
+        // run started at crash + 1 s + START_S), not from the resume.
+        let (_, rto_ms) = *outcome.progress.step_ms.last().expect("timed steps");
+        // (From the second crash point on, 350 ms in, the first step — a few reads — is saved.)
+        if runs.len() == 1 && i >= 1 {
+            assert!(rto_ms > crash_ms + 1000 - START_S * 1000, "crash at {crash_ms} ms: RTO {rto_ms} ms (seed=23)");
+        }
     }
     assert!(mid_failover >= 10, "only {mid_failover} crash points fell inside the failover");
 }

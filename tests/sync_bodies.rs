@@ -242,10 +242,9 @@ async fn compaction_on_both_sides_while_down(env: &Env) -> Result<(), String> {
     env.put_all(fixtures::workload_cluster("wl-a", 8)).await?;
     env.start_sync();
     env.caught_up().await?;
-    let (ours, _) = capi("machines", "Machine", "standby-only", "uid-standby-only", &[]);
+    let (ours, v) = capi("machines", "Machine", "standby-only", "uid-standby-only", &[]);
     let mut tkv = env.target.kv.clone();
-    let (k, v) = capi("machines", "Machine", "standby-only", "uid-standby-only", &[]);
-    env.target.call(tkv.put(k, v, None)).await.map_err(|e| e.to_string())?;
+    env.target.call(tkv.put(ours.clone(), v, None)).await.map_err(|e| e.to_string())?;
     // More sync txns after the standby's own write: it sits in a gap between the sync's ranges.
     env.put_all(fixtures::workload_cluster("wl-c", 2)).await?;
     env.caught_up().await?;

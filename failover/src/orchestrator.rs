@@ -98,7 +98,13 @@ pub async fn run<P: Ports>(ports: &P, o: &Options) -> Result<Outcome, FailoverEr
         return dry_run(ports, o).await;
     }
     let mut progress = ports.load_progress().await?.unwrap_or_default();
-    let start = tokio::time::Instant::now();
+    // Saved with the first step, so a crash before it completes starts the clock again (nothing
+    // was done yet), and one after it does not.
+    let started_ms = match progress.started_ms {
+        Some(t) => t,
+        None => ports.now_ms().await?,
+    };
+    progress.started_ms = Some(started_ms);
     let mut report = None;
     while let Some(step) = progress.next() {
         let done = tokio::time::timeout(o.step_timeout, run_step(ports, o, step, &mut progress, &mut report)).await;
@@ -108,7 +114,9 @@ pub async fn run<P: Ports>(ports: &P, o: &Options) -> Result<Outcome, FailoverEr
         }
         result?;
         progress.done = Some(step);
-        progress.step_ms.push((step, start.elapsed().as_millis() as u64));
+        let now_ms = ports.now_ms().await?;
+        assert!(now_ms >= started_ms, "the failover's clock went backwards: {now_ms} < {started_ms} ms");
+        progress.step_ms.push((step, now_ms - started_ms));
         ports.save_progress(&progress).await?;
         ports.audit(&json!({"step": step, "outcome": "done", "forced_by": progress.forced_by})).await?;
     }

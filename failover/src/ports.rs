@@ -65,6 +65,9 @@ pub trait Ports {
     async fn set_paused(&self, clusters: Option<&[String]>, paused: bool) -> Result<Vec<String>, PortError>;
     /// Post-failover validation on the standby.
     async fn validate(&self) -> Result<Vec<Finding>, PortError>;
+    /// Milliseconds on a clock that outlives the orchestrator's process (the simulator's time, or
+    /// the wall clock): the RTO of a failover resumed after a crash counts from its first start.
+    async fn now_ms(&self) -> Result<u64, PortError>;
     async fn load_progress(&self) -> Result<Option<Progress>, PortError>;
     async fn save_progress(&self, p: &Progress) -> Result<(), PortError>;
     /// Appends an audit record (step, outcome) on the standby.

@@ -86,7 +86,10 @@ pub struct Progress {
     /// failover leaves them paused with the primary fenced, for the operator to decide).
     #[serde(default)]
     pub paused_primary: Vec<String>,
-    /// Simulated or real milliseconds since the failover started, per completed step.
+    /// When the failover first started ([`crate::ports::Ports::now_ms`]); a resumed run keeps it.
+    #[serde(default)]
+    pub started_ms: Option<u64>,
+    /// Simulated or real milliseconds since the failover first started, per completed step.
     pub step_ms: Vec<(Step, u64)>,
 }
 

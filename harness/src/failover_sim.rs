@@ -219,6 +219,11 @@ impl Ports for SimPorts {
         Ok(out)
     }
 
+    async fn now_ms(&self) -> Result<u64, PortError> {
+        // The orchestrator host's clock is the simulation's: it survives the host's crash.
+        Ok(turmoil::sim_elapsed().map_or(0, |d| d.as_millis() as u64))
+    }
+
     async fn load_progress(&self) -> Result<Option<Progress>, PortError> {
         let raw = self.standby.get_raw(PROGRESS_KEY).await.map_err(port("standby"))?;
         raw.map(|v| serde_json::from_slice(&v).map_err(port("progress"))).transpose()

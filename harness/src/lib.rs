@@ -7,6 +7,7 @@
 //! - [`invariants`]: the checkers over the trace and final states; [`report`]: verdicts against
 //!   the expectations, and the run directory.
 //! - [`explore`]: random fault schedules, shrunk to a minimal failing scenario (`drlab explore`).
+//! - [`daemon`]: a shipped `etcd-sync` daemon's monitor and memory, from outside.
 //! - [`drill`]: the platform world with the real sync between its clusters (`drlab world`).
 //! - [`failover_sim`]: the failover orchestrator's ports in the world, and its host.
 //! - [`fixtures`]: Kubernetes objects as stored (CAPI JSON, built-in protobuf).
@@ -17,6 +18,7 @@
 
 #[cfg(feature = "containers")]
 pub mod containers;
+pub mod daemon;
 pub mod drill;
 pub mod explore;
 pub mod failover_sim;

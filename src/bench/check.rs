@@ -23,13 +23,7 @@ pub fn check(opts: Options) -> Result<serde_json::Value, String> {
     if !(1..=KEYS_MAX).contains(&keys) {
         return Err(format!("--keys must be 1..={KEYS_MAX}"));
     }
-    let bin = std::env::current_exe().map_err(|e| e.to_string())?.with_file_name("etcd-sync");
-    if !bin.is_file() {
-        return Err(format!(
-            "{} is missing: build it next to drlab (cargo build --release -p drlab-sync --bin etcd-sync)",
-            bin.display()
-        ));
-    }
+    let bin = super::etcd_sync_binary()?;
     let rt = super::runtime()?;
     rt.block_on(async {
         let (src, tgt) = super::two_servers().await?;
@@ -56,7 +50,7 @@ pub fn check(opts: Options) -> Result<serde_json::Value, String> {
         let stderr = drain(Box::new(child.stderr.take().expect("piped")));
         let mut rss_kib = 0u64;
         let status = loop {
-            rss_kib = rss_kib.max(high_water_kib(child.id()).unwrap_or(0));
+            rss_kib = rss_kib.max(harness::daemon::high_water_kib(child.id()).unwrap_or(0));
             if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
                 break status;
             }
@@ -107,11 +101,4 @@ fn object(i: usize) -> Vec<u8> {
     let len = serde_json::to_vec(&v).expect("json").len();
     v["data"]["pad"] = json!("p".repeat(VALUE_BYTES.saturating_sub(len)));
     serde_json::to_vec(&v).expect("json")
-}
-
-/// A live process's peak resident set (`VmHWM`), in KiB.
-fn high_water_kib(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    line.split_whitespace().nth(1)?.parse().ok()
 }

@@ -4,6 +4,7 @@
 
 pub mod check;
 pub mod sim;
+pub mod stream;
 pub mod throughput;
 
 use std::time::{Duration, Instant};
@@ -54,6 +55,18 @@ async fn load_values(etcd: &Etcd, prefix: &str, n: usize, value: fn(usize) -> Ve
         }
     }
     n as f64 / start.elapsed().as_secs_f64()
+}
+
+/// The shipped `etcd-sync` binary, built next to this one.
+fn etcd_sync_binary() -> Result<std::path::PathBuf, String> {
+    let bin = std::env::current_exe().map_err(|e| e.to_string())?.with_file_name("etcd-sync");
+    if !bin.is_file() {
+        return Err(format!(
+            "{} is missing: build it next to drlab (cargo build --release -p drlab-sync --bin etcd-sync)",
+            bin.display()
+        ));
+    }
+    Ok(bin)
 }
 
 /// The benches' runtime: two worker threads, like the machines they describe.

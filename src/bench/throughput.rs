@@ -1,100 +1,162 @@
-//! `drlab bench sync`: the sync's throughput on real etcd, next to the target's own raw write
-//! ceiling measured in the same run, and `etcdctl make-mirror` on the same keys.
+//! `drlab bench sync`: the shipped `etcd-sync` daemon's throughput on real etcd — initial copy and
+//! streaming at several source rates — next to the target's own raw write ceiling measured in the
+//! same run, and `etcdctl make-mirror` on exactly the same workloads.
 
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use etcd_client::GetOptions;
+use harness::daemon;
 use harness::real_etcd::{EtcdOptions, EtcdServer, EtcdVersion};
 use serde_json::json;
-use sync::conn::{ConnConfig, Connector, Etcd};
-use sync::engine::{Engine, Handle, Phase, Settings};
-use sync::rules::{Profile, Rules};
+use sync::conn::Etcd;
 
-use super::{IN_FLIGHT, Options, TXN_OPS, VALUE_BYTES, connect, goal, load, percentile};
+use super::stream::{self, Ends, Mode, Round};
+use super::{IN_FLIGHT, Options, TXN_OPS, VALUE_BYTES, connect, goal, load, round};
 
-/// The goals: initial sync at 90 % of the ceiling and 30× make-mirror; p99 lag ≤ 100 ms at 5k/s.
+/// The goals: initial sync at 90 % of the ceiling and 30× make-mirror; p99 lag ≤ 100 ms at 5k/s;
+/// streaming keeps up with every source rate below the ceiling.
 const GOAL_INITIAL_VS_CEILING: f64 = 0.9;
 const GOAL_INITIAL_VS_MAKE_MIRROR: f64 = 30.0;
 const GOAL_LAG_P99_MS_AT_5K: f64 = 100.0;
+/// Keys the bench may load (each side holds keys × 1 KiB; etcd's quota is 2 GiB).
+const KEYS_MAX: usize = 1_000_000;
+/// Keys under a namespace the `traditional` profile syncs.
+const PREFIX: &str = "/registry/configmaps/bench/";
 
-fn goal_p99(goals: &mut Vec<serde_json::Value>, p99_ms: f64) {
-    goals.push(goal("stream lag p99 ms at 5k writes/s", p99_ms, GOAL_LAG_P99_MS_AT_5K, false));
-}
+/// How long a copy may take before the bench calls it stuck.
+const CATCH_UP_MAX: Duration = Duration::from_secs(900);
 
-/// How long the sync may take before the bench calls it stuck.
-const CATCH_UP_MAX: Duration = Duration::from_secs(600);
+/// A child process killed when dropped (a failed bench leaves nothing running).
+struct Killed(Child);
 
-async fn wait_caught_up(handle: &Handle, source: &Etcd) -> Duration {
-    let start = Instant::now();
-    let want = source.head().await.expect("source head");
-    loop {
-        let s = handle.status();
-        if s.checkpoint >= want && s.phase == Phase::Streaming {
-            return start.elapsed();
-        }
-        assert!(start.elapsed() < CATCH_UP_MAX, "the sync did not catch up within {CATCH_UP_MAX:?}: {s:?}");
-        tokio::time::sleep(Duration::from_millis(2)).await;
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 
-/// `etcdctl make-mirror` (Debian's etcd-client, or `ETCDCTL`) copying the same keys to a fresh
-/// server: keys/s until the destination holds them all.
-async fn make_mirror(source: &str, prefix: &str, keys: usize) -> Result<f64, String> {
-    let dest = EtcdServer::start(EtcdVersion::V35, EtcdOptions::default()).await.map_err(|e| e.to_string())?;
+/// The shipped daemon next to this binary, syncing `source` → `target` under `traditional`.
+fn start_sync(source: &str, target: &str, monitor: &str) -> Result<Killed, String> {
+    let bin = super::etcd_sync_binary()?;
+    Command::new(&bin)
+        .args(["run", "--source-endpoints", source, "--target-endpoints", target, "--monitor-addr", monitor])
+        .args(["--profile", "traditional"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map(Killed)
+        .map_err(|e| format!("cannot run {}: {e}", bin.display()))
+}
+
+/// Until the daemon's checkpoint covers the source head of now, streaming.
+async fn wait_caught_up(monitor: &str, source: &Etcd) -> Result<Duration, String> {
+    let start = Instant::now();
+    let want = source.head().await.map_err(|e| e.to_string())?;
+    loop {
+        let s = daemon::status(monitor).await;
+        let done = s.as_ref().is_some_and(|s| {
+            s["checkpoint"].as_i64().is_some_and(|c| c >= want) && s["phase"].as_str() == Some("streaming")
+        });
+        if done {
+            return Ok(start.elapsed());
+        }
+        if start.elapsed() > CATCH_UP_MAX {
+            return Err(format!("etcd-sync did not catch up with revision {want} within {CATCH_UP_MAX:?}: {s:?}"));
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// `etcdctl make-mirror` (Debian's etcd-client, or `ETCDCTL`) of `PREFIX` onto `dest`, with the
+/// prefix stripped (`--no-dest-prefix`); returns it running and its initial copy's keys/s.
+async fn start_make_mirror(source: &str, dest: &EtcdServer, keys: usize) -> Result<(Killed, f64), String> {
     let dest_etcd = connect(&dest.endpoint()).await;
     let bin = std::env::var("ETCDCTL").unwrap_or_else(|_| "etcdctl".into());
     // etcdctl 3.4's make-mirror takes host:port, without a scheme (with one it copies nothing).
     let (source, dest_addr) =
         (source.trim_start_matches("http://"), dest.endpoint().trim_start_matches("http://").to_string());
     let start = Instant::now();
-    let mut child = std::process::Command::new(&bin)
+    let mut child = Command::new(&bin)
         .env("ETCDCTL_API", "3")
-        .args(["--endpoints", source, "make-mirror", "--prefix", prefix, "--no-dest-prefix", &dest_addr])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
+        .args(["--endpoints", source, "make-mirror", "--prefix", PREFIX, "--no-dest-prefix", &dest_addr])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
         .spawn()
+        .map(Killed)
         .map_err(|e| format!("cannot run {bin}: {e} (install Debian's etcd-client)"))?;
-    let result = loop {
+    loop {
         let mut kv = dest_etcd.kv.clone();
-        // --no-dest-prefix strips the prefix on the way: count every key of the fresh server.
         let n = dest_etcd
             .call(kv.get(vec![0u8], Some(GetOptions::new().with_from_key().with_count_only())))
             .await
             .map(|r| r.count())
             .unwrap_or(0);
         if n as usize >= keys {
-            break Ok(keys as f64 / start.elapsed().as_secs_f64());
+            return Ok((child, keys as f64 / start.elapsed().as_secs_f64()));
         }
         if start.elapsed() > CATCH_UP_MAX {
-            break Err(format!("make-mirror copied {n} of {keys} keys in {CATCH_UP_MAX:?}"));
+            return Err(format!("make-mirror copied {n} of {keys} keys in {CATCH_UP_MAX:?}"));
         }
-        if let Ok(Some(status)) = child.try_wait() {
-            break Err(format!("make-mirror exited: {status}"));
+        if let Ok(Some(status)) = child.0.try_wait() {
+            return Err(format!("make-mirror exited: {status}"));
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
-    };
-    let _ = child.kill();
-    let _ = child.wait();
-    result
+    }
 }
 
-/// Moves every write the checkpoint now covers from `pending` to `lags_ms`.
-fn settle(pending: &mut Vec<(i64, Instant)>, lags_ms: &mut Vec<f64>, checkpoint: i64) {
-    pending.retain(|(rev, t)| {
-        let done = *rev <= checkpoint;
-        if done {
-            lags_ms.push(t.elapsed().as_secs_f64() * 1000.0);
+/// The streaming rounds of one replicator: each mode at each rate, then the source's maximum;
+/// a mode stops at the first rate it does not keep up with (its backlog would spill into the
+/// next round).
+async fn rounds(
+    tool: &str,
+    ends: &Ends<'_>,
+    rates: &[u32],
+    duration: Duration,
+    drain: Duration,
+) -> Result<Vec<serde_json::Value>, String> {
+    let mut out = Vec::new();
+    for mode in [Mode::Puts, Mode::Txns] {
+        for rate in rates.iter().map(|&r| Some(r)).chain([None]) {
+            let tag = format!("s{}-{}-", mode.name(), rate.map_or("max".to_string(), |r| r.to_string()));
+            let mut v = stream::run(ends, &Round { tag, mode, rate_per_s: rate, duration, drain }).await?;
+            v["tool"] = json!(tool);
+            let kept_up = v["kept_up"].as_bool() == Some(true);
+            out.push(v);
+            if !kept_up {
+                break;
+            }
         }
-        !done
-    });
+    }
+    Ok(out)
+}
+
+/// The highest source rate each (tool, mode) kept up with: the rate the source achieved (on a
+/// shared 2-core machine it may fall short of the target rate, and the maximum has none).
+fn highest_kept_up(streams: &[serde_json::Value]) -> serde_json::Value {
+    let mut best = serde_json::Map::new();
+    for s in streams.iter().filter(|s| s["kept_up"].as_bool() == Some(true)) {
+        let name = format!("{} {}", s["tool"].as_str().unwrap_or(""), s["mode"].as_str().unwrap_or(""));
+        let rate = s["rate_achieved_per_s"].as_f64().unwrap_or(0.0);
+        let e = best.entry(name).or_insert(json!(0.0));
+        if rate > e.as_f64().unwrap_or(0.0) {
+            *e = json!(rate);
+        }
+    }
+    serde_json::Value::Object(best)
 }
 
 pub fn sync(opts: Options) -> Result<serde_json::Value, String> {
+    let keys = opts.keys.unwrap_or(if opts.quick { 10_000 } else { 100_000 });
+    if !(1..=KEYS_MAX).contains(&keys) {
+        return Err(format!("--keys must be 1..={KEYS_MAX}"));
+    }
+    let rates: &[u32] = if opts.quick { &[1_000, 5_000] } else { &[1_000, 5_000, 10_000, 20_000] };
+    let duration = Duration::from_secs(if opts.quick { 2 } else { 5 });
+    let drain = Duration::from_secs(if opts.quick { 5 } else { 15 });
     let rt = super::runtime()?;
     rt.block_on(async {
-        let keys = if opts.quick { 10_000 } else { 100_000 };
-        let stream_rate = if opts.quick { 1_000 } else { 5_000 };
-        let stream_secs = if opts.quick { 3 } else { 10 };
         let (src, tgt) = super::two_servers().await?;
         let (source, target) = (connect(&src.endpoint()).await, connect(&tgt.endpoint()).await);
 
@@ -105,58 +167,59 @@ pub fn sync(opts: Options) -> Result<serde_json::Value, String> {
             .call(kv.delete("/bench-ceiling/", Some(etcd_client::DeleteOptions::new().with_prefix())))
             .await
             .map_err(|e| e.to_string())?;
+        load(&source, &format!("{PREFIX}k-"), keys).await;
 
-        load(&source, "/registry/configmaps/bench/k-", keys).await;
-        let handle = Handle::default();
-        let mut settings = Settings::new(Rules::profile(Profile::Traditional));
-        settings.seed = 1;
-        let engine = Engine {
-            source: ConnConfig::new([src.endpoint()]),
-            target: ConnConfig::new([tgt.endpoint()]),
-            source_connector: Connector::Tcp,
-            target_connector: Connector::Tcp,
-            settings,
-            handle: handle.clone(),
-        };
-        let task = tokio::spawn(async move { engine.run().await });
-        let initial = wait_caught_up(&handle, &source).await;
+        // etcd-sync: initial copy, then the rounds, then its peak RSS.
+        let monitor = format!("127.0.0.1:{}", daemon::free_port());
+        let sync_child = start_sync(&src.endpoint(), &tgt.endpoint(), &monitor)?;
+        let initial = wait_caught_up(&monitor, &source).await?;
         let initial_rate = keys as f64 / initial.as_secs_f64();
+        let ends = Ends { source: &source, source_prefix: PREFIX, sink: &target, sink_prefix: PREFIX };
+        let mut streams = rounds("etcd-sync", &ends, rates, duration, drain).await?;
+        let rss_mib = daemon::high_water_kib(sync_child.0.id()).unwrap_or(0) as f64 / 1024.0;
+        drop(sync_child);
+        // The rounds' keys go, so make-mirror's initial copy is exactly the same keys.
+        let mut kv = source.kv.clone();
+        source
+            .call(kv.delete(format!("{PREFIX}s"), Some(etcd_client::DeleteOptions::new().with_prefix())))
+            .await
+            .map_err(|e| e.to_string())?;
 
-        // Streaming: single puts at a fixed rate; lag = source ack → checkpoint covers it.
-        let mut lags_ms = Vec::new();
-        let period = Duration::from_secs_f64(1.0 / stream_rate as f64);
-        let start = Instant::now();
-        let mut pending: Vec<(i64, Instant)> = Vec::new();
-        let mut i = 0usize;
-        while start.elapsed() < Duration::from_secs(stream_secs) {
-            let due = start + period * i as u32;
-            if Instant::now() < due {
-                tokio::time::sleep_until(due.into()).await;
-            }
-            let mut kv = source.kv.clone();
-            let r = source
-                .call(kv.put(format!("/registry/configmaps/bench/s-{i:08}"), vec![b's'; VALUE_BYTES], None))
-                .await
-                .map_err(|e| e.to_string())?;
-            pending.push((r.header().expect("header").revision(), Instant::now()));
-            i += 1;
-            settle(&mut pending, &mut lags_ms, handle.status().checkpoint);
-        }
-        let achieved_rate = i as f64 / start.elapsed().as_secs_f64();
-        while !pending.is_empty() {
-            tokio::time::sleep(Duration::from_millis(1)).await;
-            settle(&mut pending, &mut lags_ms, handle.status().checkpoint);
-        }
-        handle.command(sync::engine::Command::Stop);
-        task.abort();
-        let mirror = make_mirror(&src.endpoint(), "/registry/configmaps/bench/k-", keys).await?;
-        lags_ms.sort_by(f64::total_cmp);
+        // make-mirror: the same initial keys onto a fresh server, then the same rounds.
+        let dest = EtcdServer::start(EtcdVersion::V35, EtcdOptions::default()).await.map_err(|e| e.to_string())?;
+        let dest_etcd = connect(&dest.endpoint()).await;
+        let (mirror_child, mirror) = start_make_mirror(&src.endpoint(), &dest, keys).await?;
+        let ends = Ends { source: &source, source_prefix: PREFIX, sink: &dest_etcd, sink_prefix: "" };
+        // The same tags again: prefix them so the source's keys are new writes.
+        let ends_m = Ends { source_prefix: &format!("{PREFIX}m"), sink_prefix: "m", ..ends };
+        streams.extend(rounds("make-mirror", &ends_m, rates, duration, drain).await?);
+        drop(mirror_child);
+
+        let sync_p99_at = |rate: u32| {
+            streams
+                .iter()
+                .find(|s| s["tool"] == "etcd-sync" && s["mode"] == "puts" && s["rate_target_per_s"] == rate)
+                .and_then(|s| s["lag_ms"]["p99"].as_f64())
+        };
+        let p99_5k = sync_p99_at(5_000);
+        let below_ceiling: Vec<&serde_json::Value> = streams
+            .iter()
+            .filter(|s| s["tool"] == "etcd-sync")
+            .filter(|s| s["rate_achieved_per_s"].as_f64().is_some_and(|r| r < ceiling))
+            .collect();
+        let kept = below_ceiling.iter().filter(|s| s["kept_up"].as_bool() == Some(true)).count();
         let mut goals = vec![
             goal("initial sync / concurrent-txn ceiling", initial_rate / ceiling, GOAL_INITIAL_VS_CEILING, true),
             goal("initial sync / make-mirror", initial_rate / mirror, GOAL_INITIAL_VS_MAKE_MIRROR, true),
+            goal(
+                "etcd-sync rounds below the ceiling kept up (fraction)",
+                kept as f64 / below_ceiling.len().max(1) as f64,
+                1.0,
+                true,
+            ),
         ];
-        if stream_rate == 5_000 {
-            goal_p99(&mut goals, percentile(&lags_ms, 0.99));
+        if let Some(p99) = p99_5k {
+            goals.push(goal("stream lag p99 ms at 5k writes/s", p99, GOAL_LAG_P99_MS_AT_5K, false));
         }
         Ok(json!({
             "bench": "sync",
@@ -168,14 +231,16 @@ pub fn sync(opts: Options) -> Result<serde_json::Value, String> {
             "ceiling_keys_per_s": ceiling.round(),
             "ceiling_mode": format!("txns of {TXN_OPS}, {IN_FLIGHT} in flight"),
             "initial_keys_per_s": initial_rate.round(),
-            "initial_vs_ceiling": (initial_rate / ceiling * 1000.0).round() / 1000.0,
+            "initial_vs_ceiling": round(initial_rate / ceiling, 3),
+            "sync_peak_rss_mib": round(rss_mib, 1),
             "make_mirror_keys_per_s": mirror.round(),
-            "initial_vs_make_mirror": (initial_rate / mirror * 10.0).round() / 10.0,
-            "stream_rate_target_per_s": stream_rate,
-            "stream_rate_achieved_per_s": achieved_rate.round(),
-            "stream_lag_p50_ms": (percentile(&lags_ms, 0.5) * 100.0).round() / 100.0,
-            "stream_lag_p99_ms": (percentile(&lags_ms, 0.99) * 100.0).round() / 100.0,
-            "stream_lag_max_ms": (percentile(&lags_ms, 1.0) * 100.0).round() / 100.0,
+            "initial_vs_make_mirror": round(initial_rate / mirror, 1),
+            "stream_rates_per_s": rates,
+            "stream_round_seconds": duration.as_secs(),
+            "stream_txn_keys": stream::STREAM_TXN_OPS,
+            "stream_lag_p99_ms": p99_5k.or_else(|| sync_p99_at(rates[0])),
+            "highest_rate_kept_up": highest_kept_up(&streams),
+            "streams": streams,
             "goals": goals,
         }))
     })

@@ -171,34 +171,17 @@ async fn check_at(
     page: i64,
 ) -> Result<Report, ScanError> {
     let mut r = Report { source_revision: s_rev, target_revision: t_rev, ..Report::default() };
-    // Target UIDs, for dangling owners (all keys: an owner may be out of scope).
+    // Target UIDs, for dangling owners (all keys: an owner may be out of scope). The target is
+    // read twice — UIDs, then the merge, which also finds the dangling owners — and the source
+    // once: a check's time is the bytes it reads.
     let mut uids = Uids::default();
-    let target_plain = |v: &[u8]| boundary.target.as_ref().and_then(|k| k.decrypt(v));
-    let decode = |v: &[u8]| match target_plain(v) {
-        Some(p) => object::decode(&p),
-        None => object::decode(v),
-    };
     let mut scan = Scan::new(target, &[0], &[0], t_rev, page);
     while let Some(kv) = scan.next().await? {
-        if let Decoded::Object(m) = decode(kv.value()) {
+        if let Decoded::Object(m) = decode_target(boundary, kv.value()) {
             uids.insert(m.uid);
         }
     }
     uids.seal();
-    let mut scan = Scan::new(target, &[0], &[0], t_rev, page);
-    while let Some(kv) = scan.next().await? {
-        if !rules.includes(kv.key()) {
-            continue;
-        }
-        match decode(kv.value()) {
-            Decoded::Object(m) => {
-                for o in m.owners.iter().filter(|o| !uids.contains(&o.uid)) {
-                    r.dangling.add(format!("{} -> {}", String::from_utf8_lossy(kv.key()), o.uid));
-                }
-            }
-            Decoded::Encrypted { .. } | Decoded::Opaque => {}
-        }
-    }
     // Held keys, from the sync's bookkeeping.
     let held = HELD_PREFIX.as_bytes();
     let mut held_keys = BTreeSet::new();
@@ -213,9 +196,19 @@ async fn check_at(
         }
         r.held.add(format!("{key} ({reason})"));
     }
-    let Some((source, s_rev)) = source.zip(s_rev) else { return Ok(r) };
+    let mut tgt = TargetScan {
+        scan: Scan::new(target, &[0], &[0], t_rev, page),
+        uids,
+        rules,
+        boundary,
+        dangling: Listed::default(),
+    };
+    let Some((source, s_rev)) = source.zip(s_rev) else {
+        while tgt.next().await?.is_some() {}
+        r.dangling = tgt.dangling;
+        return Ok(r);
+    };
     let mut src = Scan::new(source, &[0], &[0], s_rev, page);
-    let mut tgt = Scan::new(target, &[0], &[0], t_rev, page);
     let (mut s, mut t) = (src.next().await?, tgt.next().await?);
     loop {
         // Held keys are reported as held, not also as missed or stale; leased keys are skipped
@@ -257,7 +250,39 @@ async fn check_at(
             (Some(_), None) => unreachable!("handled by the missed arm"),
         }
     }
+    r.dangling = tgt.dangling;
     Ok(r)
+}
+
+fn decode_target(boundary: &Boundary, v: &[u8]) -> Decoded {
+    match boundary.target.as_ref().and_then(|k| k.decrypt(v)) {
+        Some(p) => object::decode(&p),
+        None => object::decode(v),
+    }
+}
+
+/// The target side of the merge: every in-scope object it passes is checked for owners whose
+/// UID is nowhere on the target.
+struct TargetScan<'a> {
+    scan: Scan,
+    uids: Uids,
+    rules: &'a Rules,
+    boundary: &'a Boundary,
+    dangling: Listed,
+}
+
+impl TargetScan<'_> {
+    async fn next(&mut self) -> Result<Option<etcd_client::KeyValue>, ScanError> {
+        let kv = self.scan.next().await?;
+        if let Some(kv) = kv.as_ref().filter(|kv| self.rules.includes(kv.key()))
+            && let Decoded::Object(m) = decode_target(self.boundary, kv.value())
+        {
+            for o in m.owners.iter().filter(|o| !self.uids.contains(&o.uid)) {
+                self.dangling.add(format!("{} -> {}", String::from_utf8_lossy(kv.key()), o.uid));
+            }
+        }
+        Ok(kv)
+    }
 }
 
 /// Every UID on the target, for the dangling check — the one structure of the check that grows

@@ -507,7 +507,10 @@ impl Session<'_> {
     fn account(&mut self, n: u64, cp: &Checkpoint, rev: i64) {
         self.ledger.record(rev);
         let (split, stats) = (self.batcher.split_revisions, self.planner.stats.clone());
+        let (ranges, dropped) = (self.ledger.len(), self.ledger.dropped());
         self.handle.update(|s| {
+            s.ledger_ranges = ranges;
+            s.ledger_dropped = dropped;
             s.held_total = s.held_total.max(stats.held_total);
             s.released_total = s.released_total.max(stats.released_total);
             s.applied_ops += n;

@@ -20,6 +20,7 @@ pub mod plan;
 pub mod rules;
 pub mod scan;
 pub mod target;
+pub mod window;
 
 /// Every key the sync writes for itself on the target lives under this prefix.
 pub const BOOKKEEPING_PREFIX: &str = "/drlab/etcd-sync/";

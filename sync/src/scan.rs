@@ -1,4 +1,5 @@
-//! Paged reads at one fixed revision, with bounded memory: one page at a time.
+//! Paged reads at one fixed revision, with bounded memory: one page at a time, each from a
+//! window the [`Cursor`] picks so etcd's per-request count stays a few pages long.
 //!
 //! A compaction past the pinned revision in the middle of a scan surfaces as
 //! [`ScanError::Compacted`]; the caller restarts its pass at a new revision.
@@ -6,6 +7,7 @@
 use etcd_client::{GetOptions, KeyValue};
 
 use crate::conn::{ConnError, Etcd};
+use crate::window::{Answer, Cursor};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ScanError {
@@ -40,8 +42,7 @@ pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
 /// Reads `[start, end)` at `revision`, `page` keys at a time.
 pub struct Scan {
     etcd: Etcd,
-    next: Option<Vec<u8>>,
-    end: Vec<u8>,
+    cursor: Cursor,
     revision: i64,
     page: i64,
     keys_only: bool,
@@ -50,11 +51,9 @@ pub struct Scan {
 
 impl Scan {
     pub fn new(etcd: &Etcd, start: &[u8], end: &[u8], revision: i64, page: i64) -> Self {
-        assert!(page > 0, "a scan page holds at least one key");
         Scan {
             etcd: etcd.clone(),
-            next: Some(start.to_vec()),
-            end: end.to_vec(),
+            cursor: Cursor::new(start, end, page),
             revision,
             page,
             keys_only: false,
@@ -73,24 +72,24 @@ impl Scan {
             if let Some(kv) = self.buf.next() {
                 return Ok(Some(kv));
             }
-            let Some(start) = self.next.take() else { return Ok(None) };
-            let mut opts =
-                GetOptions::new().with_range(self.end.clone()).with_revision(self.revision).with_limit(self.page);
+            let Some(window) = self.cursor.window() else { return Ok(None) };
+            let mut opts = GetOptions::new().with_range(window.end).with_revision(self.revision).with_limit(self.page);
             if self.keys_only {
                 opts = opts.with_keys_only();
             }
             let mut kv = self.etcd.kv.clone();
-            let mut r = match self.etcd.call(kv.get(start, Some(opts))).await {
+            let mut r = match self.etcd.call(kv.get(window.start, Some(opts))).await {
                 Ok(r) => r,
                 Err(e) if is_compacted(&e) => return Err(ScanError::Compacted { revision: self.revision }),
                 Err(e) => return Err(e.into()),
             };
             let kvs = r.take_kvs();
-            if r.more() {
-                let mut after = kvs.last().expect("more implies a key").key().to_vec();
-                after.push(0);
-                self.next = Some(after);
-            }
+            self.cursor.advance(Answer {
+                first: kvs.first().map(|kv| kv.key()),
+                last: kvs.last().map(|kv| kv.key()),
+                more: r.more(),
+                count: r.count(),
+            });
             self.buf = kvs.into_iter();
         }
     }
