@@ -1,14 +1,15 @@
 //! The real failover orchestrator in the simulated world: a planned failover of a consistent
 //! standby succeeds with RPO = 0 and no Machine or VM lost; on an inconsistent standby the guard
 //! refuses before the gate is cleared, and without the guard (`uninstall-guard-off`) the same
-//! world loses VMs.
+//! world loses VMs. An abort gives a refused failover's primary back; after the gate is cleared
+//! it is refused.
 
 use std::time::Duration;
 
 use failover::Options;
 use failover::step::Step;
 use harness::drill::{platform_config, sync_settings};
-use harness::failover_sim::{PlatformView, Runs, add_orchestrator};
+use harness::failover_sim::{Job, PlatformView, Runs, add_orchestrator};
 use harness::simsync::SyncHost;
 use sim::k8s::kind;
 use sim::platform::{Action, PRIMARY, Platform, STANDBY};
@@ -21,6 +22,8 @@ const START_S: u64 = 30;
 struct Run {
     p: Platform,
     runs: Runs,
+    /// The operator's `--abort`, when the world had one.
+    aborts: Runs,
 }
 
 /// A world with the sync and an orchestrator starting at `START_S`; `lose_owner` deletes the
@@ -32,14 +35,44 @@ fn failover_world(seed: u64, options: Options, lose_owner: bool) -> Run {
 }
 
 fn failover_world_with(seed: u64, options: Options, lose_owner: bool, writes_per_s: f64) -> Run {
+    failover_world_then(seed, options, lose_owner, writes_per_s, None)
+}
+
+/// As above, and an operator's abort at `abort_at_s` when given.
+fn failover_world_then(
+    seed: u64,
+    options: Options,
+    lose_owner: bool,
+    writes_per_s: f64,
+    abort_at_s: Option<u64>,
+) -> Run {
     let mut cfg = platform_config(seed, 150, Topology { clusters: 2, machines: 3 });
     cfg.dns_ttl_s = 10;
     cfg.writes_per_s = writes_per_s;
     let settings = sync_settings(&cfg);
     let (p, mut sim) = Platform::build(cfg).expect("world builds");
     let handle = SyncHost::new(PRIMARY, STANDBY, settings.clone()).add(&mut sim, p.links.clone());
-    let runs =
-        add_orchestrator(&mut sim, PlatformView::of(&p), settings, handle, options, Duration::from_secs(START_S));
+    let runs = add_orchestrator(
+        &mut sim,
+        Job::Failover,
+        PlatformView::of(&p),
+        settings.clone(),
+        handle.clone(),
+        options.clone(),
+        Duration::from_secs(START_S),
+    );
+    let aborts = match abort_at_s {
+        Some(t) => add_orchestrator(
+            &mut sim,
+            Job::Abort,
+            PlatformView::of(&p),
+            settings,
+            handle,
+            options,
+            Duration::from_secs(t),
+        ),
+        None => Runs::default(),
+    };
     let lost = kind::CLUSTER.key(NS, "wc-00").into_bytes();
     let standby = p.standby.etcd.clone();
     let mut steps = Vec::new();
@@ -55,7 +88,7 @@ fn failover_world_with(seed: u64, options: Options, lose_owner: bool, writes_per
     }
     p.run(&mut sim, steps).expect("runs");
     drop(sim);
-    Run { p, runs }
+    Run { p, runs, aborts }
 }
 
 fn gate(p: &Platform) -> Gate {
@@ -127,8 +160,15 @@ fn an_orchestrator_crashed_at_any_point_resumes_and_finishes() {
         let (p, mut sim) = Platform::build(cfg).expect("world builds");
         let handle = SyncHost::new(PRIMARY, STANDBY, settings.clone()).add(&mut sim, p.links.clone());
         let options = Options::new(PRIMARY, STANDBY);
-        let runs =
-            add_orchestrator(&mut sim, PlatformView::of(&p), settings, handle, options, Duration::from_secs(START_S));
+        let runs = add_orchestrator(
+            &mut sim,
+            Job::Failover,
+            PlatformView::of(&p),
+            settings,
+            handle,
+            options,
+            Duration::from_secs(START_S),
+        );
         let steps = vec![
             At::new(Duration::from_millis(crash_ms), |sim| p.faults.crash(sim, "orchestrator")),
             At::new(Duration::from_millis(crash_ms + 1000), |sim| p.faults.restart(sim, "orchestrator")),
@@ -157,6 +197,50 @@ fn an_orchestrator_crashed_at_any_point_resumes_and_finishes() {
 }
 
 /// Writes the old primary accepted after the failover pinned R: lost to the new primary. R comes
+fn paused(p: &Platform, primary: bool, cluster: &str) -> bool {
+    let side = if primary { &p.primary } else { &p.standby };
+    let key = kind::CLUSTER.key(NS, cluster);
+    let c = side.api.decode(&key, &side.etcd.get(key.as_bytes()).expect("the Cluster exists")).expect("decodes");
+    c.field(&["spec", "paused"]) == Some(&serde_json::json!(true))
+}
+
+#[test]
+fn an_abort_gives_a_refused_failovers_primary_back() {
+    // The guard refuses (wc-00 missed on the standby) with the primary fenced and wc-01 paused
+    // by the failover; the operator aborts a minute later.
+    // Heartbeat writes on the primary all along: after the abort they must reach the standby.
+    let r = failover_world_then(22, Options::new(PRIMARY, STANDBY), true, 2.0, Some(START_S + 60));
+    assert!(r.runs.lock().unwrap()[0].as_ref().is_err_and(|e| e.contains("refused")), "refused (seed=22)");
+    let aborts = r.aborts.lock().unwrap();
+    let plan = &aborts[0].as_ref().unwrap_or_else(|e| panic!("the abort succeeds (seed=22): {e}")).plan;
+    assert!(!r.p.primary.api.fenced(), "the primary takes writes again: {plan:?}");
+    assert!(!paused(&r.p, true, "wc-01"), "the Cluster the failover paused reconciles again: {plan:?}");
+    assert!(paused(&r.p, true, "wc-00"), "the Cluster the operator paused stays paused: {plan:?}");
+    assert!(!paused(&r.p, false, "wc-01"), "unpaused on the standby too (seed=22): {plan:?}");
+    // The sync applies again: its checkpoint follows the primary's head (frozen, it would stay
+    // a minute of heartbeats behind).
+    let cp = r.p.standby.etcd.get(sync::target::checkpoint_key().as_bytes()).expect("checkpoint");
+    let cp: sync::target::Checkpoint = serde_json::from_slice(&cp).expect("checkpoint json");
+    let behind = r.p.primary.etcd.revision() - cp.revision;
+    assert!(behind <= 5, "the sync is {behind} revisions behind the primary after the abort (seed=22)");
+    assert_eq!(gate(&r.p).state, GateState::Syncing);
+    let progress = harness::failover_sim::saved_progress(&r.p).expect("progress");
+    assert_eq!(progress.done, None, "the next failover starts afresh");
+    assert_eq!(r.p.iaas.deletions(), vec![], "no VM deleted");
+}
+
+#[test]
+fn an_abort_after_the_gate_is_cleared_is_refused() {
+    let r = failover_world_then(21, Options::new(PRIMARY, STANDBY), false, 0.0, Some(START_S + 100));
+    assert!(r.runs.lock().unwrap()[0].is_ok(), "the failover succeeds (seed=21)");
+    let aborts = r.aborts.lock().unwrap();
+    let err = aborts[0].as_ref().expect_err("too late to abort (seed=21)");
+    assert!(err.contains("cannot abort") && err.contains("fail back"), "{err}");
+    assert_eq!(gate(&r.p).state, GateState::Cleared);
+    assert!(r.p.primary.api.fenced(), "the old primary stays fenced");
+    assert_eq!(r.p.dns.answer().0, STANDBY);
+}
+
 /// from the progress persisted on the standby (a refused failover has pinned it too).
 fn writes_after_r(r: &Run) -> i64 {
     let progress = harness::failover_sim::saved_progress(&r.p).expect("progress persisted");

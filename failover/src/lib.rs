@@ -13,4 +13,4 @@ pub mod orchestrator;
 pub mod ports;
 pub mod step;
 
-pub use orchestrator::{FailoverError, Options, Outcome, run};
+pub use orchestrator::{FailoverError, Options, Outcome, abort, run};

@@ -90,6 +90,13 @@ pub enum FailoverError {
     Timeout { step: Step, timeout: Duration },
     #[error("validation failed; clusters stay paused: {0:?}")]
     Validation(Vec<Finding>),
+    #[error(
+        "cannot abort: the failover got past {done:?} — the sync is uninstalled and the standby may \
+         have acted as the primary since; finish the failover, then fail back"
+    )]
+    TooLateToAbort { done: Step },
+    #[error("the abort's postcondition failed: {0}")]
+    AbortIncomplete(String),
 }
 
 /// Runs (or resumes) the planned failover.
@@ -181,9 +188,11 @@ async fn run_step<P: Ports>(
             ports.target_head().await?;
         }
         Step::QuiescePrimary => {
-            // A resumed run keeps the list of the first (pausing again finds nothing to pause).
+            // A resumed run keeps the list of the first (pausing again finds nothing to pause),
+            // so it is saved before the grace: a crash in it must not lose what an abort undoes.
             let paused = ports.pause_primary().await?;
             p.paused_primary.extend(paused);
+            ports.save_progress(p).await?;
             tokio::time::sleep(o.quiesce).await;
         }
         Step::FencePrimary => {
@@ -253,6 +262,47 @@ async fn run_step<P: Ports>(
         }
     }
     Ok(())
+}
+
+/// Undoes a failover that stopped (refused, failed or crashed) before the sync was uninstalled:
+/// the sync applies again, the primary takes writes again and the workload Clusters the
+/// failover paused reconcile again; its progress is cleared so the next failover starts afresh.
+/// Refused from the uninstall on: the standby may have acted as the primary since.
+pub async fn abort<P: Ports>(ports: &P, o: &Options) -> Result<Outcome, FailoverError> {
+    let Some(p) = ports.load_progress().await? else {
+        return Ok(Outcome { plan: vec!["nothing to abort: no failover in progress".into()], ..Outcome::default() });
+    };
+    if let Some(done) = p.done.filter(|d| *d >= Step::UninstallSync) {
+        return Err(FailoverError::TooLateToAbort { done });
+    }
+    let mut plan = vec![format!("abort after: {:?}", p.done)];
+    if o.dry_run {
+        plan.push("resume the sync".into());
+        plan.push(format!("unfence {}", o.primary));
+        plan.push(format!("unpause on {}: {:?}", o.primary, p.paused_primary));
+        plan.push(format!("unpause on {}: {:?}", o.standby, p.paused));
+        return Ok(Outcome { progress: p, report: None, plan });
+    }
+    // The sync first, so it carries the primary's unpause writes over the standby's copies.
+    ports.resume_sync().await?;
+    plan.push("resumed the sync".into());
+    ports.unfence_primary().await?;
+    if ports.primary_fenced().await? {
+        return Err(FailoverError::AbortIncomplete(format!("{} still refuses writes", o.primary)));
+    }
+    plan.push(format!("unfenced {}", o.primary));
+    let unpaused = ports.unpause_primary(&p.paused_primary).await?;
+    plan.push(format!("unpaused on {}: {unpaused:?}", o.primary));
+    if !p.paused.is_empty() {
+        let unpaused = ports.set_paused(Some(&p.paused), false).await?;
+        plan.push(format!("unpaused on {}: {unpaused:?}", o.standby));
+    }
+    ports.save_progress(&Progress::default()).await?;
+    ports.audit(&json!({"step": "abort", "outcome": "done", "after": p.done, "undone": plan})).await?;
+    if !ports.sync_running().await? {
+        return Err(FailoverError::AbortIncomplete("the sync's gate does not say syncing".into()));
+    }
+    Ok(Outcome { progress: Progress::default(), report: None, plan })
 }
 
 /// Every precondition evaluated, nothing changed: the check runs at the current heads.

@@ -47,6 +47,8 @@ pub trait Ports {
     /// Whether the sync is running and may write (its gate says syncing).
     async fn sync_running(&self) -> Result<bool, PortError>;
     async fn freeze_sync(&self, at: i64) -> Result<(), PortError>;
+    /// The sync applies again after a freeze (an abort).
+    async fn resume_sync(&self) -> Result<(), PortError>;
     async fn pinned_check(&self, source_rev: i64, target_rev: i64) -> Result<Report, PortError>;
     /// Uninstalls the sync deciding on `report` (the guard already passed or was forced).
     async fn uninstall_sync(&self, report: &Report, forced_by: Option<&str>) -> Result<(), PortError>;
@@ -55,6 +57,10 @@ pub trait Ports {
     async fn pause_primary(&self) -> Result<Vec<String>, PortError>;
     /// Refuses writes on the primary at the owning resource layer (or cuts its write path).
     async fn fence_primary(&self) -> Result<(), PortError>;
+    /// The primary takes writes again (an abort).
+    async fn unfence_primary(&self) -> Result<(), PortError>;
+    /// Unpauses the named workload CAPI Clusters on the primary (an abort); returns those touched.
+    async fn unpause_primary(&self, clusters: &[String]) -> Result<Vec<String>, PortError>;
     async fn primary_fenced(&self) -> Result<bool, PortError>;
     async fn remove_replication_path(&self) -> Result<(), PortError>;
     /// Where the platform domain points now (the authoritative answer).

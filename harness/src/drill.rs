@@ -158,7 +158,15 @@ pub fn failover_drill(f: &FailoverDrill) -> Result<FailoverDrillReport, WorldErr
     options.force = f.force.clone();
     let view = crate::failover_sim::PlatformView::of(&p);
     let start = std::time::Duration::from_secs(f.at_s);
-    let runs = crate::failover_sim::add_orchestrator(&mut sim, view, settings, handle.clone(), options, start);
+    let runs = crate::failover_sim::add_orchestrator(
+        &mut sim,
+        crate::failover_sim::Job::Failover,
+        view,
+        settings,
+        handle.clone(),
+        options,
+        start,
+    );
     let platform = p.run(&mut sim, Vec::new())?;
     let runs = runs.lock().expect("runs lock").clone();
     Ok(FailoverDrillReport {

@@ -145,6 +145,11 @@ impl Ports for SimPorts {
         Ok(())
     }
 
+    async fn resume_sync(&self) -> Result<(), PortError> {
+        self.control.resume();
+        Ok(())
+    }
+
     async fn pinned_check(&self, source_rev: i64, target_rev: i64) -> Result<Report, PortError> {
         self.control.check_pinned(source_rev, target_rev).await.map_err(port("sync"))
     }
@@ -169,6 +174,15 @@ impl Ports for SimPorts {
     async fn fence_primary(&self) -> Result<(), PortError> {
         self.primary.server.set_fenced(true);
         Ok(())
+    }
+
+    async fn unfence_primary(&self) -> Result<(), PortError> {
+        self.primary.server.set_fenced(false);
+        Ok(())
+    }
+
+    async fn unpause_primary(&self, clusters: &[String]) -> Result<Vec<String>, PortError> {
+        set_paused_on(&self.primary, "primary", |c: &Stored| clusters.iter().any(|n| n == c.obj.name()), false).await
     }
 
     async fn primary_fenced(&self) -> Result<bool, PortError> {
@@ -259,21 +273,30 @@ impl From<Duration> for Start {
     }
 }
 
-/// Adds the `orchestrator` host: at `start` it runs the real failover against the world and
+/// What an orchestrator host runs: the failover (host `orchestrator`), or an operator's abort
+/// of it (host `orchestrator-abort`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Job {
+    Failover,
+    Abort,
+}
+
+/// Adds the job's host: at `start` it runs the real failover (or abort) against the world and
 /// records the outcome. A crashed and restarted host runs it again, which resumes from the
 /// progress stored on the standby.
 pub fn add_orchestrator(
     sim: &mut turmoil::Sim<'_>,
+    job: Job,
     view: PlatformView,
     settings: Settings,
     handle: Handle,
     options: Options,
     start: impl Into<Start>,
 ) -> Runs {
-    let start = start.into();
+    let (start, host) = (start.into(), if job == Job::Failover { "orchestrator" } else { "orchestrator-abort" });
     let runs: Runs = Arc::default();
     let out = runs.clone();
-    sim.host("orchestrator", move || {
+    sim.host(host, move || {
         let (view, settings, handle, options, runs, start) =
             (view.clone(), settings.clone(), handle.clone(), options.clone(), runs.clone(), start.clone());
         async move {
@@ -285,12 +308,19 @@ pub fn add_orchestrator(
                 }
             }
             let result = match SimPorts::new(&view, &settings, handle).await {
-                Ok(ports) => failover::run(&ports, &options).await.map_err(|e: FailoverError| e.to_string()),
+                Ok(ports) => match job {
+                    Job::Failover => failover::run(&ports, &options).await,
+                    Job::Abort => failover::abort(&ports, &options).await,
+                }
+                .map_err(|e: FailoverError| e.to_string()),
                 Err(e) => Err(e.to_string()),
             };
             view.primary_api.trace.record(
-                "orchestrator",
-                "failover.result",
+                host,
+                match job {
+                    Job::Failover => "failover.result",
+                    Job::Abort => "failover.abort.result",
+                },
                 json!({"ok": result.is_ok(), "error": result.as_ref().err()}),
             );
             runs.lock().expect("runs lock").push(result);

@@ -19,7 +19,7 @@ use sync::engine::{Settings, Status};
 use sync::rules::{Profile, Rules};
 
 use crate::drill::{Diff, compare, platform_config, sync_settings};
-use crate::failover_sim::{PlatformView, Start, add_orchestrator};
+use crate::failover_sim::{Job, PlatformView, Start, add_orchestrator};
 use crate::observe::{Orphaned, OwnerOrder};
 use crate::scenario::{Condition, Encryption, Scenario, Side, Variant};
 use crate::simsync::{SyncHost, conn_config};
@@ -199,6 +199,7 @@ pub fn run(s: &Scenario, seed: u64, variant: Variant, trace: PathBuf) -> Result<
     let runs = s.failover().is_some().then(|| {
         add_orchestrator(
             &mut sim,
+            Job::Failover,
             PlatformView::of(&p),
             settings.clone(),
             handle.clone(),
