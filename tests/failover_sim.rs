@@ -38,13 +38,13 @@ fn failover_world_with(seed: u64, options: Options, lose_owner: bool, writes_per
     failover_world_then(seed, options, lose_owner, writes_per_s, None)
 }
 
-/// As above, and an operator's abort at `abort_at_s` when given.
+/// As above, and an operator's abort at a time (in seconds), with its options, when given.
 fn failover_world_then(
     seed: u64,
     options: Options,
     lose_owner: bool,
     writes_per_s: f64,
-    abort_at_s: Option<u64>,
+    abort: Option<(u64, Options)>,
 ) -> Run {
     let mut cfg = platform_config(seed, 150, Topology { clusters: 2, machines: 3 });
     cfg.dns_ttl_s = 10;
@@ -58,19 +58,13 @@ fn failover_world_then(
         PlatformView::of(&p),
         settings.clone(),
         handle.clone(),
-        options.clone(),
+        options,
         Duration::from_secs(START_S),
     );
-    let aborts = match abort_at_s {
-        Some(t) => add_orchestrator(
-            &mut sim,
-            Job::Abort,
-            PlatformView::of(&p),
-            settings,
-            handle,
-            options,
-            Duration::from_secs(t),
-        ),
+    let aborts = match abort {
+        Some((t, o)) => {
+            add_orchestrator(&mut sim, Job::Abort, PlatformView::of(&p), settings, handle, o, Duration::from_secs(t))
+        }
         None => Runs::default(),
     };
     let lost = kind::CLUSTER.key(NS, "wc-00").into_bytes();
@@ -209,7 +203,8 @@ fn an_abort_gives_a_refused_failovers_primary_back() {
     // The guard refuses (wc-00 missed on the standby) with the primary fenced and wc-01 paused
     // by the failover; the operator aborts a minute later.
     // Heartbeat writes on the primary all along: after the abort they must reach the standby.
-    let r = failover_world_then(22, Options::new(PRIMARY, STANDBY), true, 2.0, Some(START_S + 60));
+    let o = Options::new(PRIMARY, STANDBY);
+    let r = failover_world_then(22, o.clone(), true, 2.0, Some((START_S + 60, o)));
     assert!(r.runs.lock().unwrap()[0].as_ref().is_err_and(|e| e.contains("refused")), "refused (seed=22)");
     let aborts = r.aborts.lock().unwrap();
     let plan = &aborts[0].as_ref().unwrap_or_else(|e| panic!("the abort succeeds (seed=22): {e}")).plan;
@@ -231,7 +226,8 @@ fn an_abort_gives_a_refused_failovers_primary_back() {
 
 #[test]
 fn an_abort_after_the_gate_is_cleared_is_refused() {
-    let r = failover_world_then(21, Options::new(PRIMARY, STANDBY), false, 0.0, Some(START_S + 100));
+    let o = Options::new(PRIMARY, STANDBY);
+    let r = failover_world_then(21, o.clone(), false, 0.0, Some((START_S + 100, o)));
     assert!(r.runs.lock().unwrap()[0].is_ok(), "the failover succeeds (seed=21)");
     let aborts = r.aborts.lock().unwrap();
     let err = aborts[0].as_ref().expect_err("too late to abort (seed=21)");
@@ -239,6 +235,22 @@ fn an_abort_after_the_gate_is_cleared_is_refused() {
     assert_eq!(gate(&r.p).state, GateState::Cleared);
     assert!(r.p.primary.api.fenced(), "the old primary stays fenced");
     assert_eq!(r.p.dns.answer().0, STANDBY);
+}
+
+#[test]
+fn an_abort_while_the_failover_runs_is_refused_and_the_failover_finishes() {
+    // The abort comes 2 s in (the failover is quiescing) and waits 1 s for the lock.
+    let mut abort = Options::new(PRIMARY, STANDBY);
+    abort.lock_wait = Duration::from_secs(1);
+    let r = failover_world_then(21, Options::new(PRIMARY, STANDBY), false, 0.0, Some((START_S + 2, abort)));
+    let aborts = r.aborts.lock().unwrap();
+    let err = aborts[0].as_ref().expect_err("the running failover holds the lock (seed=21)");
+    assert!(err.contains("another orchestrator is running (failover holds the lock"), "{err}");
+    let runs = r.runs.lock().unwrap();
+    let outcome = runs[0].as_ref().expect("the failover finishes (seed=21)");
+    assert_eq!(outcome.progress.done, Some(Step::UnpauseClusters));
+    assert!(r.p.primary.api.fenced(), "nothing of the failover was undone");
+    assert!(r.p.standby.etcd.get(harness::failover_sim::LOCK_KEY.as_bytes()).is_none(), "the lock is released");
 }
 
 /// from the progress persisted on the standby (a refused failover has pinned it too).

@@ -27,6 +27,9 @@ pub struct Options {
     /// How long the primary's controllers get, once their Clusters are paused, to finish a
     /// reconcile already running (pausing stops the next one, not the current one).
     pub quiesce: Duration,
+    /// How long to wait for the orchestrator lock: longer than its lease's TTL, so the lock of a
+    /// crashed orchestrator lapses in time and a restarted one resumes.
+    pub lock_wait: Duration,
     /// Test-only (`uninstall-guard-off`): the guards always pass.
     #[cfg(feature = "mutants")]
     pub guard_off: bool,
@@ -45,6 +48,7 @@ impl Options {
             step_timeout: Duration::from_secs(120),
             poll: Duration::from_millis(500),
             quiesce: Duration::from_secs(5),
+            lock_wait: Duration::from_secs(20),
             #[cfg(feature = "mutants")]
             guard_off: false,
             #[cfg(feature = "mutants")]
@@ -97,6 +101,32 @@ pub enum FailoverError {
     TooLateToAbort { done: Step },
     #[error("the abort's postcondition failed: {0}")]
     AbortIncomplete(String),
+    #[error("another orchestrator is running ({holder} holds the lock on the standby); stop it first")]
+    Locked { holder: String },
+}
+
+/// Runs `job` holding the orchestrator lock, so a failover, its resume and an abort never act at
+/// once (each step assumes it alone moves the platform).
+async fn locked<P: Ports, T>(
+    ports: &P,
+    o: &Options,
+    holder: &str,
+    job: impl std::future::Future<Output = Result<T, FailoverError>>,
+) -> Result<T, FailoverError> {
+    let deadline = tokio::time::Instant::now() + o.lock_wait;
+    loop {
+        match ports.try_lock(holder).await? {
+            None => break,
+            Some(other) if tokio::time::Instant::now() >= deadline => {
+                return Err(FailoverError::Locked { holder: other });
+            }
+            Some(_) => tokio::time::sleep(o.poll).await,
+        }
+    }
+    let result = job.await;
+    // Best effort: an unlock that fails leaves a lock that lapses with its lease.
+    let _ = ports.unlock().await;
+    result
 }
 
 /// Runs (or resumes) the planned failover.
@@ -104,6 +134,10 @@ pub async fn run<P: Ports>(ports: &P, o: &Options) -> Result<Outcome, FailoverEr
     if o.dry_run {
         return dry_run(ports, o).await;
     }
+    locked(ports, o, "failover", run_locked(ports, o)).await
+}
+
+async fn run_locked<P: Ports>(ports: &P, o: &Options) -> Result<Outcome, FailoverError> {
     let mut progress = ports.load_progress().await?.unwrap_or_default();
     // Saved with the first step, so a crash before it completes starts the clock again (nothing
     // was done yet), and one after it does not.
@@ -269,6 +303,13 @@ async fn run_step<P: Ports>(
 /// failover paused reconcile again; its progress is cleared so the next failover starts afresh.
 /// Refused from the uninstall on: the standby may have acted as the primary since.
 pub async fn abort<P: Ports>(ports: &P, o: &Options) -> Result<Outcome, FailoverError> {
+    if o.dry_run {
+        return abort_locked(ports, o).await;
+    }
+    locked(ports, o, "abort", abort_locked(ports, o)).await
+}
+
+async fn abort_locked<P: Ports>(ports: &P, o: &Options) -> Result<Outcome, FailoverError> {
     let Some(p) = ports.load_progress().await? else {
         return Ok(Outcome { plan: vec!["nothing to abort: no failover in progress".into()], ..Outcome::default() });
     };

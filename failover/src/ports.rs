@@ -71,6 +71,11 @@ pub trait Ports {
     async fn set_paused(&self, clusters: Option<&[String]>, paused: bool) -> Result<Vec<String>, PortError>;
     /// Post-failover validation on the standby.
     async fn validate(&self) -> Result<Vec<Finding>, PortError>;
+    /// Takes the orchestrator lock on the standby for `holder`, held by a lease the port keeps
+    /// alive until [`Ports::unlock`] (a crashed holder's lock lapses after the lease's TTL).
+    /// `Ok(Some(other))`: someone else holds it.
+    async fn try_lock(&self, holder: &str) -> Result<Option<String>, PortError>;
+    async fn unlock(&self) -> Result<(), PortError>;
     /// Milliseconds on a clock that outlives the orchestrator's process (the simulator's time, or
     /// the wall clock): the RTO of a failover resumed after a crash counts from its first start.
     async fn now_ms(&self) -> Result<u64, PortError>;

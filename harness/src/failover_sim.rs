@@ -25,6 +25,10 @@ use crate::simsync::conn_config;
 
 pub const PROGRESS_KEY: &str = "/drlab/failover/progress";
 pub const AUDIT_PREFIX: &str = "/drlab/failover/audit/";
+pub const LOCK_KEY: &str = "/drlab/failover/lock";
+/// The lock's lease: a crashed orchestrator's lock lapses after this long.
+const LOCK_TTL_S: i64 = 10;
+const LOCK_KEEPALIVE: Duration = Duration::from_secs(3);
 
 pub struct SimPorts {
     control: Control,
@@ -34,6 +38,18 @@ pub struct SimPorts {
     dns: sim::dns::Dns,
     links: Links,
     iaas: sim::iaas::Iaas,
+    /// The standby's etcd, for the lock's lease and txn.
+    standby_etcd: etcd_client::Client,
+    /// The held lock's lease and its keep-alive task.
+    lock: Mutex<Option<(i64, tokio::task::JoinHandle<()>)>>,
+}
+
+impl Drop for SimPorts {
+    fn drop(&mut self) {
+        if let Some((_, keeper)) = self.lock.lock().expect("lock").take() {
+            keeper.abort();
+        }
+    }
 }
 
 fn port<E: std::fmt::Display>(p: &'static str) -> impl Fn(E) -> PortError {
@@ -65,6 +81,8 @@ impl SimPorts {
             dns: p.dns.clone(),
             links: p.links.clone(),
             iaas: p.iaas.clone(),
+            standby_etcd: etcd,
+            lock: Mutex::new(None),
         })
     }
 }
@@ -231,6 +249,52 @@ impl Ports for SimPorts {
             }
         }
         Ok(out)
+    }
+
+    async fn try_lock(&self, holder: &str) -> Result<Option<String>, PortError> {
+        use etcd_client::{Compare, CompareOp, PutOptions, Txn, TxnOp, TxnOpResponse};
+        let mut c = self.standby_etcd.clone();
+        let lease = c.lease_grant(LOCK_TTL_S, None).await.map_err(port("standby"))?.id();
+        let value = json!({"holder": holder}).to_string();
+        let txn = Txn::new()
+            .when([Compare::create_revision(LOCK_KEY, CompareOp::Equal, 0)])
+            .and_then([TxnOp::put(LOCK_KEY, value, Some(PutOptions::new().with_lease(lease)))])
+            .or_else([TxnOp::get(LOCK_KEY, None)]);
+        let r = c.txn(txn).await.map_err(port("standby"))?;
+        if !r.succeeded() {
+            let _ = c.lease_revoke(lease).await;
+            let held = r.op_responses().into_iter().find_map(|op| match op {
+                TxnOpResponse::Get(g) => g.kvs().first().map(|kv| kv.value().to_vec()),
+                _ => None,
+            });
+            let holder = held
+                .and_then(|v| serde_json::from_slice::<serde_json::Value>(&v).ok())
+                .and_then(|v| v["holder"].as_str().map(str::to_string))
+                .unwrap_or_else(|| "unknown".into());
+            return Ok(Some(holder));
+        }
+        let keeper = tokio::spawn(async move {
+            // Ends with the host (a crash) or at unlock; the lease then lapses or is revoked.
+            let Ok((mut keeper, mut answers)) = c.lease_keep_alive(lease).await else { return };
+            loop {
+                tokio::time::sleep(LOCK_KEEPALIVE).await;
+                if keeper.keep_alive().await.is_err() || answers.message().await.is_err() {
+                    return;
+                }
+            }
+        });
+        *self.lock.lock().expect("lock") = Some((lease, keeper));
+        Ok(None)
+    }
+
+    async fn unlock(&self) -> Result<(), PortError> {
+        let held = self.lock.lock().expect("lock").take();
+        if let Some((lease, keeper)) = held {
+            keeper.abort();
+            // Revoking the lease deletes the lock key with it.
+            self.standby_etcd.clone().lease_revoke(lease).await.map_err(port("standby"))?;
+        }
+        Ok(())
     }
 
     async fn now_ms(&self) -> Result<u64, PortError> {
