@@ -63,6 +63,10 @@ enum Command {
         /// Go past the guards, recording WHO in the audit trail and the report.
         #[arg(long, value_name = "WHO")]
         force: Option<String>,
+        /// An operator aborts the failover at this simulated second (undone before the
+        /// uninstall; refused after it, or while the failover runs past the lock wait).
+        #[arg(long, value_name = "S")]
+        abort_at: Option<u64>,
         /// Write the JSON-lines trace here.
         #[arg(long)]
         trace: Option<PathBuf>,
@@ -163,7 +167,7 @@ fn main() -> ExitCode {
         Command::World { seed, sim_secs, tick_ms, clusters, machines, writes_per_s, trace } => {
             world(harness::drill::DrillOptions { seed, sim_secs, tick_ms, clusters, machines, writes_per_s, trace })
         }
-        Command::Failover { seed, sim_secs, at, clusters, machines, dry_run, force, trace } => {
+        Command::Failover { seed, sim_secs, at, clusters, machines, dry_run, force, abort_at, trace } => {
             let drill = harness::drill::DrillOptions {
                 seed,
                 sim_secs,
@@ -173,7 +177,7 @@ fn main() -> ExitCode {
                 writes_per_s: 1.0,
                 trace,
             };
-            failover(harness::drill::FailoverDrill { drill, at_s: at, dry_run, force })
+            failover(harness::drill::FailoverDrill { drill, at_s: at, dry_run, force, abort_at_s: abort_at })
         }
         Command::Run { scenario, seed, variant, backend, out } => {
             scenario_cmd::run(scenario_cmd::RunArgs { scenario, seed, variant, backend, out })
@@ -261,8 +265,15 @@ fn failover(f: harness::drill::FailoverDrill) -> ExitCode {
     if let Some(w) = &f.force {
         reproduce.push_str(&format!(" --force {w}"));
     }
-    if f.at_s >= o.sim_secs || !(1..=sim::topology::CLUSTERS_MAX).contains(&o.clusters) {
-        eprintln!("error: --at must be before --sim-secs, and --clusters 1..={}", sim::topology::CLUSTERS_MAX);
+    if let Some(t) = f.abort_at_s {
+        reproduce.push_str(&format!(" --abort-at {t}"));
+    }
+    let abort_in_run = f.abort_at_s.is_none_or(|t| f.at_s <= t && t < o.sim_secs);
+    if f.at_s >= o.sim_secs || !abort_in_run || !(1..=sim::topology::CLUSTERS_MAX).contains(&o.clusters) {
+        eprintln!(
+            "error: --at must be before --sim-secs, --abort-at from --at to --sim-secs, and --clusters 1..={}",
+            sim::topology::CLUSTERS_MAX
+        );
         return ExitCode::from(2);
     }
     println!("seed: {}", o.seed);
@@ -299,6 +310,26 @@ fn failover(f: harness::drill::FailoverDrill) -> ExitCode {
             println!("failover: done; RPO {missed} keys, RTO {last} ms");
             if let Some(w) = &out.progress.forced_by {
                 println!("forced by: {w}");
+            }
+        }
+    }
+    if f.abort_at_s.is_some() {
+        // Asked for an abort: it decides the exit (a refused failover it undoes is the point).
+        match r.aborts.first() {
+            None => {
+                println!("abort: did not finish within the run");
+                ok = false;
+            }
+            Some(Err(e)) => {
+                println!("abort: {e}");
+                ok = false;
+            }
+            Some(Ok(out)) => {
+                println!("abort: done");
+                for line in &out.plan {
+                    println!("  {line}");
+                }
+                ok = r.vm_deletions.is_empty();
             }
         }
     }

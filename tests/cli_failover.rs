@@ -29,8 +29,20 @@ fn a_dry_run_changes_nothing() {
 }
 
 #[test]
+fn an_abort_after_the_failover_is_refused_and_says_fail_back() {
+    let (code, out) = drlab(&["failover", "--seed", "3", "--abort-at", "100"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("failover: done") && out.contains("abort: cannot abort"), "{out}");
+    assert!(out.contains("then fail back") && out.contains("platform domain -> standby"), "{out}");
+    assert!(out.contains("reproduce with: drlab failover --seed 3") && out.contains("--abort-at 100"), "{out}");
+}
+
+#[test]
 fn impossible_timing_is_bad_input() {
     let (code, out) = drlab(&["failover", "--at", "500", "--sim-secs", "100"]);
     assert_eq!(code, 2, "{out}");
     assert!(out.contains("--at must be before --sim-secs"), "{out}");
+    let (code, out) = drlab(&["failover", "--at", "30", "--abort-at", "10"]);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("--abort-at from --at to --sim-secs"), "{out}");
 }

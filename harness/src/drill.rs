@@ -135,6 +135,8 @@ pub struct FailoverDrill {
     pub at_s: u64,
     pub dry_run: bool,
     pub force: Option<String>,
+    /// When an operator aborts the failover (`drlab failover --abort-at`), if ever.
+    pub abort_at_s: Option<u64>,
 }
 
 #[derive(Debug)]
@@ -142,6 +144,8 @@ pub struct FailoverDrillReport {
     pub drill: DrillReport,
     /// One entry per start of the orchestrator host.
     pub runs: Vec<Result<failover::Outcome, String>>,
+    /// The operator's abort, when there was one.
+    pub aborts: Vec<Result<failover::Outcome, String>>,
     pub dns_target: String,
     pub vm_deletions: Vec<sim::iaas::VmDeletion>,
 }
@@ -158,20 +162,35 @@ pub fn failover_drill(f: &FailoverDrill) -> Result<FailoverDrillReport, WorldErr
     options.force = f.force.clone();
     let view = crate::failover_sim::PlatformView::of(&p);
     let start = std::time::Duration::from_secs(f.at_s);
-    let runs = crate::failover_sim::add_orchestrator(
+    use crate::failover_sim::{Job, add_orchestrator};
+    let runs = add_orchestrator(
         &mut sim,
-        crate::failover_sim::Job::Failover,
-        view,
-        settings,
+        Job::Failover,
+        view.clone(),
+        settings.clone(),
         handle.clone(),
-        options,
+        options.clone(),
         start,
     );
+    let aborts = match f.abort_at_s {
+        Some(t) => add_orchestrator(
+            &mut sim,
+            Job::Abort,
+            view,
+            settings,
+            handle.clone(),
+            options,
+            std::time::Duration::from_secs(t),
+        ),
+        None => crate::failover_sim::Runs::default(),
+    };
     let platform = p.run(&mut sim, Vec::new())?;
     let runs = runs.lock().expect("runs lock").clone();
+    let aborts = aborts.lock().expect("runs lock").clone();
     Ok(FailoverDrillReport {
         drill: DrillReport { platform, sync: handle.status(), source_head: p.primary.etcd.revision() },
         runs,
+        aborts,
         dns_target: p.dns.answer().0,
         vm_deletions: p.iaas.deletions(),
     })
