@@ -285,22 +285,15 @@ fn failover(f: harness::drill::FailoverDrill) -> ExitCode {
         }
     };
     let mut ok = r.vm_deletions.is_empty();
-    match r.runs.first() {
-        None => {
-            println!("failover: did not finish within the run");
-            ok = false;
-        }
-        Some(Err(e)) => {
-            println!("failover: {e}");
-            ok = false;
-        }
-        Some(Ok(out)) if f.dry_run => {
+    match finished("failover", &r.runs) {
+        None => ok = false,
+        Some(out) if f.dry_run => {
             println!("failover: dry run, nothing changed");
             for line in &out.plan {
                 println!("  {line}");
             }
         }
-        Some(Ok(out)) => {
+        Some(out) => {
             let mut last = 0;
             for (step, ms) in &out.progress.step_ms {
                 println!("  {:<24} +{:>6} ms", step.name(), ms - last);
@@ -315,16 +308,9 @@ fn failover(f: harness::drill::FailoverDrill) -> ExitCode {
     }
     if f.abort_at_s.is_some() {
         // Asked for an abort: it decides the exit (a refused failover it undoes is the point).
-        match r.aborts.first() {
-            None => {
-                println!("abort: did not finish within the run");
-                ok = false;
-            }
-            Some(Err(e)) => {
-                println!("abort: {e}");
-                ok = false;
-            }
-            Some(Ok(out)) => {
+        match finished("abort", &r.aborts) {
+            None => ok = false,
+            Some(out) => {
                 println!("abort: done");
                 for line in &out.plan {
                     println!("  {line}");
@@ -344,6 +330,21 @@ fn failover(f: harness::drill::FailoverDrill) -> ExitCode {
     } else {
         println!("{reproduce}");
         ExitCode::from(1)
+    }
+}
+
+/// The outcome of an orchestrator job's first run, or None after saying why there is none.
+fn finished<'a, T>(job: &str, runs: &'a [Result<T, String>]) -> Option<&'a T> {
+    match runs.first() {
+        None => {
+            println!("{job}: did not finish within the run");
+            None
+        }
+        Some(Err(e)) => {
+            println!("{job}: {e}");
+            None
+        }
+        Some(Ok(out)) => Some(out),
     }
 }
 

@@ -13,6 +13,7 @@ use sync::engine::{Settings, Status};
 use sync::rules::{Profile, Rules};
 use sync::target::{Gate, GateState};
 
+use crate::failover_sim::{Job, add_orchestrator};
 use crate::simsync::SyncHost;
 
 /// The standby's controllers act only once a failover has cleared the sync gate.
@@ -162,7 +163,6 @@ pub fn failover_drill(f: &FailoverDrill) -> Result<FailoverDrillReport, WorldErr
     options.force = f.force.clone();
     let view = crate::failover_sim::PlatformView::of(&p);
     let start = std::time::Duration::from_secs(f.at_s);
-    use crate::failover_sim::{Job, add_orchestrator};
     let runs = add_orchestrator(
         &mut sim,
         Job::Failover,

@@ -345,6 +345,23 @@ pub enum Job {
     Abort,
 }
 
+impl Job {
+    fn host(self) -> &'static str {
+        match self {
+            Job::Failover => "orchestrator",
+            Job::Abort => "orchestrator-abort",
+        }
+    }
+
+    /// The trace event of the job's result.
+    fn result_event(self) -> &'static str {
+        match self {
+            Job::Failover => "failover.result",
+            Job::Abort => "failover.abort.result",
+        }
+    }
+}
+
 /// Adds the job's host: at `start` it runs the real failover (or abort) against the world and
 /// records the outcome. A crashed and restarted host runs it again, which resumes from the
 /// progress stored on the standby.
@@ -357,7 +374,7 @@ pub fn add_orchestrator(
     options: Options,
     start: impl Into<Start>,
 ) -> Runs {
-    let (start, host) = (start.into(), if job == Job::Failover { "orchestrator" } else { "orchestrator-abort" });
+    let (start, host) = (start.into(), job.host());
     let runs: Runs = Arc::default();
     let out = runs.clone();
     sim.host(host, move || {
@@ -381,10 +398,7 @@ pub fn add_orchestrator(
             };
             view.primary_api.trace.record(
                 host,
-                match job {
-                    Job::Failover => "failover.result",
-                    Job::Abort => "failover.abort.result",
-                },
+                job.result_event(),
                 json!({"ok": result.is_ok(), "error": result.as_ref().err()}),
             );
             runs.lock().expect("runs lock").push(result);

@@ -164,18 +164,16 @@ async fn write(
             let keys: Vec<(usize, String)> =
                 (w * per_write..(w + 1) * per_write).map(|i| (i, format!("{prefix}{tag}{i:08}"))).collect();
             async move {
-                let ops: Vec<TxnOp> =
-                    keys.iter().map(|(_, k)| TxnOp::put(k.as_str(), vec![b's'; VALUE_BYTES], None)).collect();
                 let mut kv = source.kv.clone();
-                let rev = if ops.len() == 1 {
-                    let (_, k) = &keys[0];
-                    source
-                        .call(kv.put(k.as_str(), vec![b's'; VALUE_BYTES], None))
-                        .await
-                        .map(|r| r.header().map(|h| h.revision()))
-                } else {
-                    source.call(kv.txn(Txn::new().and_then(ops))).await.map(|r| r.header().map(|h| h.revision()))
+                let value = || vec![b's'; VALUE_BYTES];
+                let rev = match keys.as_slice() {
+                    [(_, k)] => source.call(kv.put(k.as_str(), value(), None)).await.map(|r| r.header().cloned()),
+                    _ => {
+                        let ops: Vec<TxnOp> = keys.iter().map(|(_, k)| TxnOp::put(k.as_str(), value(), None)).collect();
+                        source.call(kv.txn(Txn::new().and_then(ops))).await.map(|r| r.header().cloned())
+                    }
                 };
+                let rev = rev.map(|h| h.map(|h| h.revision()));
                 let rev = rev.map_err(|e| e.to_string())?.ok_or("a write answered without a header")?;
                 let now = Instant::now();
                 head.fetch_max(rev, Ordering::Relaxed);

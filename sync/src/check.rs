@@ -18,7 +18,7 @@ use serde::Serialize;
 
 use crate::conn::{ConnError, Etcd};
 use crate::crypto::Boundary;
-use crate::object::{self, Decoded};
+use crate::object::Decoded;
 use crate::plan::HELD_PREFIX;
 use crate::rules::Rules;
 use crate::scan::{Scan, ScanError, prefix_end};
@@ -177,7 +177,7 @@ async fn check_at(
     let mut uids = Uids::default();
     let mut scan = Scan::new(target, &[0], &[0], t_rev, page);
     while let Some(kv) = scan.next().await? {
-        if let Decoded::Object(m) = decode_target(boundary, kv.value()) {
+        if let Decoded::Object(m) = boundary.decode_target(kv.value()) {
             uids.insert(m.uid);
         }
     }
@@ -254,13 +254,6 @@ async fn check_at(
     Ok(r)
 }
 
-fn decode_target(boundary: &Boundary, v: &[u8]) -> Decoded {
-    match boundary.target.as_ref().and_then(|k| k.decrypt(v)) {
-        Some(p) => object::decode(&p),
-        None => object::decode(v),
-    }
-}
-
 /// The target side of the merge: every in-scope object it passes is checked for owners whose
 /// UID is nowhere on the target.
 struct TargetScan<'a> {
@@ -275,7 +268,7 @@ impl TargetScan<'_> {
     async fn next(&mut self) -> Result<Option<etcd_client::KeyValue>, ScanError> {
         let kv = self.scan.next().await?;
         if let Some(kv) = kv.as_ref().filter(|kv| self.rules.includes(kv.key()))
-            && let Decoded::Object(m) = decode_target(self.boundary, kv.value())
+            && let Decoded::Object(m) = self.boundary.decode_target(kv.value())
         {
             for o in m.owners.iter().filter(|o| !self.uids.contains(&o.uid)) {
                 self.dangling.add(format!("{} -> {}", String::from_utf8_lossy(kv.key()), o.uid));

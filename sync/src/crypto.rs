@@ -278,6 +278,14 @@ impl Boundary {
         self.source.as_ref()?.decrypt(value)
     }
 
+    /// A target value as the target reads it: decrypted with its keyring when it opens it.
+    pub fn decode_target(&self, value: &[u8]) -> crate::object::Decoded {
+        match self.target.as_ref().and_then(|k| k.decrypt(value)) {
+            Some(plain) => crate::object::decode(&plain),
+            None => crate::object::decode(value),
+        }
+    }
+
     pub fn carry(&self, value: &[u8], rng: &mut dyn RngCore) -> Carry {
         #[cfg(feature = "mutants")]
         if self.raw_secret_copy {

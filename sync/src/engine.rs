@@ -461,10 +461,10 @@ impl Session<'_> {
     fn ordered(&self, ops: &[(Vec<u8>, Op)]) -> bool {
         ops.iter().any(|(k, op)| {
             k.starts_with(HELD_PREFIX.as_bytes())
-                || matches!(op, Op::Put(v) if {
-                    let plain = self.settings.boundary.target.as_ref().and_then(|t| t.decrypt(v));
-                    matches!(crate::object::decode(plain.as_deref().unwrap_or(v)), crate::object::Decoded::Object(m) if !m.owners.is_empty())
-                })
+                || matches!(op, Op::Put(v) if matches!(
+                    self.settings.boundary.decode_target(v),
+                    crate::object::Decoded::Object(m) if !m.owners.is_empty()
+                ))
         })
     }
 

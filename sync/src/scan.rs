@@ -44,7 +44,6 @@ pub struct Scan {
     etcd: Etcd,
     cursor: Cursor,
     revision: i64,
-    page: i64,
     keys_only: bool,
     buf: std::vec::IntoIter<KeyValue>,
 }
@@ -55,7 +54,6 @@ impl Scan {
             etcd: etcd.clone(),
             cursor: Cursor::new(start, end, page),
             revision,
-            page,
             keys_only: false,
             buf: Vec::new().into_iter(),
         }
@@ -73,7 +71,8 @@ impl Scan {
                 return Ok(Some(kv));
             }
             let Some(window) = self.cursor.window() else { return Ok(None) };
-            let mut opts = GetOptions::new().with_range(window.end).with_revision(self.revision).with_limit(self.page);
+            let mut opts =
+                GetOptions::new().with_range(window.end).with_revision(self.revision).with_limit(self.cursor.page());
             if self.keys_only {
                 opts = opts.with_keys_only();
             }

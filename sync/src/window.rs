@@ -62,6 +62,11 @@ impl Cursor {
         Cursor { start: start.to_vec(), prefix: Vec::new(), scan_end: end.to_vec(), page, done: false }
     }
 
+    /// Keys per page (the limit of every read).
+    pub fn page(&self) -> i64 {
+        self.page
+    }
+
     /// The next window to read, or `None` when the scan is complete.
     pub fn window(&self) -> Option<Window> {
         if self.done || !before_end(&self.start, &self.scan_end) {
