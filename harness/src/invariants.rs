@@ -11,6 +11,7 @@ use serde_json::Value;
 use sim::k8s::kind;
 use sim::platform::PRIMARY;
 
+use crate::allowance::{Allowance, Deletion, Scale};
 use crate::runner::Observed;
 use crate::scenario::{Invariant, Scenario};
 use crate::timeline::{Act, resolve};
@@ -66,6 +67,7 @@ struct Events {
     /// Primary commits: (revision, key).
     primary_commits: Vec<(i64, String)>,
     iaas_creates: Vec<Value>,
+    scales: Vec<Scale>,
     /// Events a cause chain may cite.
     kept: Vec<Value>,
 }
@@ -95,6 +97,12 @@ fn read_events(o: &Observed) -> std::io::Result<Events> {
             "dns.switch" => ev.switches.push((v["t_ms"].as_u64().unwrap_or(0), v["to"].as_str().unwrap_or("").into())),
             "capi.kcp.regenerate-secret" => ev.regenerated.push(v.clone()),
             "iaas.create" => ev.iaas_creates.push(v.clone()),
+            "operator.scale" => ev.scales.push(Scale {
+                t_ms: v["t_ms"].as_u64().unwrap_or(0),
+                cluster: v["cluster"].as_str().unwrap_or_default().into(),
+                from: v["from"].as_u64().unwrap_or(0),
+                to: v["replicas"].as_u64().unwrap_or(0),
+            }),
             _ => {}
         }
         let cited = event.starts_with("k8s.delete")
@@ -156,26 +164,16 @@ fn chain(ev: &Events, cluster: &str, shown: &mut BTreeSet<String>) -> String {
     out.join("\n")
 }
 
-/// Clusters whose Machines a scripted action may delete: a scale-down or a scripted delete.
-fn scripted(s: &Scenario) -> BTreeSet<String> {
-    let mut out = BTreeSet::new();
-    let mut workers: BTreeMap<String, u64> =
-        (0..s.topology.clusters).map(|i| (sim::topology::cluster_name(i), s.topology.machines as u64 - 1)).collect();
-    for e in resolve(s) {
-        match e.act {
-            Act::CreateWorkload { cluster, machines } => {
-                workers.insert(cluster, machines.saturating_sub(1));
-            }
-            Act::Scale { cluster, replicas } if replicas < workers.get(&cluster).copied().unwrap_or(0) => {
-                out.insert(cluster);
-            }
-            Act::Delete { name, .. } => {
-                out.insert(cluster_of(&name));
-            }
-            _ => {}
-        }
-    }
-    out
+/// What the scripted actions may delete: the timeline's deletes and the scales the trace recorded.
+fn allowance(s: &Scenario, ev: &Events) -> Allowance {
+    let deletes: Vec<(&'static str, String)> = resolve(s)
+        .into_iter()
+        .filter_map(|e| match e.act {
+            Act::Delete { kind, name, .. } => Some((kind.kind, name)),
+            _ => None,
+        })
+        .collect();
+    Allowance::new(deletes.iter().map(|(k, n)| (*k, n.as_str())), &ev.scales)
 }
 
 fn serving_at(ev: &Events, t_ms: u64) -> &str {
@@ -185,7 +183,7 @@ fn serving_at(ev: &Events, t_ms: u64) -> &str {
 /// Evaluates every checked invariant of a run.
 pub fn check(s: &Scenario, o: &Observed) -> std::io::Result<Vec<Verdict>> {
     let ev = read_events(o)?;
-    let allowed = scripted(s);
+    let mut allowed = allowance(s, &ev);
     let has_failover = s.failover().is_some();
     let outcome = o.failover.as_ref().and_then(|r| r.as_ref().ok());
     let mut out = Vec::new();
@@ -193,12 +191,19 @@ pub fn check(s: &Scenario, o: &Observed) -> std::io::Result<Vec<Verdict>> {
     // no-machine-deleted
     let mut problems = Vec::new();
     let mut shown = BTreeSet::new();
-    for ((host, key), v) in &ev.machine_deletions {
-        let name = key.rsplit('/').next().unwrap_or_default();
-        let c = cluster_of(name);
-        if !allowed.contains(&c) {
-            problems.push(format!("Machine {name} deleted on {host}: {}\n{}", line(v), chain(&ev, &c, &mut shown)));
-        }
+    let deletions: Vec<Deletion> = ev
+        .machine_deletions
+        .iter()
+        .map(|((host, key), v)| Deletion {
+            host: host.clone(),
+            t_ms: v["t_ms"].as_u64().unwrap_or(0),
+            name: key.rsplit('/').next().unwrap_or_default().into(),
+        })
+        .collect();
+    for d in allowed.judge(&deletions, |t| serving_at(&ev, t).to_string()) {
+        let v = &ev.machine_deletions[&(d.host.clone(), kind::MACHINE.key(sim::topology::NS, &d.name))];
+        let c = cluster_of(&d.name);
+        problems.push(format!("Machine {} deleted on {}: {}\n{}", d.name, d.host, line(v), chain(&ev, &c, &mut shown)));
     }
     out.push(Verdict::new(Invariant::NoMachineDeleted, problems, None));
 
@@ -207,7 +212,8 @@ pub fn check(s: &Scenario, o: &Observed) -> std::io::Result<Vec<Verdict>> {
     let mut shown = BTreeSet::new();
     for d in &o.vm_deletions {
         let serving = serving_at(&ev, d.t_ms);
-        if !allowed.contains(&d.vm.cluster) || d.by_cluster != serving {
+        let machine = d.vm.id.strip_prefix("vm-").unwrap_or(&d.vm.id);
+        if !allowed.machine_explained(machine) || d.by_cluster != serving {
             problems.push(format!(
                 "VM {} (cluster {}) destroyed at t={:.3}s by {}/{} (serving: {serving}) because {}\n{}",
                 d.vm.id,
@@ -341,7 +347,7 @@ pub fn check(s: &Scenario, o: &Observed) -> std::io::Result<Vec<Verdict>> {
         .collect();
     for (key, before) in &o.cluster_secrets_before {
         let name = key.rsplit('/').next().unwrap_or_default();
-        if allowed.contains(&cluster_of(name)) {
+        if allowed.cluster_deleted(&cluster_of(name)) {
             continue;
         }
         for side in [sim::platform::PRIMARY, sim::platform::STANDBY] {

@@ -14,8 +14,10 @@
 //! - [`observe`]: watchers that record what invariant checks need (e.g. owner order).
 //! - [`real_etcd`]: real etcd servers on loopback (the conformance suite's reference).
 //! - [`simsync`]: the real sync engine as a host of the simulated world.
+//! - [`allowance`]: which Machine deletions the scenario's own scale-downs and deletes explain.
 //! - [`containers`]: the same behind testcontainers, for machines with Docker (feature `containers`).
 
+pub mod allowance;
 #[cfg(feature = "containers")]
 pub mod containers;
 pub mod daemon;

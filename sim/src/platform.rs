@@ -372,7 +372,13 @@ async fn operate(a: &Action, api_of: &impl Fn(&str) -> Api, serving: &str) -> Re
         Action::Scale { cluster, replicas } => {
             let api = api_of(serving);
             let md = api.require(&kind::MACHINE_DEPLOYMENT, topology::NS, &format!("{cluster}-md")).await?;
-            api.server.trace.record(serving, "operator.scale", json!({"cluster": cluster, "replicas": replicas}));
+            // `from` lets a checker allow exactly as many worker Machine deletions as this lowers.
+            let from = md.obj.field(&["spec", "replicas"]).and_then(serde_json::Value::as_u64);
+            api.server.trace.record(
+                serving,
+                "operator.scale",
+                json!({"cluster": cluster, "from": from, "replicas": replicas}),
+            );
             api.set_spec(&md, "replicas", json!(replicas)).await
         }
         Action::Pause { side, cluster, paused } => {
