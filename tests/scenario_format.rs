@@ -52,6 +52,14 @@ fn impossible_timelines_point_at_the_entry() {
     assert!(msg.contains("unknown kind `Clustr`"), "{msg}");
     let (_, _, msg) = t("  - when: failover.ended\n    crash: sync\n");
     assert!(msg.contains("no failover"), "{msg}");
+    let (line, _, msg) = t("  - at_s: 1\n    abort: {}\n");
+    assert!(line == 5 && msg.contains("an abort needs a failover"), "{line}: {msg}");
+    let (line, _, msg) = t("  - at_s: 9\n    failover: {}\n  - at_s: 8\n    abort: {}\n");
+    assert!(line == 7 && msg.contains("an abort needs a failover at or before it"), "{line}: {msg}");
+    let (_, _, msg) = t("  - at_s: 1\n    failover: {}\n  - at_s: 2\n    abort: {}\n  - at_s: 3\n    abort: {}\n");
+    assert!(msg.contains("one abort"), "{msg}");
+    let (_, _, msg) = t("  - at_s: 1\n    failover: {}\n  - at_s: 2\n    abort: {now: true}\n");
+    assert!(msg.contains("now"), "an abort takes no parameters: {msg}");
     let (_, _, msg) = t("  - at_s: 1\n    scale: {cluster: wc-99, replicas: 1}\n");
     assert!(msg.contains("wc-99"), "{msg}");
 }

@@ -95,3 +95,18 @@ fn a_run_is_deterministic_and_its_violations_carry_cause_chains() {
     assert!(text.contains("absent-owner"), "{text}");
     assert!(!text.contains("\"secret\""), "no secret material in a report");
 }
+
+#[test]
+fn how_a_failover_and_an_abort_end_is_judged() {
+    let lib = library();
+    let (_, s) = lib.iter().find(|(_, s)| s.name == "abort-too-late").expect("in the library");
+    let mut wrong = s.clone();
+    wrong.expect.abort = scenario::AbortEnd::Done;
+    let r = run(&wrong, 1, Variant::Real);
+    assert!(!r.pass, "{}", r.summary());
+    assert!(r.summary().contains("abort: refused (expected done)"), "{}", r.summary());
+    let mut wrong = s.clone();
+    wrong.expect.failover = scenario::FailoverEnd::TimedOut;
+    let r = run(&wrong, 1, Variant::Real);
+    assert!(!r.pass && r.summary().contains("failover: done (expected timed-out)"), "{}", r.summary());
+}

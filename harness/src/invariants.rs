@@ -184,7 +184,10 @@ fn serving_at(ev: &Events, t_ms: u64) -> &str {
 pub fn check(s: &Scenario, o: &Observed) -> std::io::Result<Vec<Verdict>> {
     let ev = read_events(o)?;
     let mut allowed = allowance(s, &ev);
-    let has_failover = s.failover().is_some();
+    // An abort that undid the failover gives the primary back and resumes the sync: the sync
+    // must converge again, and the primary's writes after it are no split brain.
+    let aborted = matches!(o.abort, Some(Ok(_)));
+    let has_failover = s.failover().is_some() && !aborted;
     let outcome = o.failover.as_ref().and_then(|r| r.as_ref().ok());
     let mut out = Vec::new();
 
@@ -298,6 +301,7 @@ pub fn check(s: &Scenario, o: &Observed) -> std::io::Result<Vec<Verdict>> {
         None => Vec::new(),
     };
     out.push(match r {
+        None if aborted => Verdict::na(Invariant::NoSplitBrainWrite, "the abort gave the primary back"),
         None => Verdict::na(Invariant::NoSplitBrainWrite, "no failover fenced the primary"),
         Some(r) => Verdict::new(
             Invariant::NoSplitBrainWrite,

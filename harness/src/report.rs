@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use crate::invariants::{Status, Verdict};
 use crate::runner::Observed;
-use crate::scenario::{FailoverEnd, Invariant, Scenario, Variant, to_yaml};
+use crate::scenario::{AbortEnd, FailoverEnd, Invariant, Scenario, Variant, to_yaml};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -36,6 +36,19 @@ pub struct FailoverSummary {
     pub ok: bool,
 }
 
+#[derive(Debug, Clone, Serialize)]
+pub struct AbortSummary {
+    /// `done`, `refused`, `failed: …` or `unfinished`.
+    pub outcome: String,
+    pub expected: Option<AbortEnd>,
+    pub ok: bool,
+}
+
+/// A unit variant's name as a scenario spells it (`timed-out`).
+fn name_of(e: &impl Serialize) -> String {
+    serde_json::to_value(e).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
+}
+
 /// Bumped when a field changes meaning; readers check it.
 pub const REPORT_VERSION: u32 = 1;
 
@@ -51,6 +64,7 @@ pub struct RunReport {
     pub trace_events: u64,
     pub verdicts: Vec<Judged>,
     pub failover: Option<FailoverSummary>,
+    pub abort: Option<AbortSummary>,
     pub vm_deletions: usize,
     /// The sync's last applied primary revision, and the primary's head, at the end.
     pub sync_checkpoint: i64,
@@ -79,6 +93,7 @@ fn failover_summary(s: &Scenario, o: &Observed) -> Option<FailoverSummary> {
         }
         Some(Ok(x)) => (format!("stopped after {:?}", x.progress.done), x.progress.forced_by.clone()),
         Some(Err(e)) if e.contains("refused") => ("refused".to_string(), None),
+        Some(Err(e)) if e.contains("timed out") => ("timed-out".to_string(), None),
         Some(Err(e)) => (format!("failed: {}", e.lines().next().unwrap_or_default()), None),
     };
     // A mutant changes how a failover ends by design: only the real code's end is judged.
@@ -86,9 +101,31 @@ fn failover_summary(s: &Scenario, o: &Observed) -> Option<FailoverSummary> {
     let ok = match expected {
         Some(FailoverEnd::Done) => outcome == "done",
         Some(FailoverEnd::Refused) => outcome == "refused",
+        Some(FailoverEnd::TimedOut) => outcome == "timed-out",
         None => true,
     };
     Some(FailoverSummary { outcome, expected, forced_by, ok })
+}
+
+fn abort_summary(s: &Scenario, o: &Observed) -> Option<AbortSummary> {
+    if !s.has_abort() {
+        return None;
+    }
+    let outcome = match &o.abort {
+        None => "unfinished".to_string(),
+        Some(Ok(_)) => "done".to_string(),
+        // Too late, or the failover holds the lock: the operator was told no.
+        Some(Err(e)) if e.starts_with("cannot abort") || e.starts_with("another orchestrator") => "refused".to_string(),
+        Some(Err(e)) => format!("failed: {}", e.lines().next().unwrap_or_default()),
+    };
+    // As for the failover: a mutant changes how the abort ends by design.
+    let expected = (o.variant == Variant::Real).then_some(s.expect.abort);
+    let ok = match expected {
+        Some(AbortEnd::Done) => outcome == "done",
+        Some(AbortEnd::Refused) => outcome == "refused",
+        None => true,
+    };
+    Some(AbortSummary { outcome, expected, ok })
 }
 
 /// Judges the verdicts; `command` is how to run this again (for the reproduce line).
@@ -106,7 +143,9 @@ pub fn judge(s: &Scenario, o: &Observed, verdicts: Vec<Verdict>, command: &str) 
         })
         .collect();
     let failover = failover_summary(s, o);
-    let pass = verdicts.iter().all(|j| j.ok) && failover.as_ref().is_none_or(|f| f.ok);
+    let abort = abort_summary(s, o);
+    let pass =
+        verdicts.iter().all(|j| j.ok) && failover.as_ref().is_none_or(|f| f.ok) && abort.as_ref().is_none_or(|a| a.ok);
     RunReport {
         version: REPORT_VERSION,
         scenario: s.name.clone(),
@@ -118,6 +157,7 @@ pub fn judge(s: &Scenario, o: &Observed, verdicts: Vec<Verdict>, command: &str) 
         trace_events: o.trace_events,
         verdicts,
         failover,
+        abort,
         vm_deletions: o.vm_deletions.len(),
         sync_checkpoint: o.sync.checkpoint,
         source_head: o.source_head,
@@ -161,11 +201,15 @@ impl RunReport {
             }
         }
         if let Some(f) = &self.failover {
-            let exp = f.expected.map(|e| format!(" (expected {e:?})").to_lowercase()).unwrap_or_default();
+            let exp = f.expected.map(|e| format!(" (expected {})", name_of(&e))).unwrap_or_default();
             out.push_str(&format!("failover: {}{exp}\n", f.outcome));
             if let Some(w) = &f.forced_by {
                 out.push_str(&format!("forced by: {w}\n"));
             }
+        }
+        if let Some(a) = &self.abort {
+            let exp = a.expected.map(|e| format!(" (expected {})", name_of(&e))).unwrap_or_default();
+            out.push_str(&format!("abort: {}{exp}\n", a.outcome));
         }
         out.push_str(&format!("vm-deletions: {}\n", self.vm_deletions));
         out.push_str(&format!("sync: checkpoint {} of primary head {}\n", self.sync_checkpoint, self.source_head));

@@ -66,6 +66,8 @@ pub struct Observed {
     pub orphaned: Vec<Orphaned>,
     /// The orchestrator's first finished run (a crashed run records none).
     pub failover: Option<Result<failover::Outcome, String>>,
+    /// The operator's abort, when the timeline has one and it finished.
+    pub abort: Option<Result<failover::Outcome, String>>,
     /// The progress the orchestrator persisted on the standby, as it was at the end.
     pub failover_progress: Option<failover::step::Progress>,
     /// When the last heal (or restart) of a fault fired, and when the sync next caught up.
@@ -195,7 +197,7 @@ pub fn run(s: &Scenario, seed: u64, variant: Variant, trace: PathBuf) -> Result<
         });
     }
 
-    let (go_tx, go_rx) = tokio::sync::watch::channel(false);
+    let (go, go_failover, go_abort) = Go::new();
     let runs = s.failover().is_some().then(|| {
         add_orchestrator(
             &mut sim,
@@ -204,7 +206,18 @@ pub fn run(s: &Scenario, seed: u64, variant: Variant, trace: PathBuf) -> Result<
             settings.clone(),
             handle.clone(),
             options.clone(),
-            Start::When(go_rx),
+            Start::When(go_failover),
+        )
+    });
+    let aborts = s.has_abort().then(|| {
+        add_orchestrator(
+            &mut sim,
+            Job::Abort,
+            PlatformView::of(&p),
+            settings.clone(),
+            handle.clone(),
+            options.clone(),
+            Start::When(go_abort),
         )
     });
 
@@ -229,11 +242,12 @@ pub fn run(s: &Scenario, seed: u64, variant: Variant, trace: PathBuf) -> Result<
                     }
                 };
                 if ready {
-                    if matches!(e.act, Act::Heal(..) | Act::Restart(_) | Act::Reset(..) | Act::Delay(..)) {
-                        // A delay set or lifted changes the link: convergence is timed from it.
+                    if matches!(e.act, Act::Heal(..) | Act::Restart(_) | Act::Reset(..) | Act::Delay(..) | Act::Abort) {
+                        // A delay set or lifted changes the link, an abort resumes the sync:
+                        // convergence is timed from it.
                         heal = (now_ms, None);
                     }
-                    fire(&p, sim, &e.act, seed, &go_tx);
+                    fire(&p, sim, &e.act, seed, &go);
                 }
                 ready
             }
@@ -263,6 +277,7 @@ pub fn run(s: &Scenario, seed: u64, variant: Variant, trace: PathBuf) -> Result<
     let keys_in_scope = p.primary.etcd.dump().iter().filter(|(k, _)| real_rules.includes(k)).count();
     let (last_heal_ms, caught_up_ms) = heal;
     let failover = runs.and_then(|r| r.lock().expect("runs").first().cloned());
+    let abort = aborts.and_then(|r| r.lock().expect("runs").first().cloned());
     let failover_progress = crate::failover_sim::saved_progress(&p);
     Ok(Observed {
         seed,
@@ -282,6 +297,7 @@ pub fn run(s: &Scenario, seed: u64, variant: Variant, trace: PathBuf) -> Result<
         keys_in_scope,
         orphaned: observer.violations(),
         failover,
+        abort,
         failover_progress,
         last_heal_ms,
         caught_up_ms,
@@ -323,7 +339,21 @@ fn drive<'a>(
     }
 }
 
-fn fire(p: &Platform, sim: &mut turmoil::Sim<'_>, act: &Act, seed: u64, go: &tokio::sync::watch::Sender<bool>) {
+/// The timeline's starts of the orchestrator's jobs (each host waits on its receiver).
+struct Go {
+    failover: tokio::sync::watch::Sender<bool>,
+    abort: tokio::sync::watch::Sender<bool>,
+}
+
+impl Go {
+    fn new() -> (Go, tokio::sync::watch::Receiver<bool>, tokio::sync::watch::Receiver<bool>) {
+        let (failover, failover_rx) = tokio::sync::watch::channel(false);
+        let (abort, abort_rx) = tokio::sync::watch::channel(false);
+        (Go { failover, abort }, failover_rx, abort_rx)
+    }
+}
+
+fn fire(p: &Platform, sim: &mut turmoil::Sim<'_>, act: &Act, seed: u64, go: &Go) {
     let f = &p.faults;
     match act {
         Act::Partition(a, b) => f.partition(sim, a.name(), b.name()),
@@ -358,7 +388,11 @@ fn fire(p: &Platform, sim: &mut turmoil::Sim<'_>, act: &Act, seed: u64, go: &tok
         Act::RotateKey(s) => p.side(s.name()).api.rotate_key("rotated", rotation_key(seed, *s)),
         Act::Failover(_) => {
             p.trace.record("world", "timeline.failover", json!({}));
-            go.send_replace(true);
+            go.failover.send_replace(true);
+        }
+        Act::Abort => {
+            p.trace.record("world", "timeline.abort", json!({}));
+            go.abort.send_replace(true);
         }
         Act::RestartAgents => p.act(Action::RestartAgents),
     }

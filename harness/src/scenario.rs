@@ -225,6 +225,9 @@ pub struct Expect {
     /// How the failover must end (when the timeline has one).
     #[serde(default)]
     pub failover: FailoverEnd,
+    /// How the operator's abort must end (when the timeline has one).
+    #[serde(default)]
+    pub abort: AbortEnd,
     #[serde(default)]
     pub rpo_keys_max: u64,
     /// Default: the DNS TTL plus 60 s for the steps.
@@ -245,6 +248,7 @@ impl Default for Expect {
         Expect {
             fail: Vec::new(),
             failover: FailoverEnd::Done,
+            abort: AbortEnd::Done,
             rpo_keys_max: 0,
             rto_s_max: None,
             converge_s_per_1k_keys: default_converge(),
@@ -258,6 +262,19 @@ pub enum FailoverEnd {
     #[default]
     Done,
     /// The guard refuses (the standby is not consistent).
+    Refused,
+    /// A step gives up at its timeout (e.g. the sync cannot catch up).
+    TimedOut,
+}
+
+/// How an operator's abort must end (when the timeline has one).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum AbortEnd {
+    /// The failover is undone: the sync applies, the primary takes writes, its Clusters reconcile.
+    #[default]
+    Done,
+    /// Too late (the sync is uninstalled) or another orchestrator holds the lock.
     Refused,
 }
 
@@ -306,6 +323,10 @@ pub struct Entry {
     /// The real orchestrator runs a planned failover.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failover: Option<FailoverSpec>,
+    /// An operator aborts the failover (`drlab failover --abort-at`): refused from the sync's
+    /// uninstall on, and while the failover itself holds the orchestrator lock.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub abort: Option<AbortSpec>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restart_agents: Option<bool>,
 }
@@ -406,6 +427,11 @@ pub struct FailoverSpec {
     pub force: Option<String>,
 }
 
+/// An abort takes no parameters: `abort: {}`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AbortSpec {}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ScenarioError {
     #[error("{path}: {source}")]
@@ -418,6 +444,11 @@ impl Scenario {
     /// The timeline's failover, if it has one (validation allows at most one).
     pub fn failover(&self) -> Option<&FailoverSpec> {
         self.timeline.iter().find_map(|e| e.value.failover.as_ref())
+    }
+
+    /// Whether the timeline has an operator's abort (validation allows at most one).
+    pub fn has_abort(&self) -> bool {
+        self.timeline.iter().any(|e| e.value.abort.is_some())
     }
 }
 

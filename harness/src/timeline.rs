@@ -30,6 +30,7 @@ pub enum Act {
     LoseKey { side: Side, kind: &'static Kind, name: String },
     RotateKey(Side),
     Failover(FailoverSpec),
+    Abort,
     RestartAgents,
 }
 
@@ -103,6 +104,9 @@ fn act(e: &Entry) -> Result<Act, String> {
     }
     if let Some(f) = &e.failover {
         acts.push(Act::Failover(f.clone()));
+    }
+    if e.abort.is_some() {
+        acts.push(Act::Abort);
     }
     if e.restart_agents == Some(true) {
         acts.push(Act::RestartAgents);
@@ -189,6 +193,7 @@ fn validate_timeline(s: &Scenario) -> Result<(), Invalid> {
     let mut down: BTreeSet<Host> = BTreeSet::new();
     let mut clusters: BTreeSet<String> = (0..s.topology.clusters).map(sim::topology::cluster_name).collect();
     let mut failovers = 0;
+    let mut aborts = 0;
     for i in order {
         let e = &s.timeline[i];
         let fail = |message: String| Invalid { at: Some(e.referenced), field: "timeline", message };
@@ -247,6 +252,17 @@ fn validate_timeline(s: &Scenario) -> Result<(), Invalid> {
                 failovers += 1;
                 if failovers > 1 {
                     return Err(fail("one failover per scenario (failback is not modelled yet)".into()));
+                }
+            }
+            Act::Abort => {
+                // Entries run in time order, so an abort sorted before the failover has nothing
+                // to abort yet.
+                if failovers == 0 {
+                    return Err(fail("an abort needs a failover at or before it in the timeline".into()));
+                }
+                aborts += 1;
+                if aborts > 1 {
+                    return Err(fail("one abort per scenario".into()));
                 }
             }
             _ => {}
