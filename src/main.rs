@@ -43,7 +43,8 @@ enum Command {
         #[arg(long)]
         trace: Option<PathBuf>,
     },
-    /// Run a drill with a planned failover by the real orchestrator (simulated platform).
+    /// Run a drill with a failover (planned, or --unplanned) by the real orchestrator (simulated
+    /// platform).
     Failover {
         #[arg(long, default_value_t = 1)]
         seed: u64,
@@ -67,6 +68,10 @@ enum Command {
         /// uninstall; refused after it, or while the failover runs past the lock wait).
         #[arg(long, value_name = "S")]
         abort_at: Option<u64>,
+        /// The primary is lost 5 s before --at (its host crashes): an unplanned failover, fenced
+        /// through the hook, R taken from the sync, guarded by a check of the standby alone.
+        #[arg(long)]
+        unplanned: bool,
         /// Write the JSON-lines trace here.
         #[arg(long)]
         trace: Option<PathBuf>,
@@ -167,7 +172,7 @@ fn main() -> ExitCode {
         Command::World { seed, sim_secs, tick_ms, clusters, machines, writes_per_s, trace } => {
             world(harness::drill::DrillOptions { seed, sim_secs, tick_ms, clusters, machines, writes_per_s, trace })
         }
-        Command::Failover { seed, sim_secs, at, clusters, machines, dry_run, force, abort_at, trace } => {
+        Command::Failover { seed, sim_secs, at, clusters, machines, dry_run, force, abort_at, unplanned, trace } => {
             let drill = harness::drill::DrillOptions {
                 seed,
                 sim_secs,
@@ -177,7 +182,7 @@ fn main() -> ExitCode {
                 writes_per_s: 1.0,
                 trace,
             };
-            failover(harness::drill::FailoverDrill { drill, at_s: at, dry_run, force, abort_at_s: abort_at })
+            failover(harness::drill::FailoverDrill { drill, at_s: at, dry_run, force, abort_at_s: abort_at, unplanned })
         }
         Command::Run { scenario, seed, variant, backend, out } => {
             scenario_cmd::run(scenario_cmd::RunArgs { scenario, seed, variant, backend, out })
@@ -268,10 +273,17 @@ fn failover(f: harness::drill::FailoverDrill) -> ExitCode {
     if let Some(t) = f.abort_at_s {
         reproduce.push_str(&format!(" --abort-at {t}"));
     }
+    if f.unplanned {
+        reproduce.push_str(" --unplanned");
+    }
     let abort_in_run = f.abort_at_s.is_none_or(|t| f.at_s <= t && t < o.sim_secs);
-    if f.at_s >= o.sim_secs || !abort_in_run || !(1..=sim::topology::CLUSTERS_MAX).contains(&o.clusters) {
+    let loss_in_run = !f.unplanned || f.at_s >= harness::drill::UNPLANNED_LOSS_S;
+    if f.at_s >= o.sim_secs || !abort_in_run || !loss_in_run || !(1..=sim::topology::CLUSTERS_MAX).contains(&o.clusters)
+    {
         eprintln!(
-            "error: --at must be before --sim-secs, --abort-at from --at to --sim-secs, and --clusters 1..={}",
+            "error: --at must be before --sim-secs (and at least {} with --unplanned), --abort-at from --at to \
+             --sim-secs, and --clusters 1..={}",
+            harness::drill::UNPLANNED_LOSS_S,
             sim::topology::CLUSTERS_MAX
         );
         return ExitCode::from(2);
@@ -300,9 +312,22 @@ fn failover(f: harness::drill::FailoverDrill) -> ExitCode {
                 last = *ms;
             }
             let missed = out.report.as_ref().map(|r| r.missed.count).unwrap_or(0);
-            println!("failover: done; RPO {missed} keys, RTO {last} ms");
+            match (out.progress.source_known, out.progress.source_revision) {
+                (Some(known), Some(r)) => println!(
+                    "failover: done (unplanned); RPO {} revisions known lost (R {r}, the sync had seen {known}; \
+                     keys written after R are known once the old primary is back), RTO {last} ms",
+                    known - r
+                ),
+                _ => println!("failover: done; RPO {missed} keys, RTO {last} ms"),
+            }
             if let Some(w) = &out.progress.forced_by {
                 println!("forced by: {w}");
+            }
+            if !out.progress.orphan_vms.is_empty() {
+                println!(
+                    "orphan VMs (no Machine on the standby; left for the operator): {:?}",
+                    out.progress.orphan_vms
+                );
             }
         }
     }

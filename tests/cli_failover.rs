@@ -46,3 +46,16 @@ fn impossible_timing_is_bad_input() {
     assert_eq!(code, 2, "{out}");
     assert!(out.contains("--abort-at from --at to --sim-secs"), "{out}");
 }
+
+#[test]
+fn an_unplanned_failover_drill_fails_over_without_the_lost_primary() {
+    let (code, out) = drlab(&["failover", "--seed", "3", "--unplanned"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("failover: done (unplanned); RPO 0 revisions known lost"), "{out}");
+    assert!(out.contains("platform domain -> standby") && out.contains("vm-deletions: 0"), "{out}");
+    let (code, out) = drlab(&["failover", "--seed", "3", "--unplanned", "--dry-run"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("quiesce-primary: skipped") && out.contains("check at the standby alone"), "{out}");
+    let (code, out) = drlab(&["failover", "--unplanned", "--at", "3"]);
+    assert_eq!(code, 2, "the primary cannot be lost before the start: {out}");
+}

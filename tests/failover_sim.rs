@@ -276,3 +276,77 @@ fn without_fencing_the_old_primary_keeps_taking_writes_that_are_lost() {
     let r = failover_world_with(24, o, false, 2.0);
     assert!(writes_after_r(&r) > 0, "fencing-off must let writes land on the old primary after R (seed=24)");
 }
+
+#[test]
+fn a_failover_resumes_only_in_the_mode_it_started_in() {
+    // An unplanned failover that stopped after fencing the lost primary, resumed as a planned one:
+    // the planned wait would read the lost primary, so the resume refuses and says how to resume.
+    let mut cfg = platform_config(24, 60, Topology { clusters: 1, machines: 2 });
+    cfg.dns_ttl_s = 10;
+    let settings = sync_settings(&cfg);
+    let (p, mut sim) = Platform::build(cfg).expect("world builds");
+    let stopped = failover::step::Progress { done: Some(Step::FencePrimary), unplanned: true, ..Default::default() };
+    let saved = serde_json::to_vec(&stopped).expect("progress serialises");
+    p.standby.etcd.seed(&[(harness::failover_sim::PROGRESS_KEY.as_bytes().to_vec(), saved)]);
+    let handle = SyncHost::new(PRIMARY, STANDBY, settings.clone()).add(&mut sim, p.links.clone());
+    let runs = add_orchestrator(
+        &mut sim,
+        Job::Failover,
+        PlatformView::of(&p),
+        settings,
+        handle,
+        Options::new(PRIMARY, STANDBY),
+        Duration::from_secs(START_S),
+    );
+    p.run(&mut sim, Vec::new()).expect("runs");
+    let runs = runs.lock().unwrap();
+    let err = runs[0].as_ref().expect_err("a planned resume of an unplanned failover is refused (seed=24)");
+    assert!(err.contains("is unplanned: resume it with --unplanned"), "{err}");
+    assert_eq!(gate(&p).state, GateState::Syncing, "nothing was done");
+    assert!(!p.primary.api.fenced(), "the seeded progress fenced nothing: the resume did not act");
+}
+
+#[test]
+fn an_unplanned_failover_reports_the_vms_the_lost_primary_made_after_r() {
+    // The sync's link is slow; the primary scales wc-00 up (a new Machine and its VM) and is
+    // lost 1 s later, before the sync applied it. The unplanned failover succeeds on the standby
+    // alone and reports the new VM as an orphan (no Machine on the standby), deleting nothing.
+    let mut cfg = platform_config(25, 120, Topology { clusters: 2, machines: 3 });
+    cfg.dns_ttl_s = 10;
+    let settings = sync_settings(&cfg);
+    let (p, mut sim) = Platform::build(cfg).expect("world builds");
+    let handle = SyncHost::new(PRIMARY, STANDBY, settings.clone()).add(&mut sim, p.links.clone());
+    let mut options = Options::new(PRIMARY, STANDBY);
+    options.unplanned = true;
+    let runs = add_orchestrator(
+        &mut sim,
+        Job::Failover,
+        PlatformView::of(&p),
+        settings,
+        handle,
+        options,
+        Duration::from_secs(START_S + 5),
+    );
+    let steps = vec![
+        At::new(Duration::from_secs(10), |sim| p.faults.delay(sim, "sync", PRIMARY, Duration::from_secs(3))),
+        At::new(Duration::from_secs(START_S - 1), |_| p.act(Action::Scale { cluster: "wc-00".into(), replicas: 3 })),
+        At::new(Duration::from_secs(START_S), |sim| p.faults.crash(sim, PRIMARY)),
+    ];
+    p.run(&mut sim, steps).expect("runs");
+    let runs = runs.lock().unwrap();
+    let outcome = runs[0].as_ref().expect("the unplanned failover succeeds (seed=25)");
+    assert_eq!(outcome.progress.done, Some(Step::UnpauseClusters));
+    assert!(outcome.progress.unplanned);
+    let orphans = &outcome.progress.orphan_vms;
+    assert!(
+        orphans.len() == 1 && orphans[0].starts_with("vm-wc-00-md-0-"),
+        "the VM of the Machine the standby never saw: {orphans:?} (seed=25)"
+    );
+    let (known, r) = (outcome.progress.source_known.unwrap(), outcome.progress.source_revision.unwrap());
+    assert!(known >= r, "R {r} is at most what the sync had seen, {known}");
+    assert!(p.primary.etcd.revision() > r, "the primary wrote past R before it was lost: the RPO is real");
+    assert!(p.iaas.exists(&orphans[0]), "reported, not deleted");
+    assert_eq!(p.iaas.deletions(), vec![], "no VM deleted");
+    assert_eq!(p.dns.answer().0, STANDBY);
+    assert!(p.primary.api.fenced(), "the lost primary is fenced for when it returns");
+}

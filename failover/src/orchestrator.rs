@@ -21,6 +21,10 @@ pub struct Options {
     pub force: Option<String>,
     /// Evaluate every precondition and print the plan; change nothing.
     pub dry_run: bool,
+    /// The primary is lost: its quiesce is skipped, it is fenced through the fence hook, R is
+    /// what the sync applied (nothing can be read from the primary) and the guards decide on a
+    /// check of the standby alone (no dangling, held or undecryptable keys).
+    pub unplanned: bool,
     pub step_timeout: Duration,
     /// How often waiting steps look again.
     pub poll: Duration,
@@ -45,6 +49,7 @@ impl Options {
             standby: standby.into(),
             force: None,
             dry_run: false,
+            unplanned: false,
             step_timeout: Duration::from_secs(120),
             poll: Duration::from_millis(500),
             quiesce: Duration::from_secs(5),
@@ -139,6 +144,16 @@ pub async fn run<P: Ports>(ports: &P, o: &Options) -> Result<Outcome, FailoverEr
 
 async fn run_locked<P: Ports>(ports: &P, o: &Options) -> Result<Outcome, FailoverError> {
     let mut progress = ports.load_progress().await?.unwrap_or_default();
+    if progress.done.is_none() {
+        progress.unplanned = o.unplanned;
+    } else if progress.unplanned != o.unplanned {
+        // A planned resume would read the lost primary; an unplanned one would skip the wait.
+        let (was, flag) = if progress.unplanned { ("unplanned", "with") } else { ("planned", "without") };
+        return Err(FailoverError::Precondition {
+            step: progress.next().unwrap_or(Step::UnpauseClusters),
+            what: format!("the failover in progress is {was}: resume it {flag} --unplanned"),
+        });
+    }
     // Saved with the first step, so a crash before it completes starts the clock again (nothing
     // was done yet), and one after it does not.
     let started_ms = match progress.started_ms {
@@ -172,7 +187,7 @@ async fn pinned<P: Ports>(ports: &P, p: &Progress, report: &mut Option<Report>) 
     let (Some(r), Some(t)) = (p.source_revision, p.target_revision) else {
         panic!("a guarded step runs after the pinned check recorded its revisions");
     };
-    let r = ports.pinned_check(r, t).await?;
+    let r = if p.unplanned { ports.target_check(t).await? } else { ports.pinned_check(r, t).await? };
     *report = Some(r.clone());
     Ok(r)
 }
@@ -221,6 +236,9 @@ async fn run_step<P: Ports>(
             }
             ports.target_head().await?;
         }
+        Step::QuiescePrimary if p.unplanned => {
+            // Nothing reaches a lost primary's controllers; the fence hook stops its writes.
+        }
         Step::QuiescePrimary => {
             // A resumed run keeps the list of the first (pausing again finds nothing to pause),
             // so it is saved before the grace: a crash in it must not lose what an abort undoes.
@@ -235,6 +253,29 @@ async fn run_step<P: Ports>(
                 if !ports.primary_fenced().await? {
                     return Err(pre("the primary still accepts writes after fencing".into()));
                 }
+            }
+        }
+        Step::WaitCaughtUp if p.unplanned => {
+            // R is what the sync applied of what it had seen; it gets a grace to apply what it
+            // already received (a lost primary sends nothing more).
+            let known = match p.source_known {
+                Some(k) => k,
+                None => ports.sync_source_seen().await?,
+            };
+            p.source_known = Some(known);
+            let caught_up = tokio::time::timeout(
+                o.quiesce,
+                wait_until(o, || async { Ok(ports.sync_checkpoint().await? >= known) }),
+            )
+            .await;
+            let r = match p.source_revision {
+                Some(r) => r,
+                None => ports.sync_checkpoint().await?,
+            };
+            p.source_revision = Some(r);
+            if caught_up.is_err() {
+                let note = "the sync had not applied all it had seen of the lost primary";
+                ports.audit(&json!({"step": step, "outcome": "note", "note": note, "known": known, "r": r})).await?;
             }
         }
         Step::WaitCaughtUp => {
@@ -254,7 +295,10 @@ async fn run_step<P: Ports>(
                 None => ports.target_head().await?,
             };
             p.target_revision = Some(t);
-            let r = ports.pinned_check(p.source_revision.expect("set by wait-caught-up"), t).await?;
+            let r = match p.unplanned {
+                true => ports.target_check(t).await?,
+                false => ports.pinned_check(p.source_revision.expect("set by wait-caught-up"), t).await?,
+            };
             *report = Some(r);
         }
         Step::PauseClusters => {
@@ -285,6 +329,13 @@ async fn run_step<P: Ports>(
             .await?;
         }
         Step::Validate => {
+            // Recorded before the findings decide, so a failed validation reports them too.
+            let orphans = ports.orphan_vms().await?;
+            if !orphans.is_empty() {
+                ports.audit(&json!({"step": step, "outcome": "note", "orphan_vms": orphans.len()})).await?;
+            }
+            p.orphan_vms = orphans.into_iter().take(crate::step::ORPHAN_VMS_MAX).collect();
+            ports.save_progress(p).await?;
             let findings = ports.validate().await?;
             if !findings.is_empty() {
                 return Err(FailoverError::Validation(findings));
@@ -353,16 +404,26 @@ async fn dry_run<P: Ports>(ports: &P, o: &Options) -> Result<Outcome, FailoverEr
     plan.push(format!("resume after: {:?}", progress.done));
     plan.push(format!("preflight: sync running = {}", ports.sync_running().await?));
     plan.push(format!("preflight: platform domain → {} (expected {})", ports.dns_target().await?, o.primary));
-    let (head, cp) = (ports.source_head().await?, ports.sync_checkpoint().await?);
-    plan.push(format!("wait-caught-up: source head {head}, sync checkpoint {cp} ({} behind)", head - cp));
+    let cp = ports.sync_checkpoint().await?;
     let t = ports.target_head().await?;
-    let r = ports.pinned_check(cp.min(head), t).await?;
+    let r = if o.unplanned {
+        let known = ports.sync_source_seen().await?;
+        plan.push("quiesce-primary: skipped (the primary is lost)".into());
+        plan.push("fence-primary: through the fence hook".into());
+        plan.push(format!("wait-caught-up: R = the sync's checkpoint {cp}; last primary revision known {known}"));
+        ports.target_check(t).await?
+    } else {
+        let head = ports.source_head().await?;
+        plan.push(format!("wait-caught-up: source head {head}, sync checkpoint {cp} ({} behind)", head - cp));
+        ports.pinned_check(cp.min(head), t).await?
+    };
     let verdict = match guard::decide(&r, o.force.as_deref()) {
         Ok(()) if r.is_clean() => "passes".to_string(),
         Ok(()) => format!("forced by {}", o.force.as_deref().unwrap_or_default()),
         Err(refusal) => refusal.text,
     };
-    plan.push(format!("guards (check at source {cp}, target {t}): {verdict}"));
+    let at = if o.unplanned { format!("the standby alone at {t}") } else { format!("source {cp}, target {t}") };
+    plan.push(format!("guards (check at {at}): {verdict}"));
     for s in Step::ALL.iter().skip_while(|s| Some(**s) <= progress.done) {
         plan.push(format!("step {}", s.name()));
     }

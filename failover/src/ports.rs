@@ -44,18 +44,24 @@ pub trait Ports {
     async fn target_head(&self) -> Result<i64, PortError>;
     /// The last source revision the sync has applied.
     async fn sync_checkpoint(&self) -> Result<i64, PortError>;
+    /// The primary's last revision the sync has seen (on its watch), asked of the sync, not the
+    /// primary: an unplanned failover's "last primary revision known".
+    async fn sync_source_seen(&self) -> Result<i64, PortError>;
     /// Whether the sync is running and may write (its gate says syncing).
     async fn sync_running(&self) -> Result<bool, PortError>;
     async fn freeze_sync(&self, at: i64) -> Result<(), PortError>;
     /// The sync applies again after a freeze (an abort).
     async fn resume_sync(&self) -> Result<(), PortError>;
     async fn pinned_check(&self, source_rev: i64, target_rev: i64) -> Result<Report, PortError>;
+    /// The check of the standby alone at `target_rev` (the primary is lost).
+    async fn target_check(&self, target_rev: i64) -> Result<Report, PortError>;
     /// Uninstalls the sync deciding on `report` (the guard already passed or was forced).
     async fn uninstall_sync(&self, report: &Report, forced_by: Option<&str>) -> Result<(), PortError>;
     async fn clear_gate(&self, who: &str) -> Result<(), PortError>;
     /// Pauses every workload CAPI Cluster on the primary that is not paused; returns their names.
     async fn pause_primary(&self) -> Result<Vec<String>, PortError>;
-    /// Refuses writes on the primary at the owning resource layer (or cuts its write path).
+    /// Refuses writes on the primary at the owning resource layer, or cuts its write path / VIP
+    /// through the fence hook when the primary is lost; the fence outlasts the primary's restart.
     async fn fence_primary(&self) -> Result<(), PortError>;
     /// The primary takes writes again (an abort).
     async fn unfence_primary(&self) -> Result<(), PortError>;
@@ -71,6 +77,9 @@ pub trait Ports {
     async fn set_paused(&self, clusters: Option<&[String]>, paused: bool) -> Result<Vec<String>, PortError>;
     /// Post-failover validation on the standby.
     async fn validate(&self) -> Result<Vec<Finding>, PortError>;
+    /// VMs of workload clusters that no infrastructure machine on the standby names (e.g. made
+    /// by a lost primary after R): reported for the operator, never deleted by the failover.
+    async fn orphan_vms(&self) -> Result<Vec<String>, PortError>;
     /// Takes the orchestrator lock on the standby for `holder`, held by a lease the port keeps
     /// alive until [`Ports::unlock`] (a crashed holder's lock lapses after the lease's TTL).
     /// `Ok(Some(other))`: someone else holds it.

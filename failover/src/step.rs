@@ -3,6 +3,9 @@
 
 use serde::{Deserialize, Serialize};
 
+/// Orphan VMs kept in the progress record.
+pub const ORPHAN_VMS_MAX: usize = 100;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Step {
@@ -89,6 +92,17 @@ pub struct Progress {
     /// When the failover first started ([`crate::ports::Ports::now_ms`]); a resumed run keeps it.
     #[serde(default)]
     pub started_ms: Option<u64>,
+    /// An unplanned failover (the primary lost); a resume must say so too.
+    #[serde(default)]
+    pub unplanned: bool,
+    /// Unplanned: the primary's last revision the sync had seen when R was taken; the RPO is
+    /// the revisions between R and it (and, once the primary is back, the keys written there).
+    #[serde(default)]
+    pub source_known: Option<i64>,
+    /// VMs no Machine on the standby owns, found by the validation (at most
+    /// [`ORPHAN_VMS_MAX`]; the audit record counts them all).
+    #[serde(default)]
+    pub orphan_vms: Vec<String>,
     /// Simulated or real milliseconds since the failover first started, per completed step.
     pub step_ms: Vec<(Step, u64)>,
 }

@@ -138,7 +138,13 @@ pub struct FailoverDrill {
     pub force: Option<String>,
     /// When an operator aborts the failover (`drlab failover --abort-at`), if ever.
     pub abort_at_s: Option<u64>,
+    /// The primary is lost (its host crashes) [`UNPLANNED_LOSS_S`] before `at_s`, and the
+    /// failover is an unplanned one (`drlab failover --unplanned`).
+    pub unplanned: bool,
 }
+
+/// How long before an unplanned failover's start the drill loses the primary.
+pub const UNPLANNED_LOSS_S: u64 = 5;
 
 #[derive(Debug)]
 pub struct FailoverDrillReport {
@@ -161,6 +167,7 @@ pub fn failover_drill(f: &FailoverDrill) -> Result<FailoverDrillReport, WorldErr
     let mut options = failover::Options::new(PRIMARY, STANDBY);
     options.dry_run = f.dry_run;
     options.force = f.force.clone();
+    options.unplanned = f.unplanned;
     let view = crate::failover_sim::PlatformView::of(&p);
     let start = std::time::Duration::from_secs(f.at_s);
     let runs = add_orchestrator(
@@ -184,7 +191,13 @@ pub fn failover_drill(f: &FailoverDrill) -> Result<FailoverDrillReport, WorldErr
         ),
         None => crate::failover_sim::Runs::default(),
     };
-    let platform = p.run(&mut sim, Vec::new())?;
+    let mut steps = Vec::new();
+    if f.unplanned {
+        assert!(f.at_s >= UNPLANNED_LOSS_S, "an unplanned drill loses the primary before it starts");
+        let lost = std::time::Duration::from_secs(f.at_s - UNPLANNED_LOSS_S);
+        steps.push(sim::world::Step::new(lost, |sim| p.faults.crash(sim, PRIMARY)));
+    }
+    let platform = p.run(&mut sim, steps)?;
     let runs = runs.lock().expect("runs lock").clone();
     let aborts = aborts.lock().expect("runs lock").clone();
     Ok(FailoverDrillReport {

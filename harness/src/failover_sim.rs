@@ -150,6 +150,10 @@ impl Ports for SimPorts {
         Ok(c.map(|c| c.revision).unwrap_or(0))
     }
 
+    async fn sync_source_seen(&self) -> Result<i64, PortError> {
+        Ok(self.control.handle.status().source_head)
+    }
+
     async fn sync_running(&self) -> Result<bool, PortError> {
         let gate = self.control.gate().await.map_err(port("sync"))?;
         Ok(gate.is_some_and(|g| g.state == GateState::Syncing))
@@ -170,6 +174,10 @@ impl Ports for SimPorts {
 
     async fn pinned_check(&self, source_rev: i64, target_rev: i64) -> Result<Report, PortError> {
         self.control.check_pinned(source_rev, target_rev).await.map_err(port("sync"))
+    }
+
+    async fn target_check(&self, target_rev: i64) -> Result<Report, PortError> {
+        self.control.check_target_pinned(target_rev).await.map_err(port("sync"))
     }
 
     async fn uninstall_sync(&self, report: &Report, forced_by: Option<&str>) -> Result<(), PortError> {
@@ -249,6 +257,17 @@ impl Ports for SimPorts {
             }
         }
         Ok(out)
+    }
+
+    async fn orphan_vms(&self) -> Result<Vec<String>, PortError> {
+        let (infra, _) = self.standby.list(&kind::DCS_MACHINE).await.map_err(port("standby"))?;
+        let named: std::collections::BTreeSet<&str> =
+            infra.iter().filter_map(|i| i.obj.field(&["spec", "providerID"]).and_then(|v| v.as_str())).collect();
+        // Each global cluster's own VMs belong to its own (unsynced) machines.
+        let vms = self.iaas.vms();
+        let orphans =
+            vms.iter().filter(|vm| !sim::topology::is_global_name(&vm.cluster) && !named.contains(vm.id.as_str()));
+        Ok(orphans.map(|vm| vm.id.clone()).collect())
     }
 
     async fn try_lock(&self, holder: &str) -> Result<Option<String>, PortError> {

@@ -64,8 +64,9 @@ struct Events {
     /// (t_ms, serving cluster) from the DNS switches.
     switches: Vec<(u64, String)>,
     regenerated: Vec<Value>,
-    /// Primary commits: (revision, key).
-    primary_commits: Vec<(i64, String)>,
+    /// Primary commits: (revision, key, whether the failover had been started by then).
+    primary_commits: Vec<(i64, String, bool)>,
+    failover_started: bool,
     iaas_creates: Vec<Value>,
     scales: Vec<Scale>,
     /// Events a cause chain may cite.
@@ -84,7 +85,8 @@ fn read_events(o: &Observed) -> std::io::Result<Events> {
         match event {
             "etcd.commit" => {
                 if host == PRIMARY {
-                    ev.primary_commits.push((v["rev"].as_i64().unwrap_or(0), key.clone()));
+                    let started = ev.failover_started;
+                    ev.primary_commits.push((v["rev"].as_i64().unwrap_or(0), key.clone(), started));
                 }
                 if v["op"] == "delete" && key.starts_with(&machines) {
                     ev.machine_deletions.entry((host, key)).or_insert_with(|| v.clone());
@@ -97,6 +99,7 @@ fn read_events(o: &Observed) -> std::io::Result<Events> {
             "dns.switch" => ev.switches.push((v["t_ms"].as_u64().unwrap_or(0), v["to"].as_str().unwrap_or("").into())),
             "capi.kcp.regenerate-secret" => ev.regenerated.push(v.clone()),
             "iaas.create" => ev.iaas_creates.push(v.clone()),
+            "timeline.failover" => ev.failover_started = true,
             "operator.scale" => ev.scales.push(Scale {
                 t_ms: v["t_ms"].as_u64().unwrap_or(0),
                 cluster: v["cluster"].as_str().unwrap_or_default().into(),
@@ -296,23 +299,30 @@ pub fn check(s: &Scenario, o: &Observed) -> std::io::Result<Vec<Verdict>> {
     // no-split-brain-write and rpo
     // R from the progress the orchestrator persisted (a refused or crashed run has it too).
     let r = o.failover_progress.as_ref().and_then(|p| p.source_revision);
-    let after_r: Vec<&(i64, String)> = match r {
-        Some(r) => ev.primary_commits.iter().filter(|(rev, k)| *rev > r && k != "compact_rev_key").collect(),
+    let after_r: Vec<&(i64, String, bool)> = match r {
+        Some(r) => ev.primary_commits.iter().filter(|(rev, k, _)| *rev > r && k != "compact_rev_key").collect(),
         None => Vec::new(),
     };
+    // A commit after R made before the failover started is a lost write of a primary that died
+    // before the sync applied it (the RPO's), not a split brain: a planned failover reads R
+    // after it started, an unplanned one after the primary was lost.
+    let split: Vec<&&(i64, String, bool)> = after_r.iter().filter(|(_, _, started)| *started).collect();
     out.push(match r {
         None if aborted => Verdict::na(Invariant::NoSplitBrainWrite, "the abort gave the primary back"),
         None => Verdict::na(Invariant::NoSplitBrainWrite, "no failover fenced the primary"),
         Some(r) => Verdict::new(
             Invariant::NoSplitBrainWrite,
-            after_r.iter().map(|(rev, k)| format!("the old primary committed {k} at revision {rev} > R={r}")).collect(),
+            split
+                .iter()
+                .map(|(rev, k, _)| format!("the old primary committed {k} at revision {rev} > R={r}"))
+                .collect(),
             None,
         ),
     });
     out.push(match outcome {
         Some(x) if x.progress.done.is_some() && x.report.is_some() => {
             let missed = x.report.as_ref().map(|r| r.missed.count).unwrap_or(0);
-            let lost: BTreeSet<&str> = after_r.iter().map(|(_, k)| k.as_str()).collect();
+            let lost: BTreeSet<&str> = after_r.iter().map(|(_, k, _)| k.as_str()).collect();
             let rpo = missed + lost.len() as u64;
             let problems = if rpo > s.expect.rpo_keys_max {
                 vec![format!(
@@ -323,7 +333,12 @@ pub fn check(s: &Scenario, o: &Observed) -> std::io::Result<Vec<Verdict>> {
             } else {
                 Vec::new()
             };
-            Verdict::new(Invariant::Rpo, problems, Some(format!("RPO {rpo} keys")))
+            let known = match (x.progress.source_known, x.progress.source_revision) {
+                // What the orchestrator could know when it took R from the sync alone.
+                (Some(k), Some(r)) => format!(" (R={r}; the sync had seen the lost primary up to {k})"),
+                _ => String::new(),
+            };
+            Verdict::new(Invariant::Rpo, problems, Some(format!("RPO {rpo} keys{known}")))
         }
         _ => Verdict::na(Invariant::Rpo, "no completed failover"),
     });

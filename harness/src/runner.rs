@@ -158,6 +158,7 @@ pub fn run(s: &Scenario, seed: u64, variant: Variant, trace: PathBuf) -> Result<
     let timeline = resolve(s);
     if let Some(f) = s.failover() {
         options.force = f.force.clone();
+        options.unplanned = f.unplanned;
     }
     let (p, mut sim) = Platform::build(cfg)?;
 

@@ -425,6 +425,10 @@ pub struct FailoverSpec {
     /// Go past the guards, recording this name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub force: Option<String>,
+    /// The primary is lost (`drlab failover --unplanned`): fenced through the hook, R is what the
+    /// sync applied, the guards decide on the standby alone.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unplanned: bool,
 }
 
 /// An abort takes no parameters: `abort: {}`.

@@ -137,6 +137,17 @@ impl Control {
         Ok(check::check(Some(&source), &target, &self.rules, &self.boundary, pin, self.page_keys).await?)
     }
 
+    /// The target alone, pinned at revision T — an unplanned failover's check, the primary being
+    /// lost: dangling owners, held keys and undecryptable Secrets are what it can still see.
+    pub async fn check_target_pinned(&self, target_rev: i64) -> Result<Report, ControlError> {
+        let target = self.target().await?;
+        // The pin's source half is never read without a source.
+        let pin = Some((0, target_rev));
+        let mut r = check::check(None, &target, &self.rules, &self.boundary, pin, self.page_keys).await?;
+        r.source_revision = None;
+        Ok(r)
+    }
+
     /// [`Control::uninstall`] deciding on a check the caller made (a failover's pinned one).
     pub async fn uninstall_checked(&self, report: &Report, force: Option<&str>) -> Result<Uninstalled, ControlError> {
         if !report.is_clean() && force.is_none() {
