@@ -145,37 +145,21 @@ fn without_the_guard_the_same_world_loses_vms() {
 fn an_orchestrator_crashed_at_any_point_resumes_and_finishes() {
     // Crash points from just after the start to past the end, every 300 ms of simulated time;
     // the restarted orchestrator starts again `START_S` later and resumes from its progress.
+    // The same world without a crash says when the failover ends: a crash after that resumes
+    // nothing, and its RTO is the uncrashed one.
+    let (reference, _, _) = crashed_at(149_000);
+    let end_ms = START_S * 1000 + reference[0].as_ref().map(|o| o.progress.step_ms.last().unwrap().1).unwrap();
     let mut mid_failover = 0;
     for i in 0..30u64 {
         let crash_ms = START_S * 1000 + 50 + i * 300;
-        let mut cfg = platform_config(23, 150, Topology { clusters: 2, machines: 3 });
-        cfg.dns_ttl_s = 10;
-        let settings = sync_settings(&cfg);
-        let (p, mut sim) = Platform::build(cfg).expect("world builds");
-        let handle = SyncHost::new(PRIMARY, STANDBY, settings.clone()).add(&mut sim, p.links.clone());
-        let options = Options::new(PRIMARY, STANDBY);
-        let runs = add_orchestrator(
-            &mut sim,
-            Job::Failover,
-            PlatformView::of(&p),
-            settings,
-            handle,
-            options,
-            Duration::from_secs(START_S),
-        );
-        let steps = vec![
-            At::new(Duration::from_millis(crash_ms), |sim| p.faults.crash(sim, "orchestrator")),
-            At::new(Duration::from_millis(crash_ms + 1000), |sim| p.faults.restart(sim, "orchestrator")),
-        ];
-        p.run(&mut sim, steps).expect("runs");
-        let runs = runs.lock().unwrap();
+        let (runs, gate_state, deletions) = crashed_at(crash_ms);
         // One recorded run: the crash killed the first one before it finished.
         mid_failover += usize::from(runs.len() == 1);
         let last = runs.last().unwrap_or_else(|| panic!("crash at {crash_ms} ms: no run finished (seed=23)"));
         let outcome = last.as_ref().unwrap_or_else(|e| panic!("crash at {crash_ms} ms: {e} (seed=23)"));
         assert_eq!(outcome.progress.done, Some(Step::UnpauseClusters), "crash at {crash_ms} ms");
-        assert_eq!(gate(&p).state, GateState::Cleared, "crash at {crash_ms} ms");
-        assert_eq!(p.iaas.deletions(), vec![], "crash at {crash_ms} ms: no VM deleted");
+        assert_eq!(gate_state, GateState::Cleared, "crash at {crash_ms} ms");
+        assert_eq!(deletions, vec![], "crash at {crash_ms} ms: no VM deleted");
         // Every step ran to completion exactly once in the persisted record.
         let steps: Vec<Step> = outcome.progress.step_ms.iter().map(|(s, _)| *s).collect();
         assert_eq!(steps, Step::ALL, "crash at {crash_ms} ms: each step once, in order");
@@ -183,11 +167,38 @@ fn an_orchestrator_crashed_at_any_point_resumes_and_finishes() {
         // run started at crash + 1 s + START_S), not from the resume.
         let (_, rto_ms) = *outcome.progress.step_ms.last().expect("timed steps");
         // (From the second crash point on, 350 ms in, the first step — a few reads — is saved.)
-        if runs.len() == 1 && i >= 1 {
+        if runs.len() == 1 && i >= 1 && crash_ms < end_ms {
             assert!(rto_ms > crash_ms + 1000 - START_S * 1000, "crash at {crash_ms} ms: RTO {rto_ms} ms (seed=23)");
         }
     }
     assert!(mid_failover >= 10, "only {mid_failover} crash points fell inside the failover");
+}
+
+/// The failover world of seed 23 with the orchestrator crashed at `crash_ms` and restarted 1 s
+/// later: its runs, the gate's state and the VM deletions at the end.
+fn crashed_at(crash_ms: u64) -> (Vec<Result<failover::Outcome, String>>, GateState, Vec<sim::iaas::VmDeletion>) {
+    let mut cfg = platform_config(23, 150, Topology { clusters: 2, machines: 3 });
+    cfg.dns_ttl_s = 10;
+    let settings = sync_settings(&cfg);
+    let (p, mut sim) = Platform::build(cfg).expect("world builds");
+    let handle = SyncHost::new(PRIMARY, STANDBY, settings.clone()).add(&mut sim, p.links.clone());
+    let runs = add_orchestrator(
+        &mut sim,
+        Job::Failover,
+        PlatformView::of(&p),
+        settings,
+        handle,
+        Options::new(PRIMARY, STANDBY),
+        Duration::from_secs(START_S),
+    );
+    let steps = vec![
+        At::new(Duration::from_millis(crash_ms), |sim| p.faults.crash(sim, "orchestrator")),
+        At::new(Duration::from_millis(crash_ms + 1000), |sim| p.faults.restart(sim, "orchestrator")),
+    ];
+    p.run(&mut sim, steps).expect("runs");
+    drop(sim);
+    let runs = runs.lock().unwrap().clone();
+    (runs, gate(&p).state, p.iaas.deletions())
 }
 
 /// Writes the old primary accepted after the failover pinned R: lost to the new primary. R comes
