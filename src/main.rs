@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod preflight_cmd;
 mod scenario_cmd;
 
 #[derive(Parser)]
@@ -75,6 +76,23 @@ enum Command {
         /// Write the JSON-lines trace here.
         #[arg(long)]
         trace: Option<PathBuf>,
+    },
+    /// Preflight by the real code (seeds 000 and 002) on the simulated platform: the global
+    /// cluster's naming, both sides' encryption configurations, the agent Role, what the sync
+    /// does not copy. Exit 0: nothing blocking or warned; 1: findings; 2: bad input or setup error.
+    Preflight {
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        #[arg(long, default_value_t = 2)]
+        clusters: usize,
+        #[arg(long, default_value_t = 3)]
+        machines: usize,
+        /// The primary's global cluster gets a MachineDeployment `workers` (seed 002's mistake).
+        #[arg(long)]
+        misnamed_global: bool,
+        /// The standby encrypts Secrets with other key bytes than the primary.
+        #[arg(long)]
+        keys_differ: bool,
     },
     /// Run a scenario: print each invariant's verdict, the seed and the run directory.
     /// Exit 0: as expected; 1: an invariant was not; 2: bad input or setup error.
@@ -183,6 +201,18 @@ fn main() -> ExitCode {
                 trace,
             };
             failover(harness::drill::FailoverDrill { drill, at_s: at, dry_run, force, abort_at_s: abort_at, unplanned })
+        }
+        Command::Preflight { seed, clusters, machines, misnamed_global, keys_differ } => {
+            let drill = harness::drill::DrillOptions {
+                seed,
+                sim_secs: harness::drill::PREFLIGHT_AT.as_secs() + 5,
+                tick_ms: 10,
+                clusters,
+                machines,
+                writes_per_s: 1.0,
+                trace: None,
+            };
+            preflight_cmd::preflight(harness::drill::PreflightDrill { drill, misnamed_global, keys_differ })
         }
         Command::Run { scenario, seed, variant, backend, out } => {
             scenario_cmd::run(scenario_cmd::RunArgs { scenario, seed, variant, backend, out })

@@ -59,3 +59,21 @@ fn an_unplanned_failover_drill_fails_over_without_the_lost_primary() {
     let (code, out) = drlab(&["failover", "--unplanned", "--at", "3"]);
     assert_eq!(code, 2, "the primary cannot be lost before the start: {out}");
 }
+
+#[test]
+fn preflight_names_misnamed_globals_and_differing_keys_by_fingerprint_only() {
+    let (code, out) = drlab(&["preflight", "--seed", "2"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("preflight: 0 blocking, 0 warnings"), "{out}");
+    assert!(out.contains("checked: primary: 12 global resources, 1 agent Roles, encryption fingerprint read"), "{out}");
+    assert!(out.contains("not checked: primary: platform certificate"), "what the world lacks is said: {out}");
+    let (code, out) = drlab(&["preflight", "--seed", "2", "--misnamed-global", "--keys-differ"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("BLOCKING primary MachineDeployment workers: lacks the `global-` prefix"), "{out}");
+    assert!(out.contains("WARNING EncryptionConfiguration: encryption provider configurations differ"), "{out}");
+    // The standby's key is 32 bytes of 2 (harness::drill::keys_differ): never printed.
+    assert!(!out.contains("AgICAgIC") && !out.contains("secret:"), "no key material: {out}");
+    assert!(out.contains("reproduce with: drlab preflight --seed 2") && out.contains("--keys-differ"), "{out}");
+    let (code, out) = drlab(&["preflight", "--clusters", "0"]);
+    assert_eq!(code, 2, "{out}");
+}

@@ -361,3 +361,36 @@ fn an_unplanned_failover_reports_the_vms_the_lost_primary_made_after_r() {
     assert_eq!(p.dns.answer().0, STANDBY);
     assert!(p.primary.api.fenced(), "the lost primary is fenced for when it returns");
 }
+
+#[test]
+fn preflight_refuses_a_misnamed_global_before_anything_is_fenced_and_force_is_recorded() {
+    for force in [None, Some("ops-oncall")] {
+        let mut cfg = platform_config(26, 120, Topology { clusters: 1, machines: 2 });
+        cfg.dns_ttl_s = 10;
+        cfg.misnamed_global = true;
+        let settings = sync_settings(&cfg);
+        let (p, mut sim) = Platform::build(cfg).expect("world builds");
+        let handle = SyncHost::new(PRIMARY, STANDBY, settings.clone()).add(&mut sim, p.links.clone());
+        let mut options = Options::new(PRIMARY, STANDBY);
+        options.force = force.map(str::to_string);
+        let view = PlatformView::of(&p);
+        let runs = add_orchestrator(&mut sim, Job::Failover, view, settings, handle, options, Duration::from_secs(START_S));
+        p.run(&mut sim, Vec::new()).expect("runs");
+        drop(sim);
+        let runs = runs.lock().unwrap();
+        match force {
+            None => {
+                let err = runs[0].as_ref().expect_err("preflight refuses (seed=26)");
+                assert!(err.starts_with("Preflight: refused"), "{err}");
+                assert!(err.contains("MachineDeployment workers: lacks the `global-` prefix"), "{err}");
+                assert!(!p.primary.api.fenced() && gate(&p).state == GateState::Syncing, "nothing was done");
+            }
+            Some(who) => {
+                // Past preflight; the pinned check's guards are forced too, and the record says who.
+                let outcome = runs[0].as_ref().expect("forced (seed=26)");
+                assert_eq!(outcome.progress.forced_by.as_deref(), Some(who));
+                assert!(p.primary.api.fenced());
+            }
+        }
+    }
+}

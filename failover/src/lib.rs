@@ -5,12 +5,14 @@
 //! - [`step`]: the planned-failover steps, in order, and the persisted [`step::Progress`].
 //! - [`guard`]: the check a failover decides on, and the refusal it prints.
 //! - [`ports`]: what the orchestrator needs from the world.
+//! - [`preflight`]: naming, encryption, agent Role and backup checks of both sides (seeds 000, 002).
 //! - [`orchestrator`]: runs the steps — each with a timeout and an audit record — and resumes
 //!   from persisted progress after a crash.
 
 pub mod guard;
 pub mod orchestrator;
 pub mod ports;
+pub mod preflight;
 pub mod step;
 
-pub use orchestrator::{FailoverError, Options, Outcome, abort, run};
+pub use orchestrator::{FailoverError, Options, Outcome, abort, preflight, run};

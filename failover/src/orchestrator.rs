@@ -10,6 +10,7 @@ use sync::check::Report;
 
 use crate::guard;
 use crate::ports::{Finding, PortError, Ports};
+use crate::preflight::Preflight;
 use crate::step::{Progress, Step};
 
 #[derive(Debug, Clone)]
@@ -134,6 +135,21 @@ async fn locked<P: Ports, T>(
     result
 }
 
+/// Preflight on its own (`drlab preflight`, and the failover's first step): both sides, or the
+/// standby alone when the primary is lost.
+pub async fn preflight<P: Ports>(ports: &P, o: &Options) -> Result<Preflight, FailoverError> {
+    let mut sides = Vec::new();
+    if !o.unplanned {
+        sides.push(ports.inventory(&o.primary).await?);
+    }
+    sides.push(ports.inventory(&o.standby).await?);
+    let mut pf = crate::preflight::decide(&sides);
+    if o.unplanned {
+        pf.not_checked.push(format!("{}: the primary is lost", o.primary));
+    }
+    Ok(pf)
+}
+
 /// Runs (or resumes) the planned failover.
 pub async fn run<P: Ports>(ports: &P, o: &Options) -> Result<Outcome, FailoverError> {
     if o.dry_run {
@@ -235,6 +251,24 @@ async fn run_step<P: Ports>(
                 return Err(pre(format!("the platform domain points at {dns}, not the primary {}", o.primary)));
             }
             ports.target_head().await?;
+            let pf = preflight(ports, o).await?;
+            let (blocking, warnings) = (pf.blocking.len(), pf.warnings.len());
+            ports
+                .audit(&json!({"step": step, "outcome": "preflight", "blocking": blocking, "warnings": warnings}))
+                .await?;
+            if blocking > 0 {
+                match &o.force {
+                    Some(who) => p.forced_by = Some(who.clone()),
+                    None => {
+                        let mut text = String::from("refused: preflight found what breaks the runbook\n");
+                        for line in pf.lines().iter().filter(|l| l.starts_with("BLOCKING")) {
+                            text.push_str(&format!("  {line}\n"));
+                        }
+                        text.push_str("remedy: fix the resources named, or `--force WHO` (recorded)\n");
+                        return Err(FailoverError::Refused { step, text });
+                    }
+                }
+            }
         }
         Step::QuiescePrimary if p.unplanned => {
             // Nothing reaches a lost primary's controllers; the fence hook stops its writes.
@@ -404,6 +438,7 @@ async fn dry_run<P: Ports>(ports: &P, o: &Options) -> Result<Outcome, FailoverEr
     plan.push(format!("resume after: {:?}", progress.done));
     plan.push(format!("preflight: sync running = {}", ports.sync_running().await?));
     plan.push(format!("preflight: platform domain → {} (expected {})", ports.dns_target().await?, o.primary));
+    plan.extend(preflight(ports, o).await?.lines().into_iter().map(|l| format!("preflight: {l}")));
     let cp = ports.sync_checkpoint().await?;
     let t = ports.target_head().await?;
     let r = if o.unplanned {

@@ -80,6 +80,8 @@ pub trait Ports {
     /// VMs of workload clusters that no infrastructure machine on the standby names (e.g. made
     /// by a lost primary after R): reported for the operator, never deleted by the failover.
     async fn orphan_vms(&self) -> Result<Vec<String>, PortError>;
+    /// What preflight needs of one side (`side` is [`crate::Options`]'s primary or standby).
+    async fn inventory(&self, side: &str) -> Result<crate::preflight::Inventory, PortError>;
     /// Takes the orchestrator lock on the standby for `holder`, held by a lease the port keeps
     /// alive until [`Ports::unlock`] (a crashed holder's lock lapses after the lease's TTL).
     /// `Ok(Some(other))`: someone else holds it.

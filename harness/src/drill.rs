@@ -129,6 +129,43 @@ pub fn compare(p: &Platform, settings: &Settings) -> Diff {
     d
 }
 
+/// The standby's API server encrypts with other key bytes than the primary's — the usual
+/// mistake: the same key name, other bytes.
+pub fn keys_differ(cfg: &mut PlatformConfig) {
+    cfg.standby_at_rest = sim::k8s::atrest::AtRest::aescbc("key1", [2; 32]);
+}
+
+/// What `drlab preflight` runs: the drill's world, with seed 002's misnamed global resource
+/// and keys that differ between the sides when asked, and the real preflight at `PREFLIGHT_AT`.
+#[derive(Debug, Clone)]
+pub struct PreflightDrill {
+    pub drill: DrillOptions,
+    pub misnamed_global: bool,
+    pub keys_differ: bool,
+}
+
+/// When the drill's preflight runs (after the sync's first copy).
+pub const PREFLIGHT_AT: std::time::Duration = std::time::Duration::from_secs(20);
+
+pub fn preflight_drill(
+    f: &PreflightDrill,
+) -> Result<Option<Result<failover::preflight::Preflight, String>>, WorldError> {
+    let mut cfg = f.drill.platform_config();
+    cfg.misnamed_global = f.misnamed_global;
+    if f.keys_differ {
+        keys_differ(&mut cfg);
+    }
+    let settings = sync_settings(&cfg);
+    let (p, mut sim) = Platform::build(cfg)?;
+    let handle = SyncHost::new(PRIMARY, STANDBY, settings.clone()).add(&mut sim, p.links.clone());
+    let view = crate::failover_sim::PlatformView::of(&p);
+    let options = failover::Options::new(PRIMARY, STANDBY);
+    let out = crate::failover_sim::add_preflight(&mut sim, view, settings, handle, options, PREFLIGHT_AT);
+    p.run(&mut sim, Vec::new())?;
+    drop(sim);
+    Ok(out.lock().expect("preflight lock").clone())
+}
+
 /// What `drlab failover` runs: a drill whose orchestrator fails over at `at_s`.
 #[derive(Debug, Clone)]
 pub struct FailoverDrill {

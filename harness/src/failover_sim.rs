@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use failover::ports::{Finding, PortError, Ports, Probe};
+use failover::preflight::Inventory;
 use failover::step::Progress;
 use failover::{FailoverError, Options, Outcome};
 use serde_json::json;
@@ -40,6 +41,8 @@ pub struct SimPorts {
     iaas: sim::iaas::Iaas,
     /// The standby's etcd, for the lock's lease and txn.
     standby_etcd: etcd_client::Client,
+    /// The primary's etcd, for preflight's key listing.
+    primary_etcd: etcd_client::Client,
     /// The held lock's lease and its keep-alive task.
     lock: Mutex<Option<(i64, tokio::task::JoinHandle<()>)>>,
 }
@@ -82,8 +85,19 @@ impl SimPorts {
             links: p.links.clone(),
             iaas: p.iaas.clone(),
             standby_etcd: etcd,
+            primary_etcd,
             lock: Mutex::new(None),
         })
+    }
+}
+
+impl SimPorts {
+    fn side_api(&self, side: &str) -> &Api {
+        if side == self.primary.cluster() { &self.primary } else { &self.standby }
+    }
+
+    fn side_etcd(&self, side: &str) -> &etcd_client::Client {
+        if side == self.primary.cluster() { &self.primary_etcd } else { &self.standby_etcd }
     }
 }
 
@@ -270,6 +284,10 @@ impl Ports for SimPorts {
         Ok(orphans.map(|vm| vm.id.clone()).collect())
     }
 
+    async fn inventory(&self, side: &str) -> Result<Inventory, PortError> {
+        crate::preflight_sim::inventory(self.side_api(side), self.side_etcd(side), &self.control.rules).await
+    }
+
     async fn try_lock(&self, holder: &str) -> Result<Option<String>, PortError> {
         use etcd_client::{Compare, CompareOp, PutOptions, Txn, TxnOp, TxnOpResponse};
         let mut c = self.standby_etcd.clone();
@@ -379,6 +397,34 @@ impl Job {
             Job::Abort => "failover.abort.result",
         }
     }
+}
+
+/// Adds host `preflight`: at `at` it runs the real preflight against the world once.
+pub fn add_preflight(
+    sim: &mut turmoil::Sim<'_>,
+    view: PlatformView,
+    settings: Settings,
+    handle: Handle,
+    options: Options,
+    at: Duration,
+) -> Arc<Mutex<Option<Result<failover::preflight::Preflight, String>>>> {
+    let out: Arc<Mutex<Option<Result<failover::preflight::Preflight, String>>>> = Arc::default();
+    let result = out.clone();
+    sim.host("preflight", move || {
+        let (view, settings, handle, options, result) =
+            (view.clone(), settings.clone(), handle.clone(), options.clone(), result.clone());
+        async move {
+            tokio::time::sleep(at).await;
+            let pf = match SimPorts::new(&view, &settings, handle).await {
+                Ok(ports) => failover::preflight(&ports, &options).await.map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            *result.lock().expect("preflight lock") = Some(pf);
+            std::future::pending::<()>().await;
+            Ok(())
+        }
+    });
+    out
 }
 
 /// Adds the job's host: at `start` it runs the real failover (or abort) against the world and

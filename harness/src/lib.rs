@@ -28,6 +28,7 @@ pub mod fixtures;
 pub mod invariants;
 pub mod observe;
 pub mod pki;
+pub mod preflight_sim;
 pub mod real_etcd;
 pub mod report;
 pub mod runner;

@@ -10,7 +10,6 @@ use std::time::Duration;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use sim::iaas::VmDeletion;
-use sim::k8s::atrest::AtRest;
 use sim::k8s::kind;
 use sim::platform::{Action, PRIMARY, Platform, PlatformConfig, STANDBY};
 use sim::topology::{NS, Topology};
@@ -112,8 +111,7 @@ pub fn platform_config_of(s: &Scenario, seed: u64) -> PlatformConfig {
     cfg.gc_lag_ms_max = s.traffic.gc_lag_ms_max;
     cfg.compaction_interval_s = Some(s.traffic.compaction_interval_s).filter(|s| *s > 0);
     if t.encryption == Encryption::Different {
-        // The usual mistake: the same key name, other bytes.
-        cfg.standby_at_rest = AtRest::aescbc("key1", [2; 32]);
+        crate::drill::keys_differ(&mut cfg);
     }
     cfg
 }

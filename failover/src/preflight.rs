@@ -1,0 +1,284 @@
+//! Preflight (seeds 000 and 002): what must hold of both global clusters before a failover,
+//! decided without I/O over what the ports read from each side. Every finding says what is
+//! wrong and where. Blocking findings stop a failover (`--force` goes past them and is
+//! recorded). Warnings break the runbook but not this failover — the pinned check guards what
+//! they risk (differing encryption keys show there as undecryptable Secrets) — and fail
+//! `drlab preflight`. Advice is printed; what a side cannot tell is listed as not checked,
+//! never passed silently.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::ports::Finding;
+
+/// The global cluster's own name; its other resources carry the prefix `global-` (seed 002).
+pub const GLOBAL: &str = "global";
+const PREFIX: &str = "global-";
+/// Findings kept per kind of check (a side with thousands of misnamed objects stays readable).
+pub const FINDINGS_MAX: usize = 50;
+
+/// A resource labelled as the global cluster's own, with the names it references.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GlobalObject {
+    pub kind: String,
+    pub name: String,
+    /// The CAPI Cluster or the provider's infrastructure cluster: named exactly `global`.
+    pub cluster_level: bool,
+    /// (field, name): owner references and `spec.*Ref` names.
+    pub refs: Vec<(String, String)>,
+}
+
+/// One rule of a Role the workload agents use (seed 000's shared token).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoleRule {
+    pub verbs: Vec<String>,
+    pub resources: Vec<String>,
+    pub resource_names: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentRole {
+    pub namespace: String,
+    pub name: String,
+    pub rules: Vec<RoleRule>,
+}
+
+/// What preflight reads from one side.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Inventory {
+    pub side: String,
+    pub global_objects: Vec<GlobalObject>,
+    /// A fingerprint of the side's EncryptionConfiguration (never the keys).
+    pub encryption_fingerprint: Option<String>,
+    pub agent_roles: Vec<AgentRole>,
+    /// Objects the sync's rules leave out (other than the side's own `global` / `global-*` ones,
+    /// which each side keeps by design), per namespace: not on the standby after a failover.
+    pub excluded: BTreeMap<String, u64>,
+    /// Checks this side cannot answer, and why.
+    pub not_checked: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Preflight {
+    pub blocking: Vec<Finding>,
+    pub warnings: Vec<Finding>,
+    pub advice: Vec<Finding>,
+    pub not_checked: Vec<String>,
+    /// What was looked at, per side (so "no findings" is never mistaken for "nothing read").
+    pub checked: Vec<String>,
+}
+
+impl Preflight {
+    /// Every finding, blocking first, in the words of the runbooks.
+    pub fn lines(&self) -> Vec<String> {
+        let mut out: Vec<String> = self.blocking.iter().map(|f| format!("BLOCKING {}: {}", f.where_, f.what)).collect();
+        out.extend(self.warnings.iter().map(|f| format!("WARNING {}: {}", f.where_, f.what)));
+        out.extend(self.advice.iter().map(|f| format!("advice {}: {}", f.where_, f.what)));
+        out.extend(self.checked.iter().map(|c| format!("checked: {c}")));
+        out.extend(self.not_checked.iter().map(|n| format!("not checked: {n}")));
+        out
+    }
+}
+
+fn bounded(mut v: Vec<Finding>, what: &str) -> Vec<Finding> {
+    if v.len() > FINDINGS_MAX {
+        let more = v.len() - FINDINGS_MAX;
+        v.truncate(FINDINGS_MAX);
+        v.push(Finding { what: format!("… and {more} more {what}"), where_: String::new() });
+    }
+    v
+}
+
+fn naming(inv: &Inventory) -> Vec<Finding> {
+    let mut out = Vec::new();
+    let names: Vec<&str> = inv.global_objects.iter().map(|o| o.name.as_str()).collect();
+    let at = |o: &GlobalObject| format!("{} {} {}", inv.side, o.kind, o.name);
+    for o in &inv.global_objects {
+        if o.cluster_level && o.name != GLOBAL {
+            out.push(Finding {
+                what: format!(
+                    "must be named exactly `{GLOBAL}`: the installer looks it up by that name, and the DR \
+                     etcd-sync listener is only allocated for it"
+                ),
+                where_: at(o),
+            });
+        } else if !o.cluster_level && !o.name.starts_with(PREFIX) {
+            out.push(Finding {
+                what: format!(
+                    "lacks the `{PREFIX}` prefix: invisible to DR, so the sync copies it over the standby's own \
+                     and the standby's Machines are deleted the first time DR is exercised"
+                ),
+                where_: at(o),
+            });
+        }
+        for (field, name) in &o.refs {
+            if !names.contains(&name.as_str()) {
+                out.push(Finding {
+                    what: format!("{field} names `{name}`, which is not one of the global cluster's resources"),
+                    where_: at(o),
+                });
+            }
+        }
+    }
+    bounded(out, "naming findings")
+}
+
+fn agent_roles(inv: &Inventory) -> Vec<Finding> {
+    let mut out = Vec::new();
+    for role in &inv.agent_roles {
+        let at = format!("{} Role {}/{}", inv.side, role.namespace, role.name);
+        for rule in role.rules.iter().filter(|r| r.resources.iter().any(|s| s == "secrets" || s == "*")) {
+            for verb in rule.verbs.iter().filter(|v| ["list", "watch", "*"].contains(&v.as_str())) {
+                out.push(Finding {
+                    what: format!("grants `{verb}` on Secrets: the shared agent token could read every Secret"),
+                    where_: at.clone(),
+                });
+            }
+            if rule.resource_names.is_empty() {
+                out.push(Finding {
+                    what: "grants Secrets without resourceNames: only the hosts' plan Secrets may be named".into(),
+                    where_: at.clone(),
+                });
+            }
+            for name in rule.resource_names.iter().filter(|n| !n.ends_with("-plan")) {
+                out.push(Finding {
+                    what: format!(
+                        "grants Secret `{name}`, not a plan Secret (registry, bootstrap and kubeconfig Secrets must \
+                         not be reachable with the agent token)"
+                    ),
+                    where_: at.clone(),
+                });
+            }
+        }
+    }
+    bounded(out, "agent Role findings")
+}
+
+/// Decides over the sides read (the primary first; a lost primary is simply absent).
+pub fn decide(sides: &[Inventory]) -> Preflight {
+    let mut pf = Preflight::default();
+    for inv in sides {
+        pf.blocking.extend(naming(inv));
+        pf.blocking.extend(agent_roles(inv));
+        for (ns, n) in &inv.excluded {
+            pf.advice.push(Finding {
+                what: format!("{n} objects are not copied by the sync's rules: back up by hand what a failover needs"),
+                where_: format!("{} namespace {ns}", inv.side),
+            });
+        }
+        pf.not_checked.extend(inv.not_checked.iter().map(|n| format!("{}: {n}", inv.side)));
+        pf.checked.push(format!(
+            "{}: {} global resources, {} agent Roles, encryption fingerprint {}",
+            inv.side,
+            inv.global_objects.len(),
+            inv.agent_roles.len(),
+            if inv.encryption_fingerprint.is_some() { "read" } else { "unknown" }
+        ));
+    }
+    match sides {
+        [a, b] => match (&a.encryption_fingerprint, &b.encryption_fingerprint) {
+            (Some(x), Some(y)) if x != y => pf.warnings.push(Finding {
+                what: format!(
+                    "encryption provider configurations differ (fingerprint {x} on {}, {y} on {}): the standby \
+                     reads the primary's Secrets only through a sync holding both keys, and a failback or a \
+                     restore needs them equal",
+                    a.side, b.side
+                ),
+                where_: "EncryptionConfiguration".into(),
+            }),
+            (Some(_), Some(_)) => {}
+            _ => pf.not_checked.push("encryption configurations: a side's fingerprint is unknown".into()),
+        },
+        _ => pf.not_checked.push("encryption configurations: only one side could be read".into()),
+    }
+    pf
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn obj(kind: &str, name: &str, cluster_level: bool, refs: &[(&str, &str)]) -> GlobalObject {
+        let refs = refs.iter().map(|(f, n)| (f.to_string(), n.to_string())).collect();
+        GlobalObject { kind: kind.into(), name: name.into(), cluster_level, refs }
+    }
+
+    fn side(name: &str, objects: Vec<GlobalObject>, fingerprint: &str) -> Inventory {
+        Inventory {
+            side: name.into(),
+            global_objects: objects,
+            encryption_fingerprint: Some(fingerprint.into()),
+            ..Inventory::default()
+        }
+    }
+
+    fn well_named() -> Vec<GlobalObject> {
+        vec![
+            obj("Cluster", "global", true, &[]),
+            obj("DCSCluster", "global", true, &[("ownerReferences", "global")]),
+            obj("KubeadmControlPlane", "global-kcp", false, &[("ownerReferences", "global")]),
+        ]
+    }
+
+    #[test]
+    fn well_named_sides_with_one_key_pass() {
+        let pf = decide(&[side("primary", well_named(), "ab"), side("standby", well_named(), "ab")]);
+        assert_eq!(pf.blocking, vec![], "{:?}", pf.lines());
+    }
+
+    #[test]
+    fn seed_002_naming_rules_are_enforced_with_where() {
+        let mut objects = well_named();
+        objects.push(obj("MachineDeployment", "workers", false, &[("ownerReferences", "global")]));
+        objects.push(obj("DCSCluster", "global-infra", true, &[]));
+        objects.push(obj("Cluster", "global", true, &[("spec.controlPlaneRef", "global-cp")]));
+        let pf = decide(&[side("primary", objects, "ab"), side("standby", well_named(), "ab")]);
+        let text = pf.lines().join("\n");
+        assert!(text.contains("primary MachineDeployment workers: lacks the `global-` prefix"), "{text}");
+        assert!(text.contains("primary DCSCluster global-infra: must be named exactly `global`"), "{text}");
+        assert!(text.contains("spec.controlPlaneRef names `global-cp`, which is not"), "{text}");
+        assert_eq!(pf.blocking.len(), 3, "{text}");
+    }
+
+    #[test]
+    fn different_encryption_keys_warn_by_fingerprint_only() {
+        let pf = decide(&[side("primary", well_named(), "1111"), side("standby", well_named(), "2222")]);
+        assert!(pf.blocking.is_empty() && pf.warnings.len() == 1, "{:?}", pf.lines());
+        assert!(pf.warnings[0].what.contains("fingerprint 1111 on primary, 2222 on standby"), "{:?}", pf.warnings);
+        let pf = decide(&[side("standby", well_named(), "2222")]);
+        assert!(pf.blocking.is_empty() && pf.not_checked.iter().any(|n| n.contains("only one side")));
+    }
+
+    #[test]
+    fn the_agent_role_may_name_plan_secrets_only() {
+        let rule = |verbs: &[&str], names: &[&str]| RoleRule {
+            verbs: verbs.iter().map(|v| v.to_string()).collect(),
+            resources: vec!["secrets".into()],
+            resource_names: names.iter().map(|v| v.to_string()).collect(),
+        };
+        let mut s = side("primary", well_named(), "ab");
+        s.agent_roles = vec![AgentRole {
+            namespace: "cpaas-system".into(),
+            name: "agent".into(),
+            rules: vec![rule(&["get", "patch"], &["m-0-plan"]), rule(&["list"], &[]), rule(&["get"], &["registry"])],
+        }];
+        let pf = decide(&[s, side("standby", well_named(), "ab")]);
+        let text = pf.lines().join("\n");
+        assert_eq!(pf.blocking.len(), 3, "{text}");
+        assert!(text.contains("grants `list` on Secrets") && text.contains("without resourceNames"), "{text}");
+        assert!(text.contains("grants Secret `registry`, not a plan Secret"), "{text}");
+    }
+
+    #[test]
+    fn excluded_namespaces_are_advice_and_findings_are_bounded() {
+        let mut s = side("primary", Vec::new(), "ab");
+        s.excluded.insert("kube-system".into(), 12);
+        s.global_objects = (0..200).map(|i| obj("MachineSet", &format!("w-{i}"), false, &[])).collect();
+        let pf = decide(&[s]);
+        assert_eq!(pf.advice.len(), 1);
+        assert!(pf.advice[0].what.starts_with("12 objects") && pf.advice[0].where_.ends_with("kube-system"));
+        assert_eq!(pf.blocking.len(), FINDINGS_MAX + 1, "bounded, with a count of the rest");
+        assert!(pf.blocking.last().unwrap().what.contains("150 more"));
+    }
+}
