@@ -374,7 +374,8 @@ fn preflight_refuses_a_misnamed_global_before_anything_is_fenced_and_force_is_re
         let mut options = Options::new(PRIMARY, STANDBY);
         options.force = force.map(str::to_string);
         let view = PlatformView::of(&p);
-        let runs = add_orchestrator(&mut sim, Job::Failover, view, settings, handle, options, Duration::from_secs(START_S));
+        let runs =
+            add_orchestrator(&mut sim, Job::Failover, view, settings, handle, options, Duration::from_secs(START_S));
         p.run(&mut sim, Vec::new()).expect("runs");
         drop(sim);
         let runs = runs.lock().unwrap();

@@ -185,3 +185,59 @@ fn crashed_etcd_keeps_committed_state_and_breaks_watches() {
     assert!(at(&log, "replayed 5 events").is_some(), "history survives: {log_dump}");
     assert_eq!(w.etcd.revision(), 6);
 }
+
+#[test]
+fn a_one_way_partition_holds_one_direction_only() {
+    // watcher → etcd is held from 3 s to 12 s: the watcher's own put waits for the heal, while
+    // etcd → watcher flows, so the watch keeps delivering the writer's puts.
+    let mut w = world(40);
+    let log: Log = Arc::default();
+    let cfg = conn_config(Duration::from_secs(100), Duration::from_secs(100));
+    let (links, wlog, wcfg) = (w.links.clone(), log.clone(), cfg.clone());
+    w.sim.client("watcher", async move {
+        let connector = Connector::custom(SimConnector::new(links));
+        let etcd = sync::conn::connect(&wcfg, &connector, 0).await?;
+        let mut stream = etcd.client.watch_client().watch("k", None).await?;
+        let (mut kv, plog) = (etcd.kv.clone(), wlog.clone());
+        let put = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            note(&plog, "own put sent");
+            if kv.put("own", "1", None).await.is_ok() {
+                note(&plog, "own put ok");
+            }
+        });
+        let mut events = 0;
+        while events < 15 {
+            let Some(r) = stream.message().await? else { break };
+            events += r.events().len();
+            note(&wlog, format!("event {events}"));
+        }
+        let _ = put.await;
+        Ok(())
+    });
+    let (links, wlog) = (w.links.clone(), log.clone());
+    w.sim.client("writer", async move {
+        let connector = Connector::custom(SimConnector::new(links));
+        let etcd = sync::conn::connect(&cfg, &connector, 0).await?;
+        let mut kv = etcd.kv.clone();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        for i in 0..20 {
+            etcd.call(kv.put("k", format!("{i}"), None)).await?;
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        note(&wlog, "writer done");
+        Ok(())
+    });
+    let (f1, f2) = (w.faults.clone(), w.faults.clone());
+    let steps = vec![
+        Step::new(Duration::from_secs(3), move |sim| f1.partition_oneway(sim, "watcher", "etcd")),
+        Step::new(Duration::from_secs(12), move |sim| f2.heal_oneway(sim, "watcher", "etcd")),
+    ];
+    run_schedule(&mut w.sim, steps, SEED, &w.faults.trace().clone()).unwrap_or_else(|e| panic!("{e}"));
+    let log_dump = format!("{:?} (reproduce with seed={SEED})", log.lock().expect("log"));
+    let during =
+        log.lock().expect("log").iter().filter(|(t, w)| (4_000..12_000).contains(t) && w.starts_with("event")).count();
+    assert!(during >= 5, "etcd → watcher flows while watcher → etcd is held: {log_dump}");
+    let (sent, own) = (at(&log, "own put sent").expect(&log_dump), at(&log, "own put ok").expect(&log_dump));
+    assert!(sent < 6_000 && own >= 12_000, "the watcher's own put waits for the heal: {log_dump}");
+}

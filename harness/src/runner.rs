@@ -241,7 +241,16 @@ pub fn run(s: &Scenario, seed: u64, variant: Variant, trace: PathBuf) -> Result<
                     }
                 };
                 if ready {
-                    if matches!(e.act, Act::Heal(..) | Act::Restart(_) | Act::Reset(..) | Act::Delay(..) | Act::Abort) {
+                    let heals = matches!(
+                        e.act,
+                        Act::Heal(..)
+                            | Act::HealOneway(..)
+                            | Act::Restart(_)
+                            | Act::Reset(..)
+                            | Act::Delay(..)
+                            | Act::Abort
+                    );
+                    if heals {
                         // A delay set or lifted changes the link, an abort resumes the sync:
                         // convergence is timed from it.
                         heal = (now_ms, None);
@@ -360,6 +369,8 @@ fn fire(p: &Platform, sim: &mut turmoil::Sim<'_>, act: &Act, seed: u64, go: &Go)
             f.heal(sim, a.name(), b.name());
             f.reset_link(sim, a.name(), b.name());
         }
+        Act::PartitionOneway(a, b) => f.partition_oneway(sim, a.name(), b.name()),
+        Act::HealOneway(a, b) => f.heal_oneway(sim, a.name(), b.name()),
         Act::Reset(a, b) => {
             f.reset_link(sim, a.name(), b.name());
         }

@@ -294,6 +294,13 @@ pub struct Entry {
     /// Delivers what was held and resets the link's connections (a keep-alive gave up).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub heal: Option<[Host; 2]>,
+    /// Holds every segment from the first host to the second, not back (an asymmetric route);
+    /// new connections between them wait for the heal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partition_oneway: Option<[Host; 2]>,
+    /// Lifts a `partition_oneway` of the same direction: what waited is written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heal_oneway: Option<[Host; 2]>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reset: Option<[Host; 2]>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

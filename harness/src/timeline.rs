@@ -18,6 +18,8 @@ use crate::scenario::{
 pub enum Act {
     Partition(Host, Host),
     Heal(Host, Host),
+    PartitionOneway(Host, Host),
+    HealOneway(Host, Host),
     Reset(Host, Host),
     Delay(Host, Host, Duration),
     Crash(Host),
@@ -68,6 +70,12 @@ fn act(e: &Entry) -> Result<Act, String> {
     }
     if let Some([a, b]) = e.heal {
         acts.push(Act::Heal(a, b));
+    }
+    if let Some([a, b]) = e.partition_oneway {
+        acts.push(Act::PartitionOneway(a, b));
+    }
+    if let Some([a, b]) = e.heal_oneway {
+        acts.push(Act::HealOneway(a, b));
     }
     if let Some([a, b]) = e.reset {
         acts.push(Act::Reset(a, b));
@@ -190,6 +198,7 @@ fn validate_timeline(s: &Scenario) -> Result<(), Invalid> {
     });
     let has_failover = s.failover().is_some();
     let mut cut: BTreeSet<(Host, Host)> = BTreeSet::new();
+    let mut cut_oneway: BTreeSet<(Host, Host)> = BTreeSet::new();
     let mut down: BTreeSet<Host> = BTreeSet::new();
     let mut clusters: BTreeSet<String> = (0..s.topology.clusters).map(sim::topology::cluster_name).collect();
     let mut failovers = 0;
@@ -209,11 +218,21 @@ fn validate_timeline(s: &Scenario) -> Result<(), Invalid> {
         }
         let link = |a: Host, b: Host| if a <= b { (a, b) } else { (b, a) };
         match act(&e.value).map_err(fail)? {
-            Act::Partition(a, b) | Act::Reset(a, b) | Act::Delay(a, b, _) if a == b => {
+            Act::Partition(a, b) | Act::Reset(a, b) | Act::Delay(a, b, _) | Act::PartitionOneway(a, b) if a == b => {
                 return Err(fail(format!("a link joins two hosts, not {} to itself", a.name())));
             }
             Act::Partition(a, b) => {
                 cut.insert(link(a, b));
+            }
+            Act::PartitionOneway(a, b) if !cut_oneway.insert((a, b)) => {
+                return Err(fail(format!("{} → {} is already held", a.name(), b.name())));
+            }
+            Act::HealOneway(a, b) if !cut_oneway.remove(&(a, b)) => {
+                return Err(fail(format!(
+                    "heal_oneway of {} → {}, which no earlier entry holds in that direction",
+                    a.name(),
+                    b.name()
+                )));
             }
             Act::Heal(a, b) if !cut.remove(&link(a, b)) => {
                 return Err(fail(format!("heal of {}–{}, which no earlier entry partitions", a.name(), b.name())));

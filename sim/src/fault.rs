@@ -40,6 +40,19 @@ impl Faults {
         self.trace.record("world", "fault.heal", json!({"a": a, "b": b}));
     }
 
+    /// Holds every segment from `from` to `to` until [`Faults::heal_oneway`]; `to` → `from`
+    /// flows (an asymmetric route, a one-way firewall rule). New connections between the two
+    /// wait for the heal.
+    pub fn partition_oneway(&self, sim: &turmoil::Sim<'_>, from: &str, to: &str) {
+        self.links.hold_oneway(sim.lookup(from), sim.lookup(to));
+        self.trace.record("world", "fault.partition-oneway", json!({"from": from, "to": to}));
+    }
+
+    pub fn heal_oneway(&self, sim: &turmoil::Sim<'_>, from: &str, to: &str) {
+        self.links.release_oneway(sim.lookup(from), sim.lookup(to));
+        self.trace.record("world", "fault.heal-oneway", json!({"from": from, "to": to}));
+    }
+
     /// Resets every connection between `a` and `b`; returns how many connection ends saw it.
     pub fn reset_link(&self, sim: &turmoil::Sim<'_>, a: &str, b: &str) -> usize {
         let n = self.links.reset(sim.lookup(a), sim.lookup(b));

@@ -4,7 +4,9 @@
 //! stream forever, even after the partition heals. So the world never drops segments. A partition
 //! is `hold` (segments wait) and, when it lasts longer than a keep-alive would tolerate, a reset of
 //! every connection on the link — which is what a real kernel does once its retransmissions give
-//! up. [`Links`] is the registry that makes that reset possible.
+//! up. [`Links`] is the registry that makes that reset possible. turmoil holds both directions of
+//! a link or none, so a one-way partition is held here: writes from one host to the other wait
+//! (the other direction flows), and no new connection between them completes its handshake.
 
 use std::io;
 use std::net::IpAddr;
@@ -47,6 +49,40 @@ impl ResetFlag {
     }
 }
 
+/// Directions (from, to) whose segments are held, and the tasks waiting on them.
+#[derive(Default)]
+struct OneWay {
+    held: Mutex<std::collections::BTreeSet<(IpAddr, IpAddr)>>,
+    wakers: Mutex<Vec<Waker>>,
+}
+
+impl OneWay {
+    /// Whether `from` → `to` is held; if so, `cx` is woken when a hold is lifted.
+    fn blocks(&self, from: IpAddr, to: IpAddr, cx: &Context<'_>) -> bool {
+        if !self.held.lock().expect("one-way lock").contains(&(from, to)) {
+            return false;
+        }
+        let mut wakers = self.wakers.lock().expect("one-way wakers lock");
+        if !wakers.iter().any(|w| w.will_wake(cx.waker())) {
+            wakers.push(cx.waker().clone());
+        }
+        true
+    }
+
+    fn set(&self, from: IpAddr, to: IpAddr, held: bool) {
+        let mut h = self.held.lock().expect("one-way lock");
+        if held {
+            h.insert((from, to));
+            return;
+        }
+        h.remove(&(from, to));
+        drop(h);
+        for w in self.wakers.lock().expect("one-way wakers lock").drain(..) {
+            w.wake();
+        }
+    }
+}
+
 struct Tracked {
     local: IpAddr,
     peer: IpAddr,
@@ -58,6 +94,7 @@ struct Tracked {
 pub struct Links {
     conns: Arc<Mutex<Vec<Tracked>>>,
     dials: Arc<std::sync::atomic::AtomicU64>,
+    oneway: Arc<OneWay>,
 }
 
 impl Links {
@@ -80,7 +117,20 @@ impl Links {
 
     pub fn wrap(&self, stream: turmoil::net::TcpStream) -> SimConn {
         let flag = self.track(&stream);
-        SimConn { inner: stream, flag }
+        let unknown = IpAddr::from([0, 0, 0, 0]);
+        let local = stream.local_addr().map(|a| a.ip()).unwrap_or(unknown);
+        let peer = stream.peer_addr().map(|a| a.ip()).unwrap_or(unknown);
+        SimConn { inner: stream, flag, local, peer, oneway: self.oneway.clone() }
+    }
+
+    /// Holds every segment from `from` to `to` (connections and new handshakes), not back.
+    pub fn hold_oneway(&self, from: IpAddr, to: IpAddr) {
+        self.oneway.set(from, to, true);
+    }
+
+    /// Lifts [`Links::hold_oneway`]: what waited is written.
+    pub fn release_oneway(&self, from: IpAddr, to: IpAddr) {
+        self.oneway.set(from, to, false);
     }
 
     /// Resets every connection between hosts `a` and `b` (either end). Returns how many ends.
@@ -104,6 +154,9 @@ impl Links {
 pub struct SimConn {
     inner: turmoil::net::TcpStream,
     flag: Arc<ResetFlag>,
+    local: IpAddr,
+    peer: IpAddr,
+    oneway: Arc<OneWay>,
 }
 
 impl AsyncRead for SimConn {
@@ -116,11 +169,17 @@ impl AsyncRead for SimConn {
 impl AsyncWrite for SimConn {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         self.flag.check(cx)?;
+        if self.oneway.blocks(self.local, self.peer, cx) {
+            return Poll::Pending;
+        }
         Pin::new(&mut self.inner).poll_write(cx, buf)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         self.flag.check(cx)?;
+        if self.oneway.blocks(self.local, self.peer, cx) {
+            return Poll::Pending;
+        }
         Pin::new(&mut self.inner).poll_flush(cx)
     }
 
@@ -181,7 +240,16 @@ impl tower::Service<Uri> for Connector {
             let port = uri.port_u16().unwrap_or(2379);
             let stream = turmoil::net::TcpStream::connect((host.as_str(), port)).await?;
             links.dials.fetch_add(1, Ordering::SeqCst);
-            Ok(TokioIo::new(links.wrap(stream)))
+            let conn = links.wrap(stream);
+            // A handshake needs both directions: it completes once neither is held (the
+            // caller's connect timeout bounds the wait).
+            let (local, peer, oneway) = (conn.local, conn.peer, conn.oneway.clone());
+            std::future::poll_fn(|cx| {
+                let held = oneway.blocks(local, peer, cx) || oneway.blocks(peer, local, cx);
+                if held { Poll::Pending } else { Poll::Ready(()) }
+            })
+            .await;
+            Ok(TokioIo::new(conn))
         })
     }
 }
