@@ -55,6 +55,8 @@ fn impossible_timelines_point_at_the_entry() {
     let (_, _, msg) =
         t("  - at_s: 1\n    partition_oneway: [sync, primary]\n  - at_s: 2\n    heal_oneway: [primary, sync]\n");
     assert!(msg.contains("heal_oneway of primary → sync, which no earlier entry holds"), "{msg}");
+    let (_, _, msg) = t("  - at_s: 1\n    slow_disk: {side: standby, ms: 20000}\n");
+    assert!(msg.contains("slow_disk ms must be at most 10000"), "{msg}");
     let (line, _, msg) = t("  - at_s: 1\n    abort: {}\n");
     assert!(line == 5 && msg.contains("an abort needs a failover"), "{line}: {msg}");
     let (line, _, msg) = t("  - at_s: 9\n    failover: {}\n  - at_s: 8\n    abort: {}\n");

@@ -241,3 +241,48 @@ fn a_one_way_partition_holds_one_direction_only() {
     let (sent, own) = (at(&log, "own put sent").expect(&log_dump), at(&log, "own put ok").expect(&log_dump));
     assert!(sent < 6_000 && own >= 12_000, "the watcher's own put waits for the heal: {log_dump}");
 }
+
+#[test]
+fn a_slow_disk_delays_every_write_until_its_fsync() {
+    // From 1 s on the member needs 300 ms per write: a put is answered, and visible to a reader,
+    // only after it; reads stay fast; two concurrent puts share one wait (batched fsync).
+    let mut w = world(20);
+    let log: Log = Arc::default();
+    let (links, clog, etcd_handle) = (w.links.clone(), log.clone(), w.etcd.clone());
+    let cfg = conn_config(Duration::from_secs(100), Duration::from_secs(100));
+    w.sim.client("client", async move {
+        let connector = Connector::custom(SimConnector::new(links));
+        let etcd = sync::conn::connect(&cfg, &connector, 0).await?;
+        let mut kv = etcd.kv.clone();
+        let took = |t0: tokio::time::Instant| t0.elapsed().as_millis() as u64;
+        let t0 = tokio::time::Instant::now();
+        kv.put("k", "fast", None).await?;
+        note(&clog, format!("fast put {}", took(t0)));
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let (mut a, mut b) = (kv.clone(), kv.clone());
+        let t0 = tokio::time::Instant::now();
+        let (ra, rb) = tokio::join!(a.put("k", "slow", None), b.put("j", "slow", None));
+        ra?;
+        rb?;
+        note(&clog, format!("slow puts {}", took(t0)));
+        let t0 = tokio::time::Instant::now();
+        kv.get("k", None).await?;
+        note(&clog, format!("read {}", took(t0)));
+        Ok(())
+    });
+    let faults = w.faults.clone();
+    let steps = vec![Step::new(Duration::from_secs(1), move |_| {
+        faults.slow_disk(&etcd_handle, "etcd", Duration::from_millis(300))
+    })];
+    run_schedule(&mut w.sim, steps, SEED, &w.faults.trace().clone()).unwrap_or_else(|e| panic!("{e}"));
+    let log_dump = format!("{:?} (reproduce with seed={SEED})", log.lock().expect("log"));
+    let ms = |prefix: &str| -> u64 {
+        let l = log.lock().expect("log");
+        let (_, w) = l.iter().find(|(_, w)| w.starts_with(prefix)).unwrap_or_else(|| panic!("{prefix}: {log_dump}"));
+        w.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    assert!(ms("fast put") < 50, "{log_dump}");
+    assert!((300..500).contains(&ms("slow puts")), "two puts, one fsync wait: {log_dump}");
+    assert!(ms("read") < 50, "reads do not wait for the disk: {log_dump}");
+    assert!(w.etcd.get(b"j").is_some(), "the slow writes landed");
+}

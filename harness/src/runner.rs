@@ -248,6 +248,7 @@ pub fn run(s: &Scenario, seed: u64, variant: Variant, trace: PathBuf) -> Result<
                             | Act::Restart(_)
                             | Act::Reset(..)
                             | Act::Delay(..)
+                            | Act::SlowDisk(..)
                             | Act::Abort
                     );
                     if heals {
@@ -370,6 +371,7 @@ fn fire(p: &Platform, sim: &mut turmoil::Sim<'_>, act: &Act, seed: u64, go: &Go)
             f.reset_link(sim, a.name(), b.name());
         }
         Act::PartitionOneway(a, b) => f.partition_oneway(sim, a.name(), b.name()),
+        Act::SlowDisk(s, d) => f.slow_disk(&p.side(s.name()).etcd, s.name(), *d),
         Act::HealOneway(a, b) => f.heal_oneway(sim, a.name(), b.name()),
         Act::Reset(a, b) => {
             f.reset_link(sim, a.name(), b.name());

@@ -305,6 +305,9 @@ pub struct Entry {
     pub reset: Option<[Host; 2]>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delay: Option<Delay>,
+    /// That side's etcd waits `ms` per write for its fsync (0: a fast disk again).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slow_disk: Option<SlowDisk>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub crash: Option<Host>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -392,6 +395,16 @@ pub struct Delay {
     pub link: [Host; 2],
     pub ms: u64,
 }
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SlowDisk {
+    pub side: Side,
+    pub ms: u64,
+}
+
+/// The slowest fsync a scenario may ask for (a disk slower than this is a dead one).
+pub const DISK_LATENCY_MS_MAX: u64 = 10_000;
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]

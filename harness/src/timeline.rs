@@ -9,8 +9,8 @@ use serde_saphyr::Location;
 use sim::k8s::{Kind, kind};
 
 use crate::scenario::{
-    Condition, DURATION_S_MAX, Entry, FailoverSpec, Host, Invariant, Provider, SEEDS_MAX, Scenario, Side, TIMELINE_MAX,
-    Variant, WRITES_PER_S_MAX,
+    Condition, DISK_LATENCY_MS_MAX, DURATION_S_MAX, Entry, FailoverSpec, Host, Invariant, Provider, SEEDS_MAX,
+    Scenario, Side, TIMELINE_MAX, Variant, WRITES_PER_S_MAX,
 };
 
 /// A resolved action.
@@ -22,6 +22,7 @@ pub enum Act {
     HealOneway(Host, Host),
     Reset(Host, Host),
     Delay(Host, Host, Duration),
+    SlowDisk(Side, Duration),
     Crash(Host),
     Restart(Host),
     Compact(Side),
@@ -82,6 +83,12 @@ fn act(e: &Entry) -> Result<Act, String> {
     }
     if let Some(d) = &e.delay {
         acts.push(Act::Delay(d.link[0], d.link[1], Duration::from_millis(d.ms)));
+    }
+    if let Some(d) = &e.slow_disk {
+        if d.ms > DISK_LATENCY_MS_MAX {
+            return Err(format!("slow_disk ms must be at most {DISK_LATENCY_MS_MAX}"));
+        }
+        acts.push(Act::SlowDisk(d.side, Duration::from_millis(d.ms)));
     }
     if let Some(h) = e.crash {
         acts.push(Act::Crash(h));

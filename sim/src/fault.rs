@@ -75,6 +75,13 @@ impl Faults {
         self.trace.record("world", "fault.crash", json!({"host": host}));
     }
 
+    /// Makes a simulated etcd's disk slow: each write waits `latency` for its fsync (zero: fast
+    /// again).
+    pub fn slow_disk(&self, etcd: &crate::etcd::SimEtcd, host: &str, latency: Duration) {
+        etcd.set_disk_latency(latency);
+        self.trace.record("world", "fault.slow-disk", json!({"host": host, "ms": latency.as_millis() as u64}));
+    }
+
     /// Compacts a simulated etcd at its head revision, as its API server's compactor would.
     pub fn compact(&self, etcd: &crate::etcd::SimEtcd, host: &str) -> i64 {
         let rev = etcd.compact_now();

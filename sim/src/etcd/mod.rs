@@ -36,6 +36,8 @@ struct Shared {
     commits: tokio_watch::Sender<i64>,
     cluster_id: u64,
     member_id: u64,
+    /// Milliseconds each write waits for its WAL fsync before it is applied (a slow disk).
+    disk_latency_ms: std::sync::atomic::AtomicU64,
 }
 
 impl SimEtcd {
@@ -44,7 +46,26 @@ impl SimEtcd {
         let cluster_id = store.random_u64();
         let member_id = store.random_u64();
         let (commits, _) = tokio_watch::channel(store.rev());
-        SimEtcd { shared: Arc::new(Shared { store: Mutex::new(store), commits, cluster_id, member_id }) }
+        let disk_latency_ms = std::sync::atomic::AtomicU64::new(0);
+        SimEtcd {
+            shared: Arc::new(Shared { store: Mutex::new(store), commits, cluster_id, member_id, disk_latency_ms }),
+        }
+    }
+
+    /// Every write from now on waits `latency` (its WAL fsync) before it is applied and
+    /// answered; concurrent writes wait together, as etcd batches them into one fsync. Zero
+    /// restores a fast disk.
+    pub fn set_disk_latency(&self, latency: std::time::Duration) {
+        let ms = u64::try_from(latency.as_millis()).expect("a disk latency in range");
+        self.shared.disk_latency_ms.store(ms, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// The WAL fsync of one write (no wait, and no yield, on a fast disk).
+    pub(crate) async fn fsync(&self) {
+        let ms = self.shared.disk_latency_ms.load(std::sync::atomic::Ordering::SeqCst);
+        if ms > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+        }
     }
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, Store> {

@@ -40,18 +40,21 @@ impl PbKvService for SimEtcd {
     }
 
     async fn put(&self, req: Request<PbPutRequest>) -> Answer<PbPutResponse> {
+        self.fsync().await;
         let (mut resp, rev) = self.write(|s| kv::put_request(s, req.get_ref()))?;
         resp.header = self.header(rev);
         Ok(Response::new(resp))
     }
 
     async fn delete_range(&self, req: Request<PbDeleteRequest>) -> Answer<PbDeleteResponse> {
+        self.fsync().await;
         let (mut resp, rev) = self.write(|s| kv::delete_request(s, req.get_ref()))?;
         resp.header = self.header(rev);
         Ok(Response::new(resp))
     }
 
     async fn txn(&self, req: Request<PbTxnRequest>) -> Answer<PbTxnResponse> {
+        self.fsync().await;
         let (mut resp, rev) = self.write(|s| kv::txn_request(s, req.get_ref()))?;
         set_txn_headers(self, &mut resp, rev);
         Ok(Response::new(resp))
