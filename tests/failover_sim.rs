@@ -85,6 +85,27 @@ fn failover_world_then(
     Run { p, runs, aborts }
 }
 
+/// A world of `seed` (DNS TTL 10 s; `tweak` adjusts its config) with the sync and an
+/// orchestrator running `options` from `start`: the platform, the simulation and the runs.
+fn orchestrated<'a>(
+    seed: u64,
+    sim_secs: u64,
+    topology: Topology,
+    tweak: impl FnOnce(&mut sim::platform::PlatformConfig),
+    options: Options,
+    start: Duration,
+) -> (Platform, turmoil::Sim<'a>, Runs) {
+    let mut cfg = platform_config(seed, sim_secs, topology);
+    cfg.dns_ttl_s = 10;
+    tweak(&mut cfg);
+    let settings = sync_settings(&cfg);
+    let (p, mut sim) = Platform::build(cfg).expect("world builds");
+    let handle = SyncHost::new(PRIMARY, STANDBY, settings.clone()).add(&mut sim, p.links.clone());
+    let view = PlatformView::of(&p);
+    let runs = add_orchestrator(&mut sim, Job::Failover, view, settings, handle, options, start);
+    (p, sim, runs)
+}
+
 fn gate(p: &Platform) -> Gate {
     serde_json::from_slice(&p.standby.etcd.get(sync::target::gate_key().as_bytes()).expect("gate")).expect("gate json")
 }
@@ -177,20 +198,9 @@ fn an_orchestrator_crashed_at_any_point_resumes_and_finishes() {
 /// The failover world of seed 23 with the orchestrator crashed at `crash_ms` and restarted 1 s
 /// later: its runs, the gate's state and the VM deletions at the end.
 fn crashed_at(crash_ms: u64) -> (Vec<Result<failover::Outcome, String>>, GateState, Vec<sim::iaas::VmDeletion>) {
-    let mut cfg = platform_config(23, 150, Topology { clusters: 2, machines: 3 });
-    cfg.dns_ttl_s = 10;
-    let settings = sync_settings(&cfg);
-    let (p, mut sim) = Platform::build(cfg).expect("world builds");
-    let handle = SyncHost::new(PRIMARY, STANDBY, settings.clone()).add(&mut sim, p.links.clone());
-    let runs = add_orchestrator(
-        &mut sim,
-        Job::Failover,
-        PlatformView::of(&p),
-        settings,
-        handle,
-        Options::new(PRIMARY, STANDBY),
-        Duration::from_secs(START_S),
-    );
+    let topology = Topology { clusters: 2, machines: 3 };
+    let options = Options::new(PRIMARY, STANDBY);
+    let (p, mut sim, runs) = orchestrated(23, 150, topology, |_| {}, options, Duration::from_secs(START_S));
     let steps = vec![
         At::new(Duration::from_millis(crash_ms), |sim| p.faults.crash(sim, "orchestrator")),
         At::new(Duration::from_millis(crash_ms + 1000), |sim| p.faults.restart(sim, "orchestrator")),
@@ -292,23 +302,12 @@ fn without_fencing_the_old_primary_keeps_taking_writes_that_are_lost() {
 fn a_failover_resumes_only_in_the_mode_it_started_in() {
     // An unplanned failover that stopped after fencing the lost primary, resumed as a planned one:
     // the planned wait would read the lost primary, so the resume refuses and says how to resume.
-    let mut cfg = platform_config(24, 60, Topology { clusters: 1, machines: 2 });
-    cfg.dns_ttl_s = 10;
-    let settings = sync_settings(&cfg);
-    let (p, mut sim) = Platform::build(cfg).expect("world builds");
+    let topology = Topology { clusters: 1, machines: 2 };
+    let options = Options::new(PRIMARY, STANDBY);
+    let (p, mut sim, runs) = orchestrated(24, 60, topology, |_| {}, options, Duration::from_secs(START_S));
     let stopped = failover::step::Progress { done: Some(Step::FencePrimary), unplanned: true, ..Default::default() };
     let saved = serde_json::to_vec(&stopped).expect("progress serialises");
     p.standby.etcd.seed(&[(harness::failover_sim::PROGRESS_KEY.as_bytes().to_vec(), saved)]);
-    let handle = SyncHost::new(PRIMARY, STANDBY, settings.clone()).add(&mut sim, p.links.clone());
-    let runs = add_orchestrator(
-        &mut sim,
-        Job::Failover,
-        PlatformView::of(&p),
-        settings,
-        handle,
-        Options::new(PRIMARY, STANDBY),
-        Duration::from_secs(START_S),
-    );
     p.run(&mut sim, Vec::new()).expect("runs");
     let runs = runs.lock().unwrap();
     let err = runs[0].as_ref().expect_err("a planned resume of an unplanned failover is refused (seed=24)");
@@ -322,22 +321,10 @@ fn an_unplanned_failover_reports_the_vms_the_lost_primary_made_after_r() {
     // The sync's link is slow; the primary scales wc-00 up (a new Machine and its VM) and is
     // lost 1 s later, before the sync applied it. The unplanned failover succeeds on the standby
     // alone and reports the new VM as an orphan (no Machine on the standby), deleting nothing.
-    let mut cfg = platform_config(25, 120, Topology { clusters: 2, machines: 3 });
-    cfg.dns_ttl_s = 10;
-    let settings = sync_settings(&cfg);
-    let (p, mut sim) = Platform::build(cfg).expect("world builds");
-    let handle = SyncHost::new(PRIMARY, STANDBY, settings.clone()).add(&mut sim, p.links.clone());
     let mut options = Options::new(PRIMARY, STANDBY);
     options.unplanned = true;
-    let runs = add_orchestrator(
-        &mut sim,
-        Job::Failover,
-        PlatformView::of(&p),
-        settings,
-        handle,
-        options,
-        Duration::from_secs(START_S + 5),
-    );
+    let topology = Topology { clusters: 2, machines: 3 };
+    let (p, mut sim, runs) = orchestrated(25, 120, topology, |_| {}, options, Duration::from_secs(START_S + 5));
     let steps = vec![
         At::new(Duration::from_secs(10), |sim| p.faults.delay(sim, "sync", PRIMARY, Duration::from_secs(3))),
         At::new(Duration::from_secs(START_S - 1), |_| p.act(Action::Scale { cluster: "wc-00".into(), replicas: 3 })),
@@ -365,17 +352,11 @@ fn an_unplanned_failover_reports_the_vms_the_lost_primary_made_after_r() {
 #[test]
 fn preflight_refuses_a_misnamed_global_before_anything_is_fenced_and_force_is_recorded() {
     for force in [None, Some("ops-oncall")] {
-        let mut cfg = platform_config(26, 120, Topology { clusters: 1, machines: 2 });
-        cfg.dns_ttl_s = 10;
-        cfg.misnamed_global = true;
-        let settings = sync_settings(&cfg);
-        let (p, mut sim) = Platform::build(cfg).expect("world builds");
-        let handle = SyncHost::new(PRIMARY, STANDBY, settings.clone()).add(&mut sim, p.links.clone());
         let mut options = Options::new(PRIMARY, STANDBY);
         options.force = force.map(str::to_string);
-        let view = PlatformView::of(&p);
-        let runs =
-            add_orchestrator(&mut sim, Job::Failover, view, settings, handle, options, Duration::from_secs(START_S));
+        let topology = Topology { clusters: 1, machines: 2 };
+        let misnamed = |c: &mut sim::platform::PlatformConfig| c.misnamed_global = true;
+        let (p, mut sim, runs) = orchestrated(26, 120, topology, misnamed, options, Duration::from_secs(START_S));
         p.run(&mut sim, Vec::new()).expect("runs");
         drop(sim);
         let runs = runs.lock().unwrap();
