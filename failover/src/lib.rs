@@ -2,6 +2,7 @@
 //! machine over [`ports::Ports`] — sync control, fencing, DNS, probes, the standby's clusters and
 //! a progress store. The same code runs in the simulator (adapters in `harness`) and for real.
 //!
+//! - [`abort`]: the operator's undo of a failover stopped before the uninstall.
 //! - [`step`]: the planned-failover steps, in order, and the persisted [`step::Progress`].
 //! - [`guard`]: the check a failover decides on, and the refusal it prints.
 //! - [`ports`]: what the orchestrator needs from the world.
@@ -9,10 +10,12 @@
 //! - [`orchestrator`]: runs the steps — each with a timeout and an audit record — and resumes
 //!   from persisted progress after a crash.
 
+pub mod abort;
 pub mod guard;
 pub mod orchestrator;
 pub mod ports;
 pub mod preflight;
 pub mod step;
 
-pub use orchestrator::{FailoverError, Options, Outcome, abort, preflight, run};
+pub use abort::abort;
+pub use orchestrator::{FailoverError, Options, Outcome, preflight, run};
