@@ -110,3 +110,16 @@ fn how_a_failover_and_an_abort_end_is_judged() {
     let r = run(&wrong, 1, Variant::Real);
     assert!(!r.pass && r.summary().contains("failover: done (expected timed-out)"), "{}", r.summary());
 }
+
+#[test]
+fn a_mutant_run_says_whether_the_scenario_has_teeth_for_it() {
+    let lib = library();
+    let (_, s) = lib.iter().find(|(_, s)| s.name == "abort-too-late").expect("in the library");
+    let caught = run(s, 1, Variant::FencingOff);
+    assert!(caught.pass && caught.mutant_has_teeth, "{}", caught.summary());
+    assert!(caught.summary().contains("the mutant was caught where the scenario says"), "{}", caught.summary());
+    let (_, s) = lib.iter().find(|(_, s)| s.name == "partition-oneway").expect("in the library");
+    let untoothed = run(s, 1, Variant::OwnerOrderOff);
+    assert!(!untoothed.mutant_has_teeth, "{}", untoothed.summary());
+    assert!(untoothed.summary().contains("no teeth for this mutant here"), "{}", untoothed.summary());
+}

@@ -70,6 +70,9 @@ pub struct RunReport {
     pub sync_checkpoint: i64,
     pub source_head: i64,
     pub pass: bool,
+    /// Whether the scenario names invariants this run's mutant must fail (always false for
+    /// the real code): without teeth a mutant run is judged like the real code.
+    pub mutant_has_teeth: bool,
     pub reproduce: String,
 }
 
@@ -162,6 +165,7 @@ pub fn judge(s: &Scenario, o: &Observed, verdicts: Vec<Verdict>, command: &str) 
         sync_checkpoint: o.sync.checkpoint,
         source_head: o.source_head,
         pass,
+        mutant_has_teeth: o.variant != Variant::Real && s.teeth.contains_key(&o.variant),
         reproduce: format!("{command} --seed {} --variant {}", o.seed, o.variant.name()),
     }
 }
@@ -219,11 +223,13 @@ impl RunReport {
             self.trace_events,
             self.trace_hash
         ));
-        let word = match (self.pass, self.variant) {
-            (true, Variant::Real) => "PASS",
-            (true, _) => "PASS (the mutant was caught where the scenario says)",
-            (false, Variant::Real) => "FAIL",
-            (false, _) => "FAIL (the mutant was not caught as the scenario says)",
+        let word = match (self.pass, self.variant, self.mutant_has_teeth) {
+            (true, Variant::Real, _) => "PASS",
+            (true, _, true) => "PASS (the mutant was caught where the scenario says)",
+            (true, _, false) => "PASS (no teeth for this mutant here: every checked invariant held)",
+            (false, Variant::Real, _) => "FAIL",
+            (false, _, true) => "FAIL (the mutant was not caught as the scenario says)",
+            (false, _, false) => "FAIL (no teeth for this mutant here, yet an invariant or the failover's end was off)",
         };
         out.push_str(&format!("verdict: {word}\n"));
         if !self.pass {
