@@ -22,11 +22,12 @@ pub struct Scale {
     pub to: u64,
 }
 
-/// A Machine deletion: where, when, which Machine.
+/// A Machine deletion: where, when, which Machine (its etcd key, and its name).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Deletion {
     pub host: String,
     pub t_ms: u64,
+    pub key: String,
     pub name: String,
 }
 
@@ -116,7 +117,7 @@ mod tests {
     use super::*;
 
     fn del(host: &str, t_ms: u64, name: &str) -> Deletion {
-        Deletion { host: host.into(), t_ms, name: name.into() }
+        Deletion { host: host.into(), t_ms, key: format!("/registry/machines/{name}"), name: name.into() }
     }
 
     fn scale(t_ms: u64, from: u64, to: u64) -> Scale {

@@ -203,11 +203,12 @@ pub fn check(s: &Scenario, o: &Observed) -> std::io::Result<Vec<Verdict>> {
         .map(|((host, key), v)| Deletion {
             host: host.clone(),
             t_ms: v["t_ms"].as_u64().unwrap_or(0),
+            key: key.clone(),
             name: key.rsplit('/').next().unwrap_or_default().into(),
         })
         .collect();
     for d in allowed.judge(&deletions, |t| serving_at(&ev, t).to_string()) {
-        let v = &ev.machine_deletions[&(d.host.clone(), kind::MACHINE.key(sim::topology::NS, &d.name))];
+        let v = &ev.machine_deletions[&(d.host.clone(), d.key.clone())];
         let c = cluster_of(&d.name);
         problems.push(format!("Machine {} deleted on {}: {}\n{}", d.name, d.host, line(v), chain(&ev, &c, &mut shown)));
     }

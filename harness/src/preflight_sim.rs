@@ -37,7 +37,8 @@ pub async fn inventory(api: &Api, etcd: &etcd_client::Client, rules: &Rules) -> 
             inv.global_objects.push(GlobalObject {
                 kind: k.kind.to_string(),
                 name: o.obj.name().to_string(),
-                cluster_level: *k == &kind::CLUSTER || k.kind.ends_with("Cluster"),
+                // The CAPI Cluster and the provider's infrastructure cluster (`DCSCluster`, …).
+                cluster_level: k.kind.ends_with("Cluster"),
                 refs,
             });
         }
@@ -72,7 +73,7 @@ pub async fn inventory(api: &Api, etcd: &etcd_client::Client, rules: &Rules) -> 
     let mut excluded: BTreeMap<String, u64> = BTreeMap::new();
     for kv in listed.kvs() {
         let Some(info) = sync::keys::parse(kv.key()) else { continue };
-        let own_global = info.name == GLOBAL || info.name.starts_with("global-");
+        let own_global = sim::topology::is_global_name(info.name);
         if let Some(ns) = info.namespace.filter(|_| !own_global && rules.decide(kv.key()) == Decision::Exclude) {
             *excluded.entry(ns.to_string()).or_default() += 1;
         }

@@ -197,28 +197,13 @@ pub fn run(s: &Scenario, seed: u64, variant: Variant, trace: PathBuf) -> Result<
     }
 
     let (go, go_failover, go_abort) = Go::new();
-    let runs = s.failover().is_some().then(|| {
-        add_orchestrator(
-            &mut sim,
-            Job::Failover,
-            PlatformView::of(&p),
-            settings.clone(),
-            handle.clone(),
-            options.clone(),
-            Start::When(go_failover),
-        )
-    });
-    let aborts = s.has_abort().then(|| {
-        add_orchestrator(
-            &mut sim,
-            Job::Abort,
-            PlatformView::of(&p),
-            settings.clone(),
-            handle.clone(),
-            options.clone(),
-            Start::When(go_abort),
-        )
-    });
+    let mut orchestrator = |job, go| {
+        let (view, settings, handle, options) =
+            (PlatformView::of(&p), settings.clone(), handle.clone(), options.clone());
+        add_orchestrator(&mut sim, job, view, settings, handle, options, Start::When(go))
+    };
+    let runs = s.failover().is_some().then(|| orchestrator(Job::Failover, go_failover));
+    let aborts = s.has_abort().then(|| orchestrator(Job::Abort, go_abort));
 
     // The sync's start begins its job: convergence is measured from it when nothing heals later.
     // (when the last heal fired, when the sync next caught up)
