@@ -240,7 +240,7 @@ fn an_abort_gives_a_refused_failovers_primary_back() {
     let behind = r.p.primary.etcd.revision() - cp.revision;
     assert!(behind <= 5, "the sync is {behind} revisions behind the primary after the abort (seed=22)");
     assert_eq!(gate(&r.p).state, GateState::Syncing);
-    let progress = harness::failover_sim::saved_progress(&r.p).expect("progress");
+    let progress = harness::failover_sim::saved_progress(&r.p, STANDBY).expect("progress");
     assert_eq!(progress.done, None, "the next failover starts afresh");
     assert_eq!(r.p.iaas.deletions(), vec![], "no VM deleted");
 }
@@ -276,7 +276,7 @@ fn an_abort_while_the_failover_runs_is_refused_and_the_failover_finishes() {
 
 /// from the progress persisted on the standby (a refused failover has pinned it too).
 fn writes_after_r(r: &Run) -> i64 {
-    let progress = harness::failover_sim::saved_progress(&r.p).expect("progress persisted");
+    let progress = harness::failover_sim::saved_progress(&r.p, STANDBY).expect("progress persisted");
     let rev = progress.source_revision.expect("R recorded");
     r.p.primary.etcd.revision() - rev
 }

@@ -123,3 +123,19 @@ fn a_mutant_run_says_whether_the_scenario_has_teeth_for_it() {
     assert!(!untoothed.mutant_has_teeth, "{}", untoothed.summary());
     assert!(untoothed.summary().contains("no teeth for this mutant here"), "{}", untoothed.summary());
 }
+
+/// The failback ends like a failover (a wrong `expect.failback` fails the run), and without the
+/// failover's fence on the old primary (`fencing-off`) it refuses before the reverse sync writes.
+#[cfg(feature = "mutants")]
+#[test]
+fn a_failback_is_judged_and_refuses_an_unfenced_old_primary() {
+    let lib = library();
+    let (_, s) = lib.iter().find(|(_, s)| s.name == "failback").expect("in the library");
+    let mut wrong = s.clone();
+    wrong.expect.failback = scenario::FailoverEnd::Refused;
+    let r = run(&wrong, 1, Variant::Real);
+    assert!(!r.pass && r.summary().contains("failback: done (expected refused)"), "{}", r.summary());
+    let unfenced = run(s, 1, Variant::FencingOff);
+    let text = unfenced.summary();
+    assert!(text.contains("fence it before the reverse sync copies onto it (split brain)"), "{text}");
+}

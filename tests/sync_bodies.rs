@@ -274,6 +274,43 @@ async fn compaction_on_both_sides_while_down(env: &Env) -> Result<(), String> {
     Ok(())
 }
 
+/// A failback's reverse sync onto an old primary that was the source before: a key the new
+/// source deleted since the failover (last written at or below the baseline revision) goes; one
+/// the old primary wrote after the baseline is surplus, reported and kept.
+async fn failback_baseline(env: &Env) -> Result<(), String> {
+    baseline_body(env, true).await
+}
+
+async fn baseline_body(env: &Env, with_baseline: bool) -> Result<(), String> {
+    let kept = fixtures::workload_cluster("wl-a", 4);
+    env.put_all(kept.clone()).await?;
+    // The old primary (the target here) as the failover left it: the same keys, and one the new
+    // primary has deleted since.
+    let (copy, cv) = capi("machines", "Machine", "deleted-since", "uid-deleted-since", &[]);
+    let mut tkv = env.target.kv.clone();
+    for (k, v) in kept.iter().cloned().chain([(copy.clone(), cv)]) {
+        env.target.call(tkv.put(k, v, None)).await.map_err(|e| e.to_string())?;
+    }
+    let baseline = env.target.call(tkv.get(copy.as_str(), None)).await.map_err(|e| e.to_string())?;
+    let baseline = baseline.header().map(|h| h.revision()).unwrap_or_default();
+    // A dying primary's write after R: nobody can tell whether it matters.
+    let (late, lv) = capi("machines", "Machine", "written-after-r", "uid-after-r", &[]);
+    env.target.call(tkv.put(late.clone(), lv, None)).await.map_err(|e| e.to_string())?;
+    env.settings.lock().expect("settings").baseline_revision = with_baseline.then_some(baseline);
+    env.start_sync();
+    let st = env.caught_up().await?;
+    if !env.target.call(tkv.get(copy.as_str(), None)).await.map_err(|e| e.to_string())?.kvs().is_empty() {
+        return Err(format!("{copy} was deleted on the source since the baseline but survived: {:?}", st.surplus));
+    }
+    if env.target.call(tkv.get(late.as_str(), None)).await.map_err(|e| e.to_string())?.kvs().is_empty() {
+        return Err(format!("{late} was written after the baseline, yet the resync deleted it"));
+    }
+    if st.surplus != vec![late.clone()] {
+        return Err(format!("the surplus reported must be exactly {late}: {:?}", st.surplus));
+    }
+    Ok(())
+}
+
 /// Held keys carry their reason, survive a restart (they are bookkeeping on the target) and are
 /// released once their owner lands; a leased key is skipped, never written without expiry.
 async fn held_keys_survive_a_restart_and_leased_keys_are_skipped(env: &Env) -> Result<(), String> {
@@ -554,6 +591,21 @@ both!(zombie_is_fenced_by_the_gate, zombie_is_fenced_by_the_gate_sim, zombie_is_
 both!(secrets_cross_the_encryption_boundary, encryption_boundary_sim, encryption_boundary_real);
 both!(oversized_revision_is_split, oversized_revision_is_split_sim, oversized_revision_is_split_real);
 both!(freeze_resume_and_guarded_uninstall, freeze_and_uninstall_sim, freeze_and_uninstall_real);
+both!(failback_baseline, failback_baseline_sim, failback_baseline_real);
+
+/// Without the baseline (a forced failover proved no copy) the key the source deleted since is
+/// surplus like any other old-primary-only key: the body's first check fails.
+#[test]
+fn without_a_baseline_the_deleted_copy_is_surplus() {
+    run_sim(|env| {
+        Box::pin(async move {
+            match baseline_body(env, false).await {
+                Err(e) if e.contains("deleted on the source since the baseline but survived") => Ok(()),
+                other => Err(format!("without a baseline the copy must stay: {other:?}")),
+            }
+        })
+    });
+}
 
 /// Without the ledger (the `ledger-off` mutant) the key deleted on the source is not provably the
 /// sync's once the standby's history is compacted: the resync leaves it as surplus.

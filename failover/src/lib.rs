@@ -3,6 +3,7 @@
 //! a progress store. The same code runs in the simulator (adapters in `harness`) and for real.
 //!
 //! - [`abort`]: the operator's undo of a failover stopped before the uninstall.
+//! - [`failback`]: the reverse sync onto the old primary, then a planned failover back.
 //! - [`step`]: the planned-failover steps, in order, and the persisted [`step::Progress`].
 //! - [`guard`]: the check a failover decides on, and the refusal it prints.
 //! - [`ports`]: what the orchestrator needs from the world.
@@ -11,6 +12,7 @@
 //!   from persisted progress after a crash.
 
 pub mod abort;
+pub mod failback;
 pub mod guard;
 pub mod orchestrator;
 pub mod ports;
@@ -18,4 +20,5 @@ pub mod preflight;
 pub mod step;
 
 pub use abort::abort;
+pub use failback::failback;
 pub use orchestrator::{FailoverError, Options, Outcome, preflight, run};

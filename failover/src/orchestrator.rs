@@ -158,7 +158,7 @@ pub async fn run<P: Ports>(ports: &P, o: &Options) -> Result<Outcome, FailoverEr
     locked(ports, o, "failover", run_locked(ports, o)).await
 }
 
-async fn run_locked<P: Ports>(ports: &P, o: &Options) -> Result<Outcome, FailoverError> {
+pub(crate) async fn run_locked<P: Ports>(ports: &P, o: &Options) -> Result<Outcome, FailoverError> {
     let mut progress = ports.load_progress().await?.unwrap_or_default();
     if progress.done.is_none() {
         progress.unplanned = o.unplanned;
@@ -219,7 +219,7 @@ fn guard_step(o: &Options, step: Step, report: &Report, p: &mut Progress) -> Res
     Ok(())
 }
 
-async fn wait_until<F, Fut>(o: &Options, mut ok: F) -> Result<(), FailoverError>
+pub(crate) async fn wait_until<F, Fut>(o: &Options, mut ok: F) -> Result<(), FailoverError>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<bool, FailoverError>>,
@@ -346,6 +346,11 @@ async fn run_step<P: Ports>(
         Step::ClearGate => {
             let r = pinned(ports, p, report).await?;
             guard_step(o, step, &r, p)?;
+            // A failback's standby (the old primary) was fenced by the failover before: it takes
+            // writes again before its controllers may act, and only now that no sync writes.
+            if ports.standby_fenced().await? {
+                ports.unfence_standby().await?;
+            }
             ports.clear_gate("failover").await?;
         }
         Step::RemoveReplicationPath => ports.remove_replication_path().await?,

@@ -68,6 +68,17 @@ pub trait Ports {
     /// Unpauses the named workload CAPI Clusters on the primary (an abort); returns those touched.
     async fn unpause_primary(&self, clusters: &[String]) -> Result<Vec<String>, PortError>;
     async fn primary_fenced(&self) -> Result<bool, PortError>;
+    /// Whether the standby refuses writes (a failback's: the old primary, fenced by the
+    /// failover that made the primary serve).
+    async fn standby_fenced(&self) -> Result<bool, PortError>;
+    /// The standby takes writes again (a failback, once its sync is uninstalled).
+    async fn unfence_standby(&self) -> Result<(), PortError>;
+    /// The progress of the failover that made the primary serve, kept on the primary (None: the
+    /// primary never was a failover's standby).
+    async fn served_since(&self) -> Result<Option<Progress>, PortError>;
+    /// Installs the sync primary → standby (a failback's reverse sync), with the standby's
+    /// `baseline_revision` when its copy is proven (see `sync::engine::Settings`); idempotent.
+    async fn install_sync(&self, baseline_revision: Option<i64>) -> Result<(), PortError>;
     async fn remove_replication_path(&self) -> Result<(), PortError>;
     /// Where the platform domain points now (the authoritative answer).
     async fn dns_target(&self) -> Result<String, PortError>;

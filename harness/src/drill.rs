@@ -21,6 +21,12 @@ pub fn standby_gate_open(value: Option<&[u8]>) -> bool {
     value.and_then(|v| Gate::decode(v).ok()).is_some_and(|g| g.state == GateState::Cleared)
 }
 
+/// The primary's controllers act unless a sync holds their cluster as its target: no gate, or
+/// one a failover cleared (a failback's reverse sync installs one onto the old primary).
+pub fn primary_gate_open(value: Option<&[u8]>) -> bool {
+    value.is_none() || standby_gate_open(value)
+}
+
 /// The platform world as the sync expects it: its gate holds the standby's controllers.
 pub fn platform_config(seed: u64, sim_secs: u64, topology: Topology) -> PlatformConfig {
     PlatformConfig {
@@ -36,11 +42,25 @@ pub fn platform_config(seed: u64, sim_secs: u64, topology: Topology) -> Platform
 pub fn sync_settings(cfg: &PlatformConfig) -> Settings {
     let mut s = Settings::new(Rules::profile(Profile::Immutable));
     s.seed = cfg.seed.wrapping_add(40);
+    let (primary, standby) = keyrings(cfg);
+    s.boundary = Boundary::new(Some(primary), Some(standby));
+    s
+}
+
+/// A failback's reverse sync: the standby is its source, the primary its target.
+pub fn reverse_sync_settings(cfg: &PlatformConfig) -> Settings {
+    let mut s = Settings::new(Rules::profile(Profile::Immutable));
+    s.seed = cfg.seed.wrapping_add(41);
+    let (primary, standby) = keyrings(cfg);
+    s.boundary = Boundary::new(Some(standby), Some(primary));
+    s
+}
+
+fn keyrings(cfg: &PlatformConfig) -> (Keyring, Keyring) {
     let ring = |name: &str, at_rest: &sim::k8s::atrest::AtRest| {
         Keyring::parse(name, &at_rest.encryption_configuration()).expect("the world's EncryptionConfiguration parses")
     };
-    s.boundary = Boundary::new(Some(ring(PRIMARY, &cfg.primary_at_rest)), Some(ring(STANDBY, &cfg.standby_at_rest)));
-    s
+    (ring(PRIMARY, &cfg.primary_at_rest), ring(STANDBY, &cfg.standby_at_rest))
 }
 
 #[derive(Debug, Clone)]

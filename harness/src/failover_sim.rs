@@ -22,7 +22,7 @@ use sync::control::Control;
 use sync::engine::{Handle, Settings};
 use sync::target::GateState;
 
-use crate::simsync::conn_config;
+use crate::simsync::{Install, InstallTx, conn_config};
 
 pub const PROGRESS_KEY: &str = "/drlab/failover/progress";
 pub const AUDIT_PREFIX: &str = "/drlab/failover/audit/";
@@ -45,6 +45,8 @@ pub struct SimPorts {
     primary_etcd: etcd_client::Client,
     /// The held lock's lease and its keep-alive task.
     lock: Mutex<Option<(i64, tokio::task::JoinHandle<()>)>>,
+    /// Starts the sync primary → standby (a failback's reverse sync), when the world has one.
+    install: Option<InstallTx>,
 }
 
 impl Drop for SimPorts {
@@ -79,14 +81,15 @@ impl SimPorts {
         let primary_etcd = sim::net::client(&url, p.links.clone()).await.map_err(port("primary"))?;
         Ok(SimPorts {
             control,
-            primary: Api::new(p.primary_api.clone(), &primary_etcd, "failover"),
-            standby: Api::new(p.standby_api.clone(), &etcd, "failover"),
+            primary: Api::new(p.primary_api.clone(), &primary_etcd, sim::k8s::api::FENCE_EXEMPT_ACTOR),
+            standby: Api::new(p.standby_api.clone(), &etcd, sim::k8s::api::FENCE_EXEMPT_ACTOR),
             dns: p.dns.clone(),
             links: p.links.clone(),
             iaas: p.iaas.clone(),
             standby_etcd: etcd,
             primary_etcd,
             lock: Mutex::new(None),
+            install: p.install.clone(),
         })
     }
 }
@@ -117,10 +120,10 @@ async fn set_paused_on(
     Ok(touched)
 }
 
-/// The progress the orchestrator persisted on the standby, if any (a refused or crashed run
-/// has one too).
-pub fn saved_progress(p: &Platform) -> Option<Progress> {
-    let saved = p.standby.etcd.get(PROGRESS_KEY.as_bytes())?;
+/// The progress an orchestrator persisted on `side`, if any (a refused or crashed run has one
+/// too): a failover's on the standby, a failback's on the old primary.
+pub fn saved_progress(p: &Platform, side: &str) -> Option<Progress> {
+    let saved = p.side(side).etcd.get(PROGRESS_KEY.as_bytes())?;
     Some(serde_json::from_slice(&saved).expect("the orchestrator's progress is JSON"))
 }
 
@@ -134,6 +137,8 @@ pub struct PlatformView {
     pub dns: sim::dns::Dns,
     pub links: Links,
     pub iaas: sim::iaas::Iaas,
+    /// Installs the sync from this view's primary to its standby (a failback's).
+    pub install: Option<InstallTx>,
 }
 
 impl PlatformView {
@@ -146,6 +151,20 @@ impl PlatformView {
             dns: p.dns.clone(),
             links: p.links.clone(),
             iaas: p.iaas.clone(),
+            install: None,
+        }
+    }
+
+    /// The roles after a failover (roles are relative): the standby serves, the old primary is
+    /// the standby a failback's reverse sync (started through `install`) copies onto.
+    pub fn reversed(self, install: InstallTx) -> Self {
+        PlatformView {
+            primary_name: self.standby_name,
+            standby_name: self.primary_name,
+            primary_api: self.standby_api,
+            standby_api: self.primary_api,
+            install: Some(install),
+            ..self
         }
     }
 }
@@ -227,6 +246,30 @@ impl Ports for SimPorts {
 
     async fn primary_fenced(&self) -> Result<bool, PortError> {
         Ok(self.primary.server.fenced())
+    }
+
+    async fn standby_fenced(&self) -> Result<bool, PortError> {
+        Ok(self.standby.server.fenced())
+    }
+
+    async fn unfence_standby(&self) -> Result<(), PortError> {
+        self.standby.server.set_fenced(false);
+        Ok(())
+    }
+
+    async fn served_since(&self) -> Result<Option<Progress>, PortError> {
+        let r = self.primary_etcd.clone().get(PROGRESS_KEY, None).await.map_err(port("primary"))?;
+        let Some(kv) = r.kvs().first() else { return Ok(None) };
+        serde_json::from_slice(kv.value()).map(Some).map_err(port("primary"))
+    }
+
+    async fn install_sync(&self, baseline_revision: Option<i64>) -> Result<(), PortError> {
+        let Some(install) = &self.install else {
+            return Err(PortError::new("sync", "this world has no sync to install in that direction"));
+        };
+        // Idempotent: a resumed failback finds the sync installed with the same baseline.
+        install.send_replace(Some(Install { baseline_revision }));
+        Ok(())
     }
 
     async fn remove_replication_path(&self) -> Result<(), PortError> {
@@ -380,6 +423,8 @@ impl From<Duration> for Start {
 pub enum Job {
     Failover,
     Abort,
+    /// The reverse sync and the failover back (the view is reversed).
+    Failback,
 }
 
 impl Job {
@@ -387,6 +432,7 @@ impl Job {
         match self {
             Job::Failover => "orchestrator",
             Job::Abort => "orchestrator-abort",
+            Job::Failback => "orchestrator-failback",
         }
     }
 
@@ -395,6 +441,7 @@ impl Job {
         match self {
             Job::Failover => "failover.result",
             Job::Abort => "failover.abort.result",
+            Job::Failback => "failback.result",
         }
     }
 }
@@ -457,6 +504,7 @@ pub fn add_orchestrator(
                 Ok(ports) => match job {
                     Job::Failover => failover::run(&ports, &options).await,
                     Job::Abort => failover::abort(&ports, &options).await,
+                    Job::Failback => failover::failback(&ports, &options).await,
                 }
                 .map_err(|e: FailoverError| e.to_string()),
                 Err(e) => Err(e.to_string()),

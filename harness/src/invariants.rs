@@ -9,7 +9,7 @@ use std::io::BufRead;
 use serde::Serialize;
 use serde_json::Value;
 use sim::k8s::kind;
-use sim::platform::PRIMARY;
+use sim::platform::{PRIMARY, STANDBY};
 
 use crate::allowance::{Allowance, Deletion, Scale};
 use crate::runner::Observed;
@@ -57,6 +57,16 @@ impl Verdict {
 }
 
 /// The trace events a checker needs, read once from the trace file.
+/// Where the timeline is: before the failover, after it started, after the failback started
+/// (from then on the old primary is the reverse sync's target, and then serves again).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
+enum Phase {
+    #[default]
+    Before,
+    Failover,
+    Failback,
+}
+
 #[derive(Default)]
 struct Events {
     /// Deletions of Machines: (host, key) → the first event (marked, deleted or removed).
@@ -64,9 +74,11 @@ struct Events {
     /// (t_ms, serving cluster) from the DNS switches.
     switches: Vec<(u64, String)>,
     regenerated: Vec<Value>,
-    /// Primary commits: (revision, key, whether the failover had been started by then).
-    primary_commits: Vec<(i64, String, bool)>,
-    failover_started: bool,
+    /// Primary commits: (revision, key, the timeline's phase then).
+    primary_commits: Vec<(i64, String, Phase)>,
+    /// Standby commits once the failback started (the standby served until its fence).
+    standby_commits_in_failback: Vec<(i64, String)>,
+    phase: Phase,
     iaas_creates: Vec<Value>,
     scales: Vec<Scale>,
     /// Events a cause chain may cite.
@@ -84,9 +96,11 @@ fn read_events(o: &Observed) -> std::io::Result<Events> {
         let key = v["key"].as_str().unwrap_or_default().to_string();
         match event {
             "etcd.commit" => {
+                let rev = v["rev"].as_i64().unwrap_or(0);
                 if host == PRIMARY {
-                    let started = ev.failover_started;
-                    ev.primary_commits.push((v["rev"].as_i64().unwrap_or(0), key.clone(), started));
+                    ev.primary_commits.push((rev, key.clone(), ev.phase));
+                } else if host == STANDBY && ev.phase == Phase::Failback {
+                    ev.standby_commits_in_failback.push((rev, key.clone()));
                 }
                 if v["op"] == "delete" && key.starts_with(&machines) {
                     ev.machine_deletions.entry((host, key)).or_insert_with(|| v.clone());
@@ -99,7 +113,8 @@ fn read_events(o: &Observed) -> std::io::Result<Events> {
             "dns.switch" => ev.switches.push((v["t_ms"].as_u64().unwrap_or(0), v["to"].as_str().unwrap_or("").into())),
             "capi.kcp.regenerate-secret" => ev.regenerated.push(v.clone()),
             "iaas.create" => ev.iaas_creates.push(v.clone()),
-            "timeline.failover" => ev.failover_started = true,
+            "timeline.failover" => ev.phase = Phase::Failover,
+            "timeline.failback" => ev.phase = Phase::Failback,
             "operator.scale" => ev.scales.push(Scale {
                 t_ms: v["t_ms"].as_u64().unwrap_or(0),
                 cluster: v["cluster"].as_str().unwrap_or_default().into(),
@@ -242,17 +257,19 @@ pub fn check(s: &Scenario, o: &Observed) -> std::io::Result<Vec<Verdict>> {
     }
     out.push(Verdict::new(Invariant::NoVmDestroyed, problems, None));
 
-    // standby-globals-untouched
-    let problems = o
-        .standby_globals
-        .iter()
-        .filter_map(|(key, (before, after))| match after {
-            None => Some(format!("{key}: the standby's own object is gone")),
-            Some(a) if a.uid != before.uid => {
-                Some(format!("{key}: overwritten (uid {} → {}, the primary's copy)", before.uid, a.uid))
-            }
-            Some(a) if a.deleting && !before.deleting => Some(format!("{key}: marked for deletion")),
-            Some(_) => None,
+    // standby-globals-untouched (and the primary's, which a failback's reverse sync targets)
+    let problems = [(STANDBY, PRIMARY, &o.standby_globals), (PRIMARY, STANDBY, &o.primary_globals)]
+        .into_iter()
+        .flat_map(|(side, other, globals)| {
+            globals.iter().filter_map(move |(key, (before, after))| match after {
+                None => Some(format!("{key}: the {side}'s own object is gone")),
+                Some(a) if a.uid != before.uid => Some(format!(
+                    "{key}: overwritten on the {side} (uid {} → {}, the {other}'s copy)",
+                    before.uid, a.uid
+                )),
+                Some(a) if a.deleting && !before.deleting => Some(format!("{key}: marked for deletion on the {side}")),
+                Some(_) => None,
+            })
         })
         .collect();
     out.push(Verdict::new(Invariant::StandbyGlobalsUntouched, problems, None));
@@ -300,25 +317,36 @@ pub fn check(s: &Scenario, o: &Observed) -> std::io::Result<Vec<Verdict>> {
     // no-split-brain-write and rpo
     // R from the progress the orchestrator persisted (a refused or crashed run has it too).
     let r = o.failover_progress.as_ref().and_then(|p| p.source_revision);
-    let after_r: Vec<&(i64, String, bool)> = match r {
-        Some(r) => ev.primary_commits.iter().filter(|(rev, k, _)| *rev > r && k != "compact_rev_key").collect(),
+    // From the failback on, the old primary's commits are the reverse sync's and then its own
+    // as the serving cluster again.
+    let after_r: Vec<&(i64, String, Phase)> = match r {
+        Some(r) => ev
+            .primary_commits
+            .iter()
+            .filter(|(rev, k, phase)| *rev > r && k != "compact_rev_key" && *phase < Phase::Failback)
+            .collect(),
         None => Vec::new(),
     };
     // A commit after R made before the failover started is a lost write of a primary that died
     // before the sync applied it (the RPO's), not a split brain: a planned failover reads R
     // after it started, an unplanned one after the primary was lost.
-    let split: Vec<&&(i64, String, bool)> = after_r.iter().filter(|(_, _, started)| *started).collect();
+    let mut split: Vec<String> = after_r
+        .iter()
+        .filter(|(_, _, phase)| *phase == Phase::Failover)
+        .map(|(rev, k, _)| format!("the old primary committed {k} at revision {rev} > R={}", r.unwrap_or(0)))
+        .collect();
+    // The failback fences the serving cluster at its own R: nothing commits there after it.
+    if let Some(rb) = o.failback_progress.as_ref().and_then(|p| p.source_revision) {
+        split.extend(
+            ev.standby_commits_in_failback.iter().filter(|(rev, k)| *rev > rb && k != "compact_rev_key").map(
+                |(rev, k)| format!("the fenced {STANDBY} committed {k} at revision {rev} > the failback's R={rb}"),
+            ),
+        );
+    }
     out.push(match r {
         None if aborted => Verdict::na(Invariant::NoSplitBrainWrite, "the abort gave the primary back"),
         None => Verdict::na(Invariant::NoSplitBrainWrite, "no failover fenced the primary"),
-        Some(r) => Verdict::new(
-            Invariant::NoSplitBrainWrite,
-            split
-                .iter()
-                .map(|(rev, k, _)| format!("the old primary committed {k} at revision {rev} > R={r}"))
-                .collect(),
-            None,
-        ),
+        Some(_) => Verdict::new(Invariant::NoSplitBrainWrite, split, None),
     });
     out.push(match outcome {
         Some(x) if x.progress.done.is_some() && x.report.is_some() => {

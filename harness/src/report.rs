@@ -65,6 +65,7 @@ pub struct RunReport {
     pub verdicts: Vec<Judged>,
     pub failover: Option<FailoverSummary>,
     pub abort: Option<AbortSummary>,
+    pub failback: Option<FailoverSummary>,
     pub vm_deletions: usize,
     /// The sync's last applied primary revision, and the primary's head, at the end.
     pub sync_checkpoint: i64,
@@ -89,7 +90,20 @@ pub fn expected(s: &Scenario, variant: Variant, i: Invariant) -> Expected {
 
 fn failover_summary(s: &Scenario, o: &Observed) -> Option<FailoverSummary> {
     s.failover()?;
-    let (outcome, forced_by) = match &o.failover {
+    Some(end_summary(o.failover.as_ref(), o.variant, s.expect.failover))
+}
+
+/// The failback ends like a failover: it is one, back.
+fn failback_summary(s: &Scenario, o: &Observed) -> Option<FailoverSummary> {
+    s.has_failback().then(|| end_summary(o.failback.as_ref(), o.variant, s.expect.failback))
+}
+
+fn end_summary(
+    result: Option<&Result<failover::Outcome, String>>,
+    variant: Variant,
+    expected: FailoverEnd,
+) -> FailoverSummary {
+    let (outcome, forced_by) = match result {
         None => ("unfinished".to_string(), None),
         Some(Ok(x)) if x.progress.done == Some(failover::step::Step::UnpauseClusters) => {
             ("done".to_string(), x.progress.forced_by.clone())
@@ -100,14 +114,14 @@ fn failover_summary(s: &Scenario, o: &Observed) -> Option<FailoverSummary> {
         Some(Err(e)) => (format!("failed: {}", e.lines().next().unwrap_or_default()), None),
     };
     // A mutant changes how a failover ends by design: only the real code's end is judged.
-    let expected = (o.variant == Variant::Real).then_some(s.expect.failover);
+    let expected = (variant == Variant::Real).then_some(expected);
     let ok = match expected {
         Some(FailoverEnd::Done) => outcome == "done",
         Some(FailoverEnd::Refused) => outcome == "refused",
         Some(FailoverEnd::TimedOut) => outcome == "timed-out",
         None => true,
     };
-    Some(FailoverSummary { outcome, expected, forced_by, ok })
+    FailoverSummary { outcome, expected, forced_by, ok }
 }
 
 fn abort_summary(s: &Scenario, o: &Observed) -> Option<AbortSummary> {
@@ -147,8 +161,11 @@ pub fn judge(s: &Scenario, o: &Observed, verdicts: Vec<Verdict>, command: &str) 
         .collect();
     let failover = failover_summary(s, o);
     let abort = abort_summary(s, o);
-    let pass =
-        verdicts.iter().all(|j| j.ok) && failover.as_ref().is_none_or(|f| f.ok) && abort.as_ref().is_none_or(|a| a.ok);
+    let failback = failback_summary(s, o);
+    let pass = verdicts.iter().all(|j| j.ok)
+        && failover.as_ref().is_none_or(|f| f.ok)
+        && abort.as_ref().is_none_or(|a| a.ok)
+        && failback.as_ref().is_none_or(|f| f.ok);
     RunReport {
         version: REPORT_VERSION,
         scenario: s.name.clone(),
@@ -161,6 +178,7 @@ pub fn judge(s: &Scenario, o: &Observed, verdicts: Vec<Verdict>, command: &str) 
         verdicts,
         failover,
         abort,
+        failback,
         vm_deletions: o.vm_deletions.len(),
         sync_checkpoint: o.sync.checkpoint,
         source_head: o.source_head,
@@ -214,6 +232,10 @@ impl RunReport {
         if let Some(a) = &self.abort {
             let exp = a.expected.map(|e| format!(" (expected {})", name_of(&e))).unwrap_or_default();
             out.push_str(&format!("abort: {}{exp}\n", a.outcome));
+        }
+        if let Some(f) = &self.failback {
+            let exp = f.expected.map(|e| format!(" (expected {})", name_of(&e))).unwrap_or_default();
+            out.push_str(&format!("failback: {}{exp}\n", f.outcome));
         }
         out.push_str(&format!("vm-deletions: {}\n", self.vm_deletions));
         out.push_str(&format!("sync: checkpoint {} of primary head {}\n", self.sync_checkpoint, self.source_head));

@@ -17,7 +17,7 @@ use sim::world::WorldError;
 use sync::engine::{Settings, Status};
 use sync::rules::{Profile, Rules};
 
-use crate::drill::{Diff, compare, platform_config, sync_settings};
+use crate::drill::{Diff, compare, platform_config, reverse_sync_settings, sync_settings};
 use crate::failover_sim::{Job, PlatformView, Start, add_orchestrator};
 use crate::observe::{Orphaned, OwnerOrder};
 use crate::scenario::{Condition, Encryption, Scenario, Side, Variant};
@@ -50,6 +50,9 @@ pub struct Observed {
     pub sim_secs: u64,
     /// The standby's own global objects before the run, and at the end (None: gone).
     pub standby_globals: BTreeMap<String, (Ident, Option<Ident>)>,
+    /// The primary's own global objects (`global`, `global-*`) likewise: a failback's reverse
+    /// sync must leave them alone too.
+    pub primary_globals: BTreeMap<String, (Ident, Option<Ident>)>,
     /// Every workload cluster Secret (`<cluster>-ca`, …) on the primary before the run.
     pub cluster_secrets_before: BTreeMap<String, Ident>,
     /// The same keys at the end, per side.
@@ -69,6 +72,10 @@ pub struct Observed {
     pub abort: Option<Result<failover::Outcome, String>>,
     /// The progress the orchestrator persisted on the standby, as it was at the end.
     pub failover_progress: Option<failover::step::Progress>,
+    /// The failback's first finished run, and the progress of its failover back (kept on the old
+    /// primary).
+    pub failback: Option<Result<failover::Outcome, String>>,
+    pub failback_progress: Option<failover::step::Progress>,
     /// When the last heal (or restart) of a fault fired, and when the sync next caught up.
     pub last_heal_ms: u64,
     pub caught_up_ms: Option<u64>,
@@ -153,6 +160,16 @@ pub fn run(s: &Scenario, seed: u64, variant: Variant, trace: PathBuf) -> Result<
     let real_rules = Rules::profile(Profile::Immutable);
     let mut options = failover::Options::new(PRIMARY, STANDBY);
     apply_variant(variant, &mut settings, &mut options)?;
+    // A failback's reverse sync and failover back run the same variant of the code.
+    let mut back = (reverse_sync_settings(&cfg), failover::Options::new(STANDBY, PRIMARY));
+    apply_variant(variant, &mut back.0, &mut back.1)?;
+    if s.has_failback() {
+        // The old primary's controllers stop while the reverse sync holds its gate.
+        cfg.primary_gate = Some(sim::k8s::capi::ControllerGate {
+            key: sync::target::gate_key(),
+            open: crate::drill::primary_gate_open,
+        });
+    }
     let timeline = resolve(s);
     if let Some(f) = s.failover() {
         options.force = f.force.clone();
@@ -165,6 +182,14 @@ pub fn run(s: &Scenario, seed: u64, variant: Variant, trace: PathBuf) -> Result<
     for key in objects_of(&p, STANDBY, "/registry/") {
         if let Some(id) = ident(&p, STANDBY, &key) {
             standby_globals.insert(key, (id, None));
+        }
+    }
+    let mut primary_globals = BTreeMap::new();
+    for key in objects_of(&p, PRIMARY, "/registry/") {
+        if sim::topology::is_global_name(key.rsplit('/').next().unwrap_or_default())
+            && let Some(id) = ident(&p, PRIMARY, &key)
+        {
+            primary_globals.insert(key, (id, None));
         }
     }
     let mut cluster_secrets_before = BTreeMap::new();
@@ -196,7 +221,7 @@ pub fn run(s: &Scenario, seed: u64, variant: Variant, trace: PathBuf) -> Result<
         });
     }
 
-    let (go, go_failover, go_abort) = Go::new();
+    let (go, go_failover, go_abort, go_failback) = Go::new();
     let mut orchestrator = |job, go| {
         let (view, settings, handle, options) =
             (PlatformView::of(&p), settings.clone(), handle.clone(), options.clone());
@@ -204,6 +229,19 @@ pub fn run(s: &Scenario, seed: u64, variant: Variant, trace: PathBuf) -> Result<
     };
     let runs = s.failover().is_some().then(|| orchestrator(Job::Failover, go_failover));
     let aborts = s.has_abort().then(|| orchestrator(Job::Abort, go_abort));
+    let failbacks = s.has_failback().then(|| {
+        // The reverse sync waits for the failback to install it.
+        let (install, installed) = crate::simsync::install_channel();
+        let (settings, options) = back.clone();
+        let reverse = SyncHost {
+            name: "sync-back".into(),
+            install: Some(installed),
+            ..SyncHost::new(STANDBY, PRIMARY, settings.clone())
+        };
+        let handle = reverse.add(&mut sim, p.links.clone());
+        let view = PlatformView::of(&p).reversed(install);
+        add_orchestrator(&mut sim, Job::Failback, view, settings, handle, options, Start::When(go_failback))
+    });
 
     // The sync's start begins its job: convergence is measured from it when nothing heals later.
     // (when the last heal fired, when the sync next caught up)
@@ -252,6 +290,9 @@ pub fn run(s: &Scenario, seed: u64, variant: Variant, trace: PathBuf) -> Result<
     for (key, (_, after)) in standby_globals.iter_mut() {
         *after = ident(&p, STANDBY, key);
     }
+    for (key, (_, after)) in primary_globals.iter_mut() {
+        *after = ident(&p, PRIMARY, key);
+    }
     let mut cluster_secrets_after = BTreeMap::new();
     for key in cluster_secrets_before.keys() {
         for side in [PRIMARY, STANDBY] {
@@ -272,7 +313,9 @@ pub fn run(s: &Scenario, seed: u64, variant: Variant, trace: PathBuf) -> Result<
     let (last_heal_ms, caught_up_ms) = heal;
     let failover = runs.and_then(|r| r.lock().expect("runs").first().cloned());
     let abort = aborts.and_then(|r| r.lock().expect("runs").first().cloned());
-    let failover_progress = crate::failover_sim::saved_progress(&p);
+    let failover_progress = crate::failover_sim::saved_progress(&p, STANDBY);
+    let failback = failbacks.and_then(|r| r.lock().expect("runs").first().cloned());
+    let failback_progress = crate::failover_sim::saved_progress(&p, PRIMARY);
     Ok(Observed {
         seed,
         variant,
@@ -281,6 +324,7 @@ pub fn run(s: &Scenario, seed: u64, variant: Variant, trace: PathBuf) -> Result<
         trace_events: report.trace_events,
         sim_secs: s.duration_s,
         standby_globals,
+        primary_globals,
         cluster_secrets_before,
         cluster_secrets_after,
         unreadable_on_standby,
@@ -293,6 +337,8 @@ pub fn run(s: &Scenario, seed: u64, variant: Variant, trace: PathBuf) -> Result<
         failover,
         abort,
         failover_progress,
+        failback,
+        failback_progress,
         last_heal_ms,
         caught_up_ms,
     })
@@ -337,13 +383,17 @@ fn drive<'a>(
 struct Go {
     failover: tokio::sync::watch::Sender<bool>,
     abort: tokio::sync::watch::Sender<bool>,
+    failback: tokio::sync::watch::Sender<bool>,
 }
 
+type GoRx = tokio::sync::watch::Receiver<bool>;
+
 impl Go {
-    fn new() -> (Go, tokio::sync::watch::Receiver<bool>, tokio::sync::watch::Receiver<bool>) {
+    fn new() -> (Go, GoRx, GoRx, GoRx) {
         let (failover, failover_rx) = tokio::sync::watch::channel(false);
         let (abort, abort_rx) = tokio::sync::watch::channel(false);
-        (Go { failover, abort }, failover_rx, abort_rx)
+        let (failback, failback_rx) = tokio::sync::watch::channel(false);
+        (Go { failover, abort, failback }, failover_rx, abort_rx, failback_rx)
     }
 }
 
@@ -390,6 +440,10 @@ fn fire(p: &Platform, sim: &mut turmoil::Sim<'_>, act: &Act, seed: u64, go: &Go)
         Act::Abort => {
             p.trace.record("world", "timeline.abort", json!({}));
             go.abort.send_replace(true);
+        }
+        Act::Failback => {
+            p.trace.record("world", "timeline.failback", json!({}));
+            go.failback.send_replace(true);
         }
         Act::RestartAgents => p.act(Action::RestartAgents),
     }

@@ -228,6 +228,9 @@ pub struct Expect {
     /// How the operator's abort must end (when the timeline has one).
     #[serde(default)]
     pub abort: AbortEnd,
+    /// How the failback must end (when the timeline has one).
+    #[serde(default)]
+    pub failback: FailoverEnd,
     #[serde(default)]
     pub rpo_keys_max: u64,
     /// Default: the DNS TTL plus 60 s for the steps.
@@ -249,6 +252,7 @@ impl Default for Expect {
             fail: Vec::new(),
             failover: FailoverEnd::Done,
             abort: AbortEnd::Done,
+            failback: FailoverEnd::Done,
             rpo_keys_max: 0,
             rto_s_max: None,
             converge_s_per_1k_keys: default_converge(),
@@ -337,6 +341,10 @@ pub struct Entry {
     /// uninstall on, and while the failover itself holds the orchestrator lock.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub abort: Option<AbortSpec>,
+    /// Fails back after the failover (`drlab failback`): the sync installed in reverse onto the
+    /// old primary, then a planned failover back with the same guards.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failback: Option<FailbackSpec>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restart_agents: Option<bool>,
 }
@@ -451,6 +459,11 @@ pub struct FailoverSpec {
     pub unplanned: bool,
 }
 
+/// A failback takes no parameters: `failback: {}`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FailbackSpec {}
+
 /// An abort takes no parameters: `abort: {}`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -468,6 +481,11 @@ impl Scenario {
     /// The timeline's failover, if it has one (validation allows at most one).
     pub fn failover(&self) -> Option<&FailoverSpec> {
         self.timeline.iter().find_map(|e| e.value.failover.as_ref())
+    }
+
+    /// Whether the timeline fails back (validation allows at most one failback).
+    pub fn has_failback(&self) -> bool {
+        self.timeline.iter().any(|e| e.value.failback.is_some())
     }
 
     /// Whether the timeline has an operator's abort (validation allows at most one).

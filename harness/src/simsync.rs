@@ -22,6 +22,21 @@ pub fn conn_config(host: &str) -> ConnConfig {
     c
 }
 
+/// A sync's installation by an orchestrator (a failback's reverse sync): its baseline revision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Install {
+    pub baseline_revision: Option<i64>,
+}
+
+/// The orchestrator's side of an install; the host waits on the receiver.
+pub type InstallTx = std::sync::Arc<tokio::sync::watch::Sender<Option<Install>>>;
+pub type InstallRx = tokio::sync::watch::Receiver<Option<Install>>;
+
+pub fn install_channel() -> (InstallTx, InstallRx) {
+    let (tx, rx) = tokio::sync::watch::channel(None);
+    (std::sync::Arc::new(tx), rx)
+}
+
 /// A host running the sync from `source` to `target`, started `start_delay` after its host.
 /// The host can be crashed and restarted; each start runs a fresh engine that resumes from the
 /// target's bookkeeping.
@@ -32,6 +47,8 @@ pub struct SyncHost {
     pub settings: Settings,
     pub handle: Handle,
     pub start_delay: Duration,
+    /// Started by an orchestrator's install rather than with the world (then after the delay).
+    pub install: Option<InstallRx>,
 }
 
 impl SyncHost {
@@ -43,16 +60,17 @@ impl SyncHost {
             settings,
             handle: Handle::default(),
             start_delay: Duration::ZERO,
+            install: None,
         }
     }
 
     /// Adds the host to the world; returns the handle to the engine's status and commands.
     pub fn add(self, sim: &mut turmoil::Sim<'_>, links: Links) -> Handle {
-        let SyncHost { name, source, target, settings, handle, start_delay } = self;
+        let SyncHost { name, source, target, settings, handle, start_delay, install } = self;
         let out = handle.clone();
         sim.host(name.as_str(), move || {
             let connector = Connector::custom(SimConnector::new(links.clone()));
-            let engine = Engine {
+            let mut engine = Engine {
                 source: conn_config(&source),
                 target: conn_config(&target),
                 source_connector: connector.clone(),
@@ -60,7 +78,16 @@ impl SyncHost {
                 settings: settings.clone(),
                 handle: handle.clone(),
             };
+            let install = install.clone();
             async move {
+                if let Some(mut rx) = install {
+                    // A restarted host finds the install where it left it.
+                    let Ok(i) = rx.wait_for(|i| i.is_some()).await.map(|i| i.expect("awaited")) else {
+                        std::future::pending::<()>().await;
+                        return Ok(());
+                    };
+                    engine.settings.baseline_revision = i.baseline_revision;
+                }
                 tokio::time::sleep(start_delay).await;
                 // A final error (a lost gate) ends the host; the world reads it from the handle.
                 let _ = engine.run().await;

@@ -1,6 +1,6 @@
 //! A scenario's timeline, validated and resolved into typed actions on the world. Validation
 //! rejects what cannot happen: a time past the end, a heal of a link never cut, a restart of a
-//! host never crashed, two failovers, a condition nothing can satisfy.
+//! host never crashed, two failovers, a failback without a failover, a condition nothing can satisfy.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -34,6 +34,7 @@ pub enum Act {
     RotateKey(Side),
     Failover(FailoverSpec),
     Abort,
+    Failback,
     RestartAgents,
 }
 
@@ -123,6 +124,9 @@ fn act(e: &Entry) -> Result<Act, String> {
     if e.abort.is_some() {
         acts.push(Act::Abort);
     }
+    if e.failback.is_some() {
+        acts.push(Act::Failback);
+    }
     if e.restart_agents == Some(true) {
         acts.push(Act::RestartAgents);
     }
@@ -210,6 +214,7 @@ fn validate_timeline(s: &Scenario) -> Result<(), Invalid> {
     let mut clusters: BTreeSet<String> = (0..s.topology.clusters).map(sim::topology::cluster_name).collect();
     let mut failovers = 0;
     let mut aborts = 0;
+    let mut failbacks = 0;
     for i in order {
         let e = &s.timeline[i];
         let fail = |message: String| Invalid { at: Some(e.referenced), field: "timeline", message };
@@ -277,7 +282,7 @@ fn validate_timeline(s: &Scenario) -> Result<(), Invalid> {
             Act::Failover(_) => {
                 failovers += 1;
                 if failovers > 1 {
-                    return Err(fail("one failover per scenario (failback is not modelled yet)".into()));
+                    return Err(fail("one failover per scenario (`failback: {}` fails back)".into()));
                 }
             }
             Act::Abort => {
@@ -289,6 +294,18 @@ fn validate_timeline(s: &Scenario) -> Result<(), Invalid> {
                 aborts += 1;
                 if aborts > 1 {
                     return Err(fail("one abort per scenario".into()));
+                }
+            }
+            Act::Failback => {
+                if failovers == 0 {
+                    return Err(fail("a failback needs a failover before it in the timeline".into()));
+                }
+                if aborts > 0 {
+                    return Err(fail("a failback after an abort has no failover to undo".into()));
+                }
+                failbacks += 1;
+                if failbacks > 1 {
+                    return Err(fail("one failback per scenario".into()));
                 }
             }
             _ => {}

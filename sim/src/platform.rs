@@ -58,6 +58,8 @@ pub struct PlatformConfig {
     pub compaction_interval_s: Option<u64>,
     /// The standby's controllers act only while this gate is open (None: always).
     pub standby_gate: Option<ControllerGate>,
+    /// The primary's, when it can become a standby (a failback's reverse sync gates it).
+    pub primary_gate: Option<ControllerGate>,
     /// The standby starts with a copy of the primary's workload objects (a steady state).
     pub standby_preloaded: bool,
     pub dns_ttl_s: u64,
@@ -81,6 +83,7 @@ impl Default for PlatformConfig {
             capi_lag_ms: 50,
             compaction_interval_s: Some(300),
             standby_gate: None,
+            primary_gate: None,
             standby_preloaded: false,
             dns_ttl_s: 30,
             agents: 2,
@@ -183,7 +186,7 @@ impl Platform {
         standby.etcd.seed(&encode(&standby, &on_standby));
 
         let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed.wrapping_add(20));
-        for (s, gate) in [(&primary, None), (&standby, cfg.standby_gate.clone())] {
+        for (s, gate) in [(&primary, cfg.primary_gate.clone()), (&standby, cfg.standby_gate.clone())] {
             let lags =
                 kind::ALL.iter().map(|_| Duration::from_millis(rng.random_range(0..=cfg.gc_lag_ms_max))).collect();
             add_cluster_host(&mut sim, &cfg, s, links.clone(), iaas.clone(), gate, lags);

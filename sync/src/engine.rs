@@ -5,7 +5,8 @@
 //!   object's UID, then merge-join source (R) and target in key order under the rules — Secrets
 //!   last, since they are leaves and are referenced by name — and write only the difference. A
 //!   target-only key is deleted only when the sync can prove it wrote it (its [`Ledger`], else
-//!   the target's history); other surplus keys are reported, never deleted. The resync's scan of
+//!   the target's history) or that it was a copy of the source (written at or below a failback's
+//!   baseline revision); other surplus keys are reported, never deleted. The resync's scan of
 //!   the target also verifies the ledger's gaps.
 //! - **Resume**: rebuild the UID index at the checkpoint revision C, restore held keys, then
 //!   watch from C + 1 (or C when C was only partly applied).
@@ -69,6 +70,11 @@ pub struct Settings {
     pub seed: u64,
     /// Both sides' encryption keys, when given.
     pub boundary: crate::crypto::Boundary,
+    /// A target revision at which the target held an exact copy of the source in scope (a
+    /// failback's: the old primary at the R its failover's check proved the other side equal
+    /// to). A target-only key last written at or below it is a copy the source has deleted since,
+    /// deleted like the sync's own; one written after it is surplus, reported, never deleted.
+    pub baseline_revision: Option<i64>,
     /// Test-only: write the checkpoint in its own txn, before the data.
     #[cfg(feature = "mutants")]
     pub checkpoint_outside_txn: bool,
@@ -94,6 +100,7 @@ impl Settings {
             sessions_failed_max: 100_000,
             seed: 0,
             boundary: crate::crypto::Boundary::default(),
+            baseline_revision: None,
             #[cfg(feature = "mutants")]
             checkpoint_outside_txn: false,
             #[cfg(feature = "mutants")]
@@ -617,7 +624,8 @@ impl Session<'_> {
                     }
                     (_, Some(b)) => {
                         let rev = b.mod_revision();
-                        let own = self.claimed(rev) || {
+                        let copied = self.settings.baseline_revision.is_some_and(|base| rev <= base);
+                        let own = copied || self.claimed(rev) || {
                             let from_history = target::written_by_sync(&self.target, rev).await;
                             if from_history && proven.len() < PROVEN_LISTED_MAX {
                                 proven.push(rev);

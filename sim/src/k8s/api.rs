@@ -23,6 +23,9 @@ use crate::trace::Trace;
 pub const LIST_OBJECTS_MAX: i64 = 200_000;
 
 pub const FOREGROUND_FINALIZER: &str = "foregroundDeletion";
+/// The one writer a fence lets through: the failover orchestrator, which pauses and unpauses
+/// Clusters on a fenced side (a failback's old primary).
+pub const FENCE_EXEMPT_ACTOR: &str = "failover";
 
 /// What one cluster's API server knows about itself.
 pub struct ApiServer {
@@ -48,7 +51,9 @@ impl ApiServer {
     }
 
     /// Fences (or unfences) the cluster's write path at the API layer: every create, update and
-    /// delete is refused, whoever sends it (controllers, agents, operators).
+    /// delete is refused, whoever sends it (controllers, agents, operators) — but the DR
+    /// orchestrator itself ([`FENCE_EXEMPT_ACTOR`]), as an admission rule that owns the fence
+    /// would let its owner through.
     pub fn set_fenced(&self, fenced: bool) {
         self.fenced.store(fenced, std::sync::atomic::Ordering::SeqCst);
         self.trace.record(&self.cluster, "apiserver.fence", json!({"fenced": fenced}));
@@ -301,7 +306,7 @@ impl Api {
     }
 
     fn writable(&self, key: &str) -> Result<(), ApiError> {
-        if self.server.fenced() {
+        if self.server.fenced() && self.actor != FENCE_EXEMPT_ACTOR {
             return Err(ApiError::Fenced(key.into()));
         }
         Ok(())

@@ -61,6 +61,11 @@ enum Cmd {
         /// Install over a gate a failover cleared (starts a new epoch).
         #[arg(long)]
         reinstall: bool,
+        /// Failback: the target's revision at which it held an exact copy of the source (the R
+        /// of the failover that made the source serve). Target-only keys last written at or below
+        /// it are deleted as copies the source deleted since; later ones are only reported.
+        #[arg(long, value_name = "REVISION")]
+        baseline_revision: Option<i64>,
     },
     /// Compare source and target now; exit 0 when consistent, 1 when not, 2 on error.
     Check {
@@ -262,7 +267,9 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logs(cli.log_format);
     match cli.command {
-        Cmd::Run { conn, monitor_addr, reinstall } => run(conn, monitor_addr, reinstall).await,
+        Cmd::Run { conn, monitor_addr, reinstall, baseline_revision } => {
+            run(conn, monitor_addr, reinstall, baseline_revision).await
+        }
         Cmd::Check { conn, output, target_only } => check(conn, output, target_only).await,
         Cmd::Status(m) => http(&m.monitor, "GET", "/status").await,
         Cmd::Freeze { monitor, revision } => {
@@ -290,7 +297,7 @@ fn urlencode(s: &str) -> String {
         .collect()
 }
 
-async fn run(conn: ConnArgs, monitor_addr: String, reinstall: bool) -> ExitCode {
+async fn run(conn: ConnArgs, monitor_addr: String, reinstall: bool, baseline_revision: Option<i64>) -> ExitCode {
     let r = match conn.resolve() {
         Ok(r) => r,
         Err(e) => {
@@ -302,6 +309,7 @@ async fn run(conn: ConnArgs, monitor_addr: String, reinstall: bool) -> ExitCode 
     settings.limits = sync::batch::Limits::for_target(r.txn_ops_max, 1536 * 1024);
     settings.page_keys = r.page_keys;
     settings.reinstall = reinstall;
+    settings.baseline_revision = baseline_revision;
     // The daemon seeds jitter and IVs from the OS; the simulator injects its world seed instead.
     settings.seed = rand::random();
     settings.boundary = r.boundary.clone();
