@@ -67,7 +67,8 @@ fn impossible_timelines_point_at_the_entry() {
     assert!(msg.contains("now"), "an abort takes no parameters: {msg}");
     let (line, _, msg) = t("  - at_s: 1\n    failback: {}\n");
     assert!(line == 5 && msg.contains("a failback needs a failover before it"), "{line}: {msg}");
-    let (_, _, msg) = t("  - at_s: 1\n    failover: {}\n  - at_s: 2\n    failback: {}\n  - at_s: 3\n    failback: {}\n");
+    let (_, _, msg) =
+        t("  - at_s: 1\n    failover: {}\n  - at_s: 2\n    failback: {}\n  - at_s: 3\n    failback: {}\n");
     assert!(msg.contains("one failback"), "{msg}");
     let (_, _, msg) = t("  - at_s: 1\n    failover: {}\n  - at_s: 2\n    abort: {}\n  - at_s: 3\n    failback: {}\n");
     assert!(msg.contains("a failback after an abort"), "{msg}");
