@@ -103,7 +103,8 @@ enum Command {
         #[arg(long)]
         seed: Option<u64>,
         /// The code under test: `real` or a mutant (owner-order-off, ignore-rules-off,
-        /// uninstall-guard-off, fencing-off, raw-secret-copy, checkpoint-outside-txn, ledger-off).
+        /// uninstall-guard-off, fencing-off, raw-secret-copy, checkpoint-outside-txn, ledger-off,
+        /// baseline-off).
         #[arg(long)]
         variant: Option<String>,
         /// `sim` (the deterministic world); `etcd` is not available yet.

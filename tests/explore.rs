@@ -40,8 +40,11 @@ fn gate_every_mutant_is_caught_by_random_cases() {
     // ledger-off needs a partition that outlasts both sides' compactions while keys are deleted
     // on the primary: these 256 cases find it only at case 218 (`drlab explore --seed 20261123
     // --variant ledger-off`), which would double this gate's time. Its teeth are
-    // scenarios/surplus-after-standby-compaction.yaml and tests/sync_bodies.rs.
-    for m in Variant::MUTANTS.into_iter().filter(|m| *m != Variant::LedgerOff) {
+    // scenarios/surplus-after-standby-compaction.yaml and tests/sync_bodies.rs. baseline-off needs
+    // a reinstall or a failback, which the explorer does not draw: its teeth are
+    // scenarios/dr-aware-upgrade.yaml and tests/sync_bodies.rs.
+    let drawn = |m: &Variant| !matches!(m, Variant::LedgerOff | Variant::BaselineOff);
+    for m in Variant::MUTANTS.into_iter().filter(drawn) {
         let o = run(m, CASES, 0, 2, out.path());
         let f = o.finding.unwrap_or_else(|| {
             panic!(

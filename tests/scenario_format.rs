@@ -72,6 +72,10 @@ fn impossible_timelines_point_at_the_entry() {
     assert!(msg.contains("one failback"), "{msg}");
     let (_, _, msg) = t("  - at_s: 1\n    failover: {}\n  - at_s: 2\n    abort: {}\n  - at_s: 3\n    failback: {}\n");
     assert!(msg.contains("a failback after an abort"), "{msg}");
+    let (_, _, msg) = t("  - at_s: 1\n    reinstall_sync: {}\n");
+    assert!(msg.contains("reinstall_sync needs an uninstall_sync before it"), "{msg}");
+    let (_, _, msg) = t("  - at_s: 1\n    uninstall_sync: {}\n  - at_s: 2\n    failover: {}\n");
+    assert!(msg.contains("an upgrade's uninstall and a failover"), "{msg}");
     let (_, _, msg) = t("  - at_s: 1\n    scale: {cluster: wc-99, replicas: 1}\n");
     assert!(msg.contains("wc-99"), "{msg}");
 }

@@ -510,6 +510,46 @@ async fn freeze_resume_and_guarded_uninstall(env: &Env) -> Result<(), String> {
     if done.forced_by.as_deref() != Some("bob@ops") || done.gate.state != GateState::Uninstalled {
         return Err(format!("{done:?}"));
     }
+    if done.gate.proven_at.is_some() {
+        return Err(format!("a forced uninstall proves no copy: {done:?}"));
+    }
+    Ok(())
+}
+
+/// A DR-aware upgrade: a clean uninstall records its proof in the gate; while the sync is gone
+/// the source deletes a key and both sides compact (no history, and the new epoch's ledger is
+/// empty), and the standby writes a key of its own. The reinstall deletes the copy and reports
+/// the standby's key as surplus.
+async fn reinstall_after_a_clean_uninstall(env: &Env) -> Result<(), String> {
+    env.put_all(fixtures::workload_cluster("wl-a", 8)).await?;
+    env.start_sync();
+    env.caught_up().await?;
+    let done = env.control().uninstall(None).await.map_err(|e| e.to_string())?;
+    if done.gate.proven_at.is_none() {
+        return Err(format!("a clean uninstall records its proof: {done:?}"));
+    }
+    env.crash_sync();
+    let mut kv = env.source.kv.clone();
+    env.source.call(kv.delete(GONE, None)).await.map_err(|e| e.to_string())?;
+    let head = env.source_head().await?;
+    env.source.call(kv.compact(head, None)).await.map_err(|e| e.to_string())?;
+    let mut tkv = env.target.kv.clone();
+    let (ours, v) = capi("machines", "Machine", "standby-after-uninstall", "uid-after", &[]);
+    let r = env.target.call(tkv.put(ours.clone(), v, None)).await.map_err(|e| e.to_string())?;
+    let t_head = r.header().map(|h| h.revision()).unwrap_or_default();
+    env.target.call(tkv.compact(t_head, None)).await.map_err(|e| e.to_string())?;
+    env.settings.lock().expect("settings").reinstall = true;
+    env.start_sync();
+    let st = env.caught_up().await?;
+    if !env.target.call(tkv.get(GONE, None)).await.map_err(|e| e.to_string())?.kvs().is_empty() {
+        return Err(format!("{GONE} was deleted on the source while uninstalled but survived: {:?}", st.surplus));
+    }
+    if env.target.call(tkv.get(ours.as_str(), None)).await.map_err(|e| e.to_string())?.kvs().is_empty() {
+        return Err(format!("{ours} was the standby's own write after the proof, yet the resync deleted it"));
+    }
+    if st.surplus != vec![ours.clone()] {
+        return Err(format!("the surplus reported must be exactly {ours}: {:?}", st.surplus));
+    }
     Ok(())
 }
 
@@ -592,6 +632,23 @@ both!(secrets_cross_the_encryption_boundary, encryption_boundary_sim, encryption
 both!(oversized_revision_is_split, oversized_revision_is_split_sim, oversized_revision_is_split_real);
 both!(freeze_resume_and_guarded_uninstall, freeze_and_uninstall_sim, freeze_and_uninstall_real);
 both!(failback_baseline, failback_baseline_sim, failback_baseline_real);
+both!(reinstall_after_a_clean_uninstall, reinstall_after_uninstall_sim, reinstall_after_uninstall_real);
+
+/// Without the gate's proof (the `baseline-off` mutant) the reinstall cannot tell the copy of the
+/// deleted key from a standby-only write: it stays as surplus.
+#[cfg(feature = "mutants")]
+#[test]
+fn baseline_off_leaves_the_copy_after_a_reinstall() {
+    run_sim(|env| {
+        Box::pin(async move {
+            env.settings.lock().expect("settings").baseline_off = true;
+            match reinstall_after_a_clean_uninstall(env).await {
+                Err(e) if e.contains("deleted on the source while uninstalled but survived") => Ok(()),
+                other => Err(format!("baseline-off must leave the copy behind: {other:?}")),
+            }
+        })
+    });
+}
 
 /// Without the baseline (a forced failover proved no copy) the key the source deleted since is
 /// surplus like any other old-primary-only key: the body's first check fails.

@@ -4,6 +4,7 @@
 //!
 //! - [`abort`]: the operator's undo of a failover stopped before the uninstall.
 //! - [`failback`]: the reverse sync onto the old primary, then a planned failover back.
+//! - [`upgrade`]: the DR-aware upgrade's guarded uninstall and its reinstall.
 //! - [`step`]: the planned-failover steps, in order, and the persisted [`step::Progress`].
 //! - [`guard`]: the check a failover decides on, and the refusal it prints.
 //! - [`ports`]: what the orchestrator needs from the world.
@@ -18,6 +19,7 @@ pub mod orchestrator;
 pub mod ports;
 pub mod preflight;
 pub mod step;
+pub mod upgrade;
 
 pub use abort::abort;
 pub use failback::failback;

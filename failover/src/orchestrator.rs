@@ -62,7 +62,7 @@ impl Options {
         }
     }
 
-    fn guard_off(&self) -> bool {
+    pub(crate) fn guard_off(&self) -> bool {
         #[cfg(feature = "mutants")]
         if self.guard_off {
             return true;

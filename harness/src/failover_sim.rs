@@ -155,6 +155,11 @@ impl PlatformView {
         }
     }
 
+    /// The same roles, with a sync that can be installed (again) between them.
+    pub fn with_install(self, install: InstallTx) -> Self {
+        PlatformView { install: Some(install), ..self }
+    }
+
     /// The roles after a failover (roles are relative): the standby serves, the old primary is
     /// the standby a failback's reverse sync (started through `install`) copies onto.
     pub fn reversed(self, install: InstallTx) -> Self {
@@ -425,6 +430,9 @@ pub enum Job {
     Abort,
     /// The reverse sync and the failover back (the view is reversed).
     Failback,
+    /// The DR-aware upgrade's guarded uninstall, and its reinstall.
+    UpgradeUninstall,
+    UpgradeReinstall,
 }
 
 impl Job {
@@ -433,6 +441,8 @@ impl Job {
             Job::Failover => "orchestrator",
             Job::Abort => "orchestrator-abort",
             Job::Failback => "orchestrator-failback",
+            Job::UpgradeUninstall => "orchestrator-uninstall",
+            Job::UpgradeReinstall => "orchestrator-reinstall",
         }
     }
 
@@ -442,6 +452,8 @@ impl Job {
             Job::Failover => "failover.result",
             Job::Abort => "failover.abort.result",
             Job::Failback => "failback.result",
+            Job::UpgradeUninstall => "upgrade.uninstall.result",
+            Job::UpgradeReinstall => "upgrade.reinstall.result",
         }
     }
 }
@@ -505,6 +517,8 @@ pub fn add_orchestrator(
                     Job::Failover => failover::run(&ports, &options).await,
                     Job::Abort => failover::abort(&ports, &options).await,
                     Job::Failback => failover::failback(&ports, &options).await,
+                    Job::UpgradeUninstall => failover::upgrade::uninstall(&ports, &options).await,
+                    Job::UpgradeReinstall => failover::upgrade::reinstall(&ports, &options).await,
                 }
                 .map_err(|e: FailoverError| e.to_string()),
                 Err(e) => Err(e.to_string()),

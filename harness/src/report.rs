@@ -66,6 +66,7 @@ pub struct RunReport {
     pub failover: Option<FailoverSummary>,
     pub abort: Option<AbortSummary>,
     pub failback: Option<FailoverSummary>,
+    pub upgrade: Option<FailoverSummary>,
     pub vm_deletions: usize,
     /// The sync's last applied primary revision, and the primary's head, at the end.
     pub sync_checkpoint: i64,
@@ -96,6 +97,23 @@ fn failover_summary(s: &Scenario, o: &Observed) -> Option<FailoverSummary> {
 /// The failback ends like a failover: it is one, back.
 fn failback_summary(s: &Scenario, o: &Observed) -> Option<FailoverSummary> {
     s.has_failback().then(|| end_summary(o.failback.as_ref(), o.variant, s.expect.failback))
+}
+
+/// The DR-aware upgrade must end done: its uninstall, then its reinstall (a mutant's end is not
+/// judged, as for a failover).
+fn upgrade_summary(o: &Observed) -> Option<FailoverSummary> {
+    let (uninstall, reinstall) = o.upgrade.as_ref()?;
+    let end = |r: &Option<crate::runner::JobResult>| match r {
+        None => "unfinished".to_string(),
+        Some(Ok(_)) => "done".to_string(),
+        Some(Err(e)) if e.contains("refused") => "refused".to_string(),
+        Some(Err(e)) => format!("failed: {}", e.lines().next().unwrap_or_default()),
+    };
+    let (u, r) = (end(uninstall), end(reinstall));
+    let expected = (o.variant == Variant::Real).then_some(FailoverEnd::Done);
+    let ok = expected.is_none() || (u == "done" && r == "done");
+    let forced_by = uninstall.as_ref().and_then(|r| r.as_ref().ok()).and_then(|x| x.progress.forced_by.clone());
+    Some(FailoverSummary { outcome: format!("uninstall {u}, reinstall {r}"), expected, forced_by, ok })
 }
 
 fn end_summary(
@@ -162,10 +180,12 @@ pub fn judge(s: &Scenario, o: &Observed, verdicts: Vec<Verdict>, command: &str) 
     let failover = failover_summary(s, o);
     let abort = abort_summary(s, o);
     let failback = failback_summary(s, o);
+    let upgrade = upgrade_summary(o);
     let pass = verdicts.iter().all(|j| j.ok)
         && failover.as_ref().is_none_or(|f| f.ok)
         && abort.as_ref().is_none_or(|a| a.ok)
-        && failback.as_ref().is_none_or(|f| f.ok);
+        && failback.as_ref().is_none_or(|f| f.ok)
+        && upgrade.as_ref().is_none_or(|u| u.ok);
     RunReport {
         version: REPORT_VERSION,
         scenario: s.name.clone(),
@@ -179,6 +199,7 @@ pub fn judge(s: &Scenario, o: &Observed, verdicts: Vec<Verdict>, command: &str) 
         failover,
         abort,
         failback,
+        upgrade,
         vm_deletions: o.vm_deletions.len(),
         sync_checkpoint: o.sync.checkpoint,
         source_head: o.source_head,
@@ -236,6 +257,9 @@ impl RunReport {
         if let Some(f) = &self.failback {
             let exp = f.expected.map(|e| format!(" (expected {})", name_of(&e))).unwrap_or_default();
             out.push_str(&format!("failback: {}{exp}\n", f.outcome));
+        }
+        if let Some(u) = &self.upgrade {
+            out.push_str(&format!("upgrade: {}\n", u.outcome));
         }
         out.push_str(&format!("vm-deletions: {}\n", self.vm_deletions));
         out.push_str(&format!("sync: checkpoint {} of primary head {}\n", self.sync_checkpoint, self.source_head));

@@ -39,6 +39,9 @@ pub struct Ident {
     pub deleting: bool,
 }
 
+/// How an orchestrator job ended (its error as text).
+pub type JobResult = Result<failover::Outcome, String>;
+
 /// What a run leaves for the checkers.
 #[derive(Debug)]
 pub struct Observed {
@@ -76,6 +79,8 @@ pub struct Observed {
     /// primary).
     pub failback: Option<Result<failover::Outcome, String>>,
     pub failback_progress: Option<failover::step::Progress>,
+    /// The DR-aware upgrade's uninstall and reinstall, when the timeline has them and they ended.
+    pub upgrade: Option<(Option<JobResult>, Option<JobResult>)>,
     /// When the last heal (or restart) of a fault fired, and when the sync next caught up.
     pub last_heal_ms: u64,
     pub caught_up_ms: Option<u64>,
@@ -95,6 +100,7 @@ fn apply_variant(v: Variant, settings: &mut Settings, options: &mut failover::Op
             Variant::RawSecretCopy => settings.boundary.raw_secret_copy = true,
             Variant::CheckpointOutsideTxn => settings.checkpoint_outside_txn = true,
             Variant::LedgerOff => settings.ledger_off = true,
+            Variant::BaselineOff => settings.baseline_off = true,
             Variant::UninstallGuardOff => options.guard_off = true,
             Variant::FencingOff => options.fencing_off = true,
         }
@@ -221,7 +227,27 @@ pub fn run(s: &Scenario, seed: u64, variant: Variant, trace: PathBuf) -> Result<
         });
     }
 
+    // A DR-aware upgrade's reinstall runs a new sync (a new epoch over the uninstalled gate).
+    let reinstalled = s.has_upgrade().then(|| {
+        let (install, installed) = crate::simsync::install_channel();
+        let settings = Settings { reinstall: true, ..settings.clone() };
+        let host = SyncHost {
+            name: "sync-reinstalled".into(),
+            install: Some(installed),
+            ..SyncHost::new(PRIMARY, STANDBY, settings)
+        };
+        (install, host.add(&mut sim, p.links.clone()))
+    });
     let (go, go_failover, go_abort, go_failback) = Go::new();
+    let (go_uninstall, go_reinstall) = (go.uninstall.subscribe(), go.reinstall.subscribe());
+    let upgrades = reinstalled.as_ref().map(|(install, _)| {
+        let view = PlatformView::of(&p).with_install(install.clone());
+        let mut add = |job, go| {
+            let (view, settings, handle, options) = (view.clone(), settings.clone(), handle.clone(), options.clone());
+            add_orchestrator(&mut sim, job, view, settings, handle, options, Start::When(go))
+        };
+        (add(Job::UpgradeUninstall, go_uninstall), add(Job::UpgradeReinstall, go_reinstall))
+    });
     let mut orchestrator = |job, go| {
         let (view, settings, handle, options) =
             (PlatformView::of(&p), settings.clone(), handle.clone(), options.clone());
@@ -246,8 +272,10 @@ pub fn run(s: &Scenario, seed: u64, variant: Variant, trace: PathBuf) -> Result<
     // The sync's start begins its job: convergence is measured from it when nothing heals later.
     // (when the last heal fired, when the sync next caught up)
     let mut heal = ((s.sync.start_s * 1000.0) as u64, None::<u64>);
+    // The sync that runs now: the reinstalled one once the timeline reinstalled it.
+    let mut current = handle.clone();
     drive(&p, &mut sim, timeline, seed, |sim, now_ms, e| {
-        let caught_up = handle.checkpoint() >= p.primary.etcd.revision();
+        let caught_up = current.checkpoint() >= p.primary.etcd.revision();
         match e {
             None => {
                 if heal.1.is_none() && caught_up {
@@ -273,11 +301,15 @@ pub fn run(s: &Scenario, seed: u64, variant: Variant, trace: PathBuf) -> Result<
                             | Act::Delay(..)
                             | Act::SlowDisk(..)
                             | Act::Abort
+                            | Act::ReinstallSync
                     );
                     if heals {
                         // A delay set or lifted changes the link, an abort resumes the sync:
                         // convergence is timed from it.
                         heal = (now_ms, None);
+                    }
+                    if let (Act::ReinstallSync, Some((_, h))) = (&e.act, &reinstalled) {
+                        current = h.clone();
                     }
                     fire(&p, sim, &e.act, seed, &go);
                 }
@@ -316,6 +348,8 @@ pub fn run(s: &Scenario, seed: u64, variant: Variant, trace: PathBuf) -> Result<
     let failover_progress = crate::failover_sim::saved_progress(&p, STANDBY);
     let failback = failbacks.and_then(|r| r.lock().expect("runs").first().cloned());
     let failback_progress = crate::failover_sim::saved_progress(&p, PRIMARY);
+    let first = |r: &crate::failover_sim::Runs| r.lock().expect("runs").first().cloned();
+    let upgrade = upgrades.map(|(u, r)| (first(&u), first(&r)));
     Ok(Observed {
         seed,
         variant,
@@ -329,7 +363,7 @@ pub fn run(s: &Scenario, seed: u64, variant: Variant, trace: PathBuf) -> Result<
         cluster_secrets_after,
         unreadable_on_standby,
         vm_deletions: p.iaas.deletions(),
-        sync: handle.status(),
+        sync: current.status(),
         source_head: p.primary.etcd.revision(),
         diff: compare(&p, &real),
         keys_in_scope,
@@ -339,6 +373,7 @@ pub fn run(s: &Scenario, seed: u64, variant: Variant, trace: PathBuf) -> Result<
         failover_progress,
         failback,
         failback_progress,
+        upgrade,
         last_heal_ms,
         caught_up_ms,
     })
@@ -384,6 +419,8 @@ struct Go {
     failover: tokio::sync::watch::Sender<bool>,
     abort: tokio::sync::watch::Sender<bool>,
     failback: tokio::sync::watch::Sender<bool>,
+    uninstall: tokio::sync::watch::Sender<bool>,
+    reinstall: tokio::sync::watch::Sender<bool>,
 }
 
 type GoRx = tokio::sync::watch::Receiver<bool>;
@@ -393,7 +430,8 @@ impl Go {
         let (failover, failover_rx) = tokio::sync::watch::channel(false);
         let (abort, abort_rx) = tokio::sync::watch::channel(false);
         let (failback, failback_rx) = tokio::sync::watch::channel(false);
-        (Go { failover, abort, failback }, failover_rx, abort_rx, failback_rx)
+        let (uninstall, reinstall) = (tokio::sync::watch::Sender::new(false), tokio::sync::watch::Sender::new(false));
+        (Go { failover, abort, failback, uninstall, reinstall }, failover_rx, abort_rx, failback_rx)
     }
 }
 
@@ -444,6 +482,14 @@ fn fire(p: &Platform, sim: &mut turmoil::Sim<'_>, act: &Act, seed: u64, go: &Go)
         Act::Failback => {
             p.trace.record("world", "timeline.failback", json!({}));
             go.failback.send_replace(true);
+        }
+        Act::UninstallSync => {
+            p.trace.record("world", "timeline.uninstall-sync", json!({}));
+            go.uninstall.send_replace(true);
+        }
+        Act::ReinstallSync => {
+            p.trace.record("world", "timeline.reinstall-sync", json!({}));
+            go.reinstall.send_replace(true);
         }
         Act::RestartAgents => p.act(Action::RestartAgents),
     }

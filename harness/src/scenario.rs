@@ -146,10 +146,11 @@ pub enum Variant {
     RawSecretCopy,
     CheckpointOutsideTxn,
     LedgerOff,
+    BaselineOff,
 }
 
 impl Variant {
-    pub const MUTANTS: [Variant; 7] = [
+    pub const MUTANTS: [Variant; 8] = [
         Variant::OwnerOrderOff,
         Variant::IgnoreRulesOff,
         Variant::UninstallGuardOff,
@@ -157,6 +158,7 @@ impl Variant {
         Variant::RawSecretCopy,
         Variant::CheckpointOutsideTxn,
         Variant::LedgerOff,
+        Variant::BaselineOff,
     ];
 
     pub fn name(self) -> &'static str {
@@ -169,6 +171,7 @@ impl Variant {
             Variant::RawSecretCopy => "raw-secret-copy",
             Variant::CheckpointOutsideTxn => "checkpoint-outside-txn",
             Variant::LedgerOff => "ledger-off",
+            Variant::BaselineOff => "baseline-off",
         }
     }
 
@@ -345,6 +348,13 @@ pub struct Entry {
     /// old primary, then a planned failover back with the same guards.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failback: Option<FailbackSpec>,
+    /// The DR-aware upgrade's guarded uninstall (the primary keeps serving; the check pinned at
+    /// the primary's head decides): `uninstall_sync: {}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uninstall_sync: Option<FailbackSpec>,
+    /// The upgrade's reinstall: a new epoch resyncs onto the standby, which may have diverged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reinstall_sync: Option<FailbackSpec>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restart_agents: Option<bool>,
 }
@@ -459,7 +469,7 @@ pub struct FailoverSpec {
     pub unplanned: bool,
 }
 
-/// A failback takes no parameters: `failback: {}`.
+/// A failback, an upgrade's uninstall or reinstall take no parameters: `failback: {}`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FailbackSpec {}
@@ -486,6 +496,11 @@ impl Scenario {
     /// Whether the timeline fails back (validation allows at most one failback).
     pub fn has_failback(&self) -> bool {
         self.timeline.iter().any(|e| e.value.failback.is_some())
+    }
+
+    /// Whether the timeline has a DR-aware upgrade (its uninstall; validation allows one).
+    pub fn has_upgrade(&self) -> bool {
+        self.timeline.iter().any(|e| e.value.uninstall_sync.is_some())
     }
 
     /// Whether the timeline has an operator's abort (validation allows at most one).

@@ -35,6 +35,8 @@ pub enum Act {
     Failover(FailoverSpec),
     Abort,
     Failback,
+    UninstallSync,
+    ReinstallSync,
     RestartAgents,
 }
 
@@ -127,6 +129,12 @@ fn act(e: &Entry) -> Result<Act, String> {
     if e.failback.is_some() {
         acts.push(Act::Failback);
     }
+    if e.uninstall_sync.is_some() {
+        acts.push(Act::UninstallSync);
+    }
+    if e.reinstall_sync.is_some() {
+        acts.push(Act::ReinstallSync);
+    }
     if e.restart_agents == Some(true) {
         acts.push(Act::RestartAgents);
     }
@@ -215,6 +223,7 @@ fn validate_timeline(s: &Scenario) -> Result<(), Invalid> {
     let mut failovers = 0;
     let mut aborts = 0;
     let mut failbacks = 0;
+    let (mut uninstalls, mut reinstalls) = (0, 0);
     for i in order {
         let e = &s.timeline[i];
         let fail = |message: String| Invalid { at: Some(e.referenced), field: "timeline", message };
@@ -306,6 +315,24 @@ fn validate_timeline(s: &Scenario) -> Result<(), Invalid> {
                 failbacks += 1;
                 if failbacks > 1 {
                     return Err(fail("one failback per scenario".into()));
+                }
+            }
+            Act::UninstallSync => {
+                if has_failover {
+                    return Err(fail("an upgrade's uninstall and a failover in one scenario are not modelled".into()));
+                }
+                uninstalls += 1;
+                if uninstalls > 1 {
+                    return Err(fail("one uninstall_sync per scenario".into()));
+                }
+            }
+            Act::ReinstallSync => {
+                if uninstalls == 0 {
+                    return Err(fail("reinstall_sync needs an uninstall_sync before it".into()));
+                }
+                reinstalls += 1;
+                if reinstalls > 1 {
+                    return Err(fail("one reinstall_sync per scenario".into()));
                 }
             }
             _ => {}

@@ -156,7 +156,11 @@ impl Control {
         self.handle.command(Command::Stop);
         let target = self.target().await?;
         let gate = target::read_gate(&target).await?.ok_or(ControlError::NoGate)?;
-        let gate = target::set_gate(&target, &gate, GateState::Uninstalled).await?;
+        // A clean check pinned against the source proves the standby a copy at its revision; a
+        // forced or target-only one proves nothing new.
+        let proof = (report.is_clean() && report.source_revision.is_some()).then_some(report.target_revision);
+        let next = Gate { state: GateState::Uninstalled, proven_at: proof.max(gate.proven_at), ..gate.clone() };
+        let gate = target::replace_gate(&target, &gate, next).await?;
         let out = Uninstalled {
             forced_by: if report.is_clean() { None } else { force.map(str::to_string) },
             gate,

@@ -84,6 +84,9 @@ pub struct Settings {
     /// Test-only: prove authorship from the target's history only (as before the ledger).
     #[cfg(feature = "mutants")]
     pub ledger_off: bool,
+    /// Test-only: no baseline revision proves a target-only key a copy.
+    #[cfg(feature = "mutants")]
+    pub baseline_off: bool,
 }
 
 impl Settings {
@@ -107,6 +110,8 @@ impl Settings {
             owner_order_off: false,
             #[cfg(feature = "mutants")]
             ledger_off: false,
+            #[cfg(feature = "mutants")]
+            baseline_off: false,
         }
     }
 
@@ -624,7 +629,7 @@ impl Session<'_> {
                     }
                     (_, Some(b)) => {
                         let rev = b.mod_revision();
-                        let copied = self.settings.baseline_revision.is_some_and(|base| rev <= base);
+                        let copied = self.baseline().is_some_and(|base| rev <= base);
                         let own = copied || self.claimed(rev) || {
                             let from_history = target::written_by_sync(&self.target, rev).await;
                             if from_history && proven.len() < PROVEN_LISTED_MAX {
@@ -676,6 +681,16 @@ impl Session<'_> {
 
     async fn target_head(&self) -> Result<i64, SyncError> {
         Ok(self.target.head().await?)
+    }
+
+    /// The target revision at or below which a target-only key is a copy the source deleted
+    /// since: the failback's, or the one a clean uninstall proved (carried by the gate).
+    fn baseline(&self) -> Option<i64> {
+        #[cfg(feature = "mutants")]
+        if self.settings.baseline_off {
+            return None;
+        }
+        self.settings.baseline_revision.max(self.gate.proven_at)
     }
 
     /// Whether the ledger proves the sync wrote the value a target key got at `rev`.

@@ -40,6 +40,13 @@ pub enum GateState {
 pub struct Gate {
     pub state: GateState,
     pub epoch: u64,
+    /// A target revision at which a clean check pinned against the source proved the target a
+    /// copy of it in scope (recorded by a clean uninstall, carried into the next epoch by a
+    /// reinstall): a target-only key last written at or below it is a copy the source deleted
+    /// since — a reinstall onto a standby that diverged during a DR-aware upgrade deletes it and
+    /// only reports what the standby wrote after.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proven_at: Option<i64>,
 }
 
 impl Gate {
@@ -102,8 +109,8 @@ pub async fn ensure_gate(target: &Etcd, reinstall: bool) -> Result<Gate, TargetE
     let next = match &current {
         Some(g) if g.state == GateState::Syncing => return Ok(g.clone()),
         Some(g) if !reinstall => return Err(TargetError::GateNotSyncing { state: g.state, epoch: g.epoch }),
-        Some(g) => Gate { state: GateState::Syncing, epoch: g.epoch + 1 },
-        None => Gate { state: GateState::Syncing, epoch: 1 },
+        Some(g) => Gate { state: GateState::Syncing, epoch: g.epoch + 1, proven_at: g.proven_at },
+        None => Gate { state: GateState::Syncing, epoch: 1, proven_at: None },
     };
     let guard = match &current {
         None => Compare::create_revision(gate_key(), CompareOp::Equal, 0),
@@ -122,7 +129,11 @@ pub async fn ensure_gate(target: &Etcd, reinstall: bool) -> Result<Gate, TargetE
 
 /// Moves the gate from `from` to `to` state (used by uninstall and the failover's clear).
 pub async fn set_gate(target: &Etcd, from: &Gate, to: GateState) -> Result<Gate, TargetError> {
-    let next = Gate { state: to, epoch: from.epoch };
+    replace_gate(target, from, Gate { state: to, ..from.clone() }).await
+}
+
+/// Replaces the gate `from` with `next` when it still holds `from`.
+pub async fn replace_gate(target: &Etcd, from: &Gate, next: Gate) -> Result<Gate, TargetError> {
     let txn = Txn::new().when([Compare::value(gate_key(), CompareOp::Equal, from.encode())]).and_then([TxnOp::put(
         gate_key(),
         next.encode(),
