@@ -73,6 +73,10 @@ enum Command {
         /// through the hook, R taken from the sync, guarded by a check of the standby alone.
         #[arg(long)]
         unplanned: bool,
+        /// The real failback starts at this simulated second (after --at): the sync installed in
+        /// reverse onto the fenced old primary, then a planned failover back.
+        #[arg(long, value_name = "S")]
+        failback_at: Option<u64>,
         /// Write the JSON-lines trace here.
         #[arg(long)]
         trace: Option<PathBuf>,
@@ -191,7 +195,19 @@ fn main() -> ExitCode {
         Command::World { seed, sim_secs, tick_ms, clusters, machines, writes_per_s, trace } => {
             world(harness::drill::DrillOptions { seed, sim_secs, tick_ms, clusters, machines, writes_per_s, trace })
         }
-        Command::Failover { seed, sim_secs, at, clusters, machines, dry_run, force, abort_at, unplanned, trace } => {
+        Command::Failover {
+            seed,
+            sim_secs,
+            at,
+            clusters,
+            machines,
+            dry_run,
+            force,
+            abort_at,
+            unplanned,
+            failback_at,
+            trace,
+        } => {
             let drill = harness::drill::DrillOptions {
                 seed,
                 sim_secs,
@@ -201,7 +217,15 @@ fn main() -> ExitCode {
                 writes_per_s: 1.0,
                 trace,
             };
-            failover(harness::drill::FailoverDrill { drill, at_s: at, dry_run, force, abort_at_s: abort_at, unplanned })
+            failover(harness::drill::FailoverDrill {
+                drill,
+                at_s: at,
+                dry_run,
+                force,
+                abort_at_s: abort_at,
+                unplanned,
+                failback_at_s: failback_at,
+            })
         }
         Command::Preflight { seed, clusters, machines, misnamed_global, keys_differ } => {
             let drill = harness::drill::DrillOptions {
@@ -307,13 +331,17 @@ fn failover(f: harness::drill::FailoverDrill) -> ExitCode {
     if f.unplanned {
         reproduce.push_str(" --unplanned");
     }
-    let abort_in_run = f.abort_at_s.is_none_or(|t| f.at_s <= t && t < o.sim_secs);
+    if let Some(t) = f.failback_at_s {
+        reproduce.push_str(&format!(" --failback-at {t}"));
+    }
+    let abort_in_run = f.abort_at_s.is_none_or(|t| f.at_s <= t && t < o.sim_secs)
+        && f.failback_at_s.is_none_or(|t| f.at_s < t && t < o.sim_secs && !f.dry_run);
     let loss_in_run = !f.unplanned || f.at_s >= harness::drill::UNPLANNED_LOSS_S;
     if f.at_s >= o.sim_secs || !abort_in_run || !loss_in_run || !(1..=sim::topology::CLUSTERS_MAX).contains(&o.clusters)
     {
         eprintln!(
             "error: --at must be before --sim-secs (and at least {} with --unplanned), --abort-at from --at to \
-             --sim-secs, and --clusters 1..={}",
+             --sim-secs, --failback-at after --at and before --sim-secs (not with --dry-run), and --clusters 1..={}",
             harness::drill::UNPLANNED_LOSS_S,
             sim::topology::CLUSTERS_MAX
         );
@@ -372,6 +400,16 @@ fn failover(f: harness::drill::FailoverDrill) -> ExitCode {
                     println!("  {line}");
                 }
                 ok = r.vm_deletions.is_empty();
+            }
+        }
+    }
+    if f.failback_at_s.is_some() {
+        match finished("failback", &r.failbacks) {
+            None => ok = false,
+            Some(out) => {
+                let last = out.progress.step_ms.last().map(|(_, ms)| *ms).unwrap_or(0);
+                let missed = out.report.as_ref().map(|r| r.missed.count).unwrap_or(0);
+                println!("failback: done; RPO {missed} keys, RTO {last} ms");
             }
         }
     }

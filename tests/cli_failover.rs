@@ -38,6 +38,17 @@ fn an_abort_after_the_failover_is_refused_and_says_fail_back() {
 }
 
 #[test]
+fn a_failback_drill_returns_the_platform_to_the_old_primary() {
+    let (code, out) = drlab(&["failover", "--seed", "3", "--failback-at", "80"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("failover: done") && out.contains("failback: done; RPO 0 keys"), "{out}");
+    assert!(out.contains("platform domain -> primary") && out.contains("vm-deletions: 0"), "{out}");
+    let (code, out) = drlab(&["failover", "--seed", "3", "--failback-at", "20"]);
+    assert_eq!(code, 2, "a failback before the failover: {out}");
+    assert!(out.contains("--failback-at after --at"), "{out}");
+}
+
+#[test]
 fn impossible_timing_is_bad_input() {
     let (code, out) = drlab(&["failover", "--at", "500", "--sim-secs", "100"]);
     assert_eq!(code, 2, "{out}");

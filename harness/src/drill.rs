@@ -198,6 +198,9 @@ pub struct FailoverDrill {
     /// The primary is lost (its host crashes) [`UNPLANNED_LOSS_S`] before `at_s`, and the
     /// failover is an unplanned one (`drlab failover --unplanned`).
     pub unplanned: bool,
+    /// When the real failback starts (`drlab failover --failback-at`), if ever: the reverse sync
+    /// onto the old primary, then the planned failover back.
+    pub failback_at_s: Option<u64>,
 }
 
 /// How long before an unplanned failover's start the drill loses the primary.
@@ -210,6 +213,8 @@ pub struct FailoverDrillReport {
     pub runs: Vec<Result<failover::Outcome, String>>,
     /// The operator's abort, when there was one.
     pub aborts: Vec<Result<failover::Outcome, String>>,
+    /// The failback, when there was one.
+    pub failbacks: Vec<Result<failover::Outcome, String>>,
     pub dns_target: String,
     pub vm_deletions: Vec<sim::iaas::VmDeletion>,
 }
@@ -217,8 +222,13 @@ pub struct FailoverDrillReport {
 /// Runs the drill with the real orchestrator in the world.
 pub fn failover_drill(f: &FailoverDrill) -> Result<FailoverDrillReport, WorldError> {
     let o = &f.drill;
-    let cfg = o.platform_config();
+    let mut cfg = o.platform_config();
     let settings = sync_settings(&cfg);
+    let back = reverse_sync_settings(&cfg);
+    if f.failback_at_s.is_some() {
+        cfg.primary_gate =
+            Some(sim::k8s::capi::ControllerGate { key: sync::target::gate_key(), open: primary_gate_open });
+    }
     let (p, mut sim) = Platform::build(cfg)?;
     let handle = SyncHost::new(PRIMARY, STANDBY, settings.clone()).add(&mut sim, p.links.clone());
     let mut options = failover::Options::new(PRIMARY, STANDBY);
@@ -248,6 +258,21 @@ pub fn failover_drill(f: &FailoverDrill) -> Result<FailoverDrillReport, WorldErr
         ),
         None => crate::failover_sim::Runs::default(),
     };
+    let failbacks = match f.failback_at_s {
+        Some(t) => {
+            let (install, installed) = crate::simsync::install_channel();
+            let reverse = SyncHost {
+                name: "sync-back".into(),
+                install: Some(installed),
+                ..SyncHost::new(STANDBY, PRIMARY, back.clone())
+            };
+            let handle = reverse.add(&mut sim, p.links.clone());
+            let view = crate::failover_sim::PlatformView::of(&p).reversed(install);
+            let options = failover::Options { dry_run: false, ..failover::Options::new(STANDBY, PRIMARY) };
+            add_orchestrator(&mut sim, Job::Failback, view, back, handle, options, std::time::Duration::from_secs(t))
+        }
+        None => crate::failover_sim::Runs::default(),
+    };
     let mut steps = Vec::new();
     if f.unplanned {
         assert!(f.at_s >= UNPLANNED_LOSS_S, "an unplanned drill loses the primary before it starts");
@@ -257,10 +282,12 @@ pub fn failover_drill(f: &FailoverDrill) -> Result<FailoverDrillReport, WorldErr
     let platform = p.run(&mut sim, steps)?;
     let runs = runs.lock().expect("runs lock").clone();
     let aborts = aborts.lock().expect("runs lock").clone();
+    let failbacks = failbacks.lock().expect("runs lock").clone();
     Ok(FailoverDrillReport {
         drill: DrillReport { platform, sync: handle.status(), source_head: p.primary.etcd.revision() },
         runs,
         aborts,
+        failbacks,
         dns_target: p.dns.answer().0,
         vm_deletions: p.iaas.deletions(),
     })

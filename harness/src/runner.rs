@@ -271,7 +271,8 @@ pub fn run(s: &Scenario, seed: u64, variant: Variant, trace: PathBuf) -> Result<
 
     // The sync's start begins its job: convergence is measured from it when nothing heals later.
     // (when the last heal fired, when the sync next caught up)
-    let mut heal = ((s.sync.start_s * 1000.0) as u64, None::<u64>);
+    let sync_start_ms = (s.sync.start_s * 1000.0) as u64;
+    let mut heal = (sync_start_ms, None::<u64>);
     // The sync that runs now: the reinstalled one once the timeline reinstalled it.
     let mut current = handle.clone();
     drive(&p, &mut sim, timeline, seed, |sim, now_ms, e| {
@@ -306,7 +307,10 @@ pub fn run(s: &Scenario, seed: u64, variant: Variant, trace: PathBuf) -> Result<
                     if heals {
                         // A delay set or lifted changes the link, an abort resumes the sync:
                         // convergence is timed from it.
-                        heal = (now_ms, None);
+                        // Never before the sync's start: a heal before it (a restart of a sync
+                        // still waiting to start) leaves nothing to converge yet (case 252 of
+                        // explorer seed 20261123 was timed from a restart at 10 ms).
+                        heal = (now_ms.max(sync_start_ms), None);
                     }
                     if let (Act::ReinstallSync, Some((_, h))) = (&e.act, &reinstalled) {
                         current = h.clone();

@@ -37,7 +37,8 @@ pub fn install_channel() -> (InstallTx, InstallRx) {
     (std::sync::Arc::new(tx), rx)
 }
 
-/// A host running the sync from `source` to `target`, started `start_delay` after its host.
+/// A host running the sync from `source` to `target`, started `start_delay` into the world (or at
+/// once when its host starts later).
 /// The host can be crashed and restarted; each start runs a fresh engine that resumes from the
 /// target's bookkeeping.
 pub struct SyncHost {
@@ -88,7 +89,11 @@ impl SyncHost {
                     };
                     engine.settings.baseline_revision = i.baseline_revision;
                 }
-                tokio::time::sleep(start_delay).await;
+                // `start_delay` is a time of the world, not of this host: a sync restarted after
+                // it starts at once (a crash loop before it must not push the start back; case
+                // 252 of explorer seed 20261123).
+                let now = turmoil::sim_elapsed().unwrap_or_default();
+                tokio::time::sleep(start_delay.saturating_sub(now)).await;
                 // A final error (a lost gate) ends the host; the world reads it from the handle.
                 let _ = engine.run().await;
                 Ok(())
