@@ -14,7 +14,7 @@
 
 use serde_json::json;
 
-use crate::orchestrator::{FailoverError, Options, Outcome, locked, run_locked, wait_until};
+use crate::orchestrator::{FailoverError, Options, Outcome, locked, run_locked, wait_within};
 use crate::ports::Ports;
 use crate::step::{Progress, Step};
 
@@ -39,10 +39,7 @@ async fn failback_locked<P: Ports>(ports: &P, o: &Options) -> Result<Outcome, Fa
         ports.install_sync(baseline).await?;
         ports.audit(&json!({"step": "install-reverse-sync", "outcome": "done", "baseline_revision": baseline})).await?;
         // The failover's preflight wants the sync running: its gate says so once it started.
-        let running = wait_until(o, || async { Ok(ports.sync_running().await?) });
-        tokio::time::timeout(o.step_timeout, running)
-            .await
-            .map_err(|_| FailoverError::Timeout { step: Step::Preflight, timeout: o.step_timeout })??;
+        wait_within(o, Step::Preflight, || async { Ok(ports.sync_running().await?) }).await?;
     }
     run_locked(ports, o).await
 }

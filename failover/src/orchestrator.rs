@@ -233,6 +233,18 @@ where
     }
 }
 
+/// [`wait_until`] outside the step loop (a failback's or an upgrade's own waits), bounded by
+/// the step timeout and reported as a timeout of `step`.
+pub(crate) async fn wait_within<F, Fut>(o: &Options, step: Step, ok: F) -> Result<(), FailoverError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<bool, FailoverError>>,
+{
+    tokio::time::timeout(o.step_timeout, wait_until(o, ok))
+        .await
+        .map_err(|_| FailoverError::Timeout { step, timeout: o.step_timeout })?
+}
+
 async fn run_step<P: Ports>(
     ports: &P,
     o: &Options,

@@ -9,7 +9,7 @@
 use serde_json::json;
 
 use crate::guard;
-use crate::orchestrator::{FailoverError, Options, Outcome, locked, wait_until};
+use crate::orchestrator::{FailoverError, Options, Outcome, locked, wait_within};
 use crate::ports::Ports;
 use crate::step::{Progress, Step};
 
@@ -22,10 +22,7 @@ pub async fn uninstall<P: Ports>(ports: &P, o: &Options) -> Result<Outcome, Fail
             return Err(FailoverError::Precondition { step: Step::Preflight, what });
         }
         let r = ports.source_head().await?;
-        let caught_up = wait_until(o, || async { Ok(ports.sync_checkpoint().await? >= r) });
-        tokio::time::timeout(o.step_timeout, caught_up)
-            .await
-            .map_err(|_| FailoverError::Timeout { step: Step::WaitCaughtUp, timeout: o.step_timeout })??;
+        wait_within(o, Step::WaitCaughtUp, || async { Ok(ports.sync_checkpoint().await? >= r) }).await?;
         ports.freeze_sync(r).await?;
         let t = ports.target_head().await?;
         let report = ports.pinned_check(r, t).await?;
@@ -59,15 +56,9 @@ pub async fn reinstall<P: Ports>(ports: &P, o: &Options) -> Result<Outcome, Fail
             return Err(FailoverError::Precondition { step: Step::Preflight, what });
         }
         ports.install_sync(None).await?;
-        let running = wait_until(o, || async { Ok(ports.sync_running().await?) });
-        tokio::time::timeout(o.step_timeout, running)
-            .await
-            .map_err(|_| FailoverError::Timeout { step: Step::Preflight, timeout: o.step_timeout })??;
+        wait_within(o, Step::Preflight, || async { Ok(ports.sync_running().await?) }).await?;
         let head = ports.source_head().await?;
-        let caught_up = wait_until(o, || async { Ok(ports.sync_checkpoint().await? >= head) });
-        tokio::time::timeout(o.step_timeout, caught_up)
-            .await
-            .map_err(|_| FailoverError::Timeout { step: Step::WaitCaughtUp, timeout: o.step_timeout })??;
+        wait_within(o, Step::WaitCaughtUp, || async { Ok(ports.sync_checkpoint().await? >= head) }).await?;
         ports.audit(&json!({"step": "upgrade-reinstall", "outcome": "done", "caught_up_to": head})).await?;
         let progress = Progress { source_revision: Some(head), ..Progress::default() };
         Ok(Outcome { progress, report: None, plan: Vec::new() })

@@ -27,6 +27,11 @@ pub fn primary_gate_open(value: Option<&[u8]>) -> bool {
     value.is_none() || standby_gate_open(value)
 }
 
+/// The gate of the primary's controllers in a world with a failback.
+pub fn primary_gate() -> sim::k8s::capi::ControllerGate {
+    sim::k8s::capi::ControllerGate { key: sync::target::gate_key(), open: primary_gate_open }
+}
+
 /// The platform world as the sync expects it: its gate holds the standby's controllers.
 pub fn platform_config(seed: u64, sim_secs: u64, topology: Topology) -> PlatformConfig {
     PlatformConfig {
@@ -226,8 +231,7 @@ pub fn failover_drill(f: &FailoverDrill) -> Result<FailoverDrillReport, WorldErr
     let settings = sync_settings(&cfg);
     let back = reverse_sync_settings(&cfg);
     if f.failback_at_s.is_some() {
-        cfg.primary_gate =
-            Some(sim::k8s::capi::ControllerGate { key: sync::target::gate_key(), open: primary_gate_open });
+        cfg.primary_gate = Some(primary_gate());
     }
     let (p, mut sim) = Platform::build(cfg)?;
     let handle = SyncHost::new(PRIMARY, STANDBY, settings.clone()).add(&mut sim, p.links.clone());
@@ -260,16 +264,8 @@ pub fn failover_drill(f: &FailoverDrill) -> Result<FailoverDrillReport, WorldErr
     };
     let failbacks = match f.failback_at_s {
         Some(t) => {
-            let (install, installed) = crate::simsync::install_channel();
-            let reverse = SyncHost {
-                name: "sync-back".into(),
-                install: Some(installed),
-                ..SyncHost::new(STANDBY, PRIMARY, back.clone())
-            };
-            let handle = reverse.add(&mut sim, p.links.clone());
-            let view = crate::failover_sim::PlatformView::of(&p).reversed(install);
-            let options = failover::Options { dry_run: false, ..failover::Options::new(STANDBY, PRIMARY) };
-            add_orchestrator(&mut sim, Job::Failback, view, back, handle, options, std::time::Duration::from_secs(t))
+            let options = failover::Options::new(STANDBY, PRIMARY);
+            crate::failover_sim::add_failback(&mut sim, &p, back, options, std::time::Duration::from_secs(t))
         }
         None => crate::failover_sim::Runs::default(),
     };

@@ -120,6 +120,12 @@ async fn set_paused_on(
     Ok(touched)
 }
 
+/// The progress an orchestrator persisted through one side's API, if any.
+async fn progress_on(api: &Api, side: &'static str) -> Result<Option<Progress>, PortError> {
+    let raw = api.get_raw(PROGRESS_KEY).await.map_err(port(side))?;
+    raw.map(|v| serde_json::from_slice(&v).map_err(port("progress"))).transpose()
+}
+
 /// The progress an orchestrator persisted on `side`, if any (a refused or crashed run has one
 /// too): a failover's on the standby, a failback's on the old primary.
 pub fn saved_progress(p: &Platform, side: &str) -> Option<Progress> {
@@ -263,9 +269,7 @@ impl Ports for SimPorts {
     }
 
     async fn served_since(&self) -> Result<Option<Progress>, PortError> {
-        let r = self.primary_etcd.clone().get(PROGRESS_KEY, None).await.map_err(port("primary"))?;
-        let Some(kv) = r.kvs().first() else { return Ok(None) };
-        serde_json::from_slice(kv.value()).map(Some).map_err(port("primary"))
+        progress_on(&self.primary, "primary").await
     }
 
     async fn install_sync(&self, baseline_revision: Option<i64>) -> Result<(), PortError> {
@@ -388,8 +392,7 @@ impl Ports for SimPorts {
     }
 
     async fn load_progress(&self) -> Result<Option<Progress>, PortError> {
-        let raw = self.standby.get_raw(PROGRESS_KEY).await.map_err(port("standby"))?;
-        raw.map(|v| serde_json::from_slice(&v).map_err(port("progress"))).transpose()
+        progress_on(&self.standby, "standby").await
     }
 
     async fn save_progress(&self, p: &Progress) -> Result<(), PortError> {
@@ -456,6 +459,28 @@ impl Job {
             Job::UpgradeReinstall => "upgrade.reinstall.result",
         }
     }
+}
+
+/// Adds the reverse sync (host `sync-back`, waiting to be installed) and the failback's
+/// orchestrator host, which starts at `start`; the sync runs `settings` from the standby to the
+/// primary and the failback `options` (whose roles are the reversed ones).
+pub fn add_failback(
+    sim: &mut turmoil::Sim<'_>,
+    p: &Platform,
+    settings: Settings,
+    options: Options,
+    start: impl Into<Start>,
+) -> Runs {
+    let (install, installed) = crate::simsync::install_channel();
+    let (primary, standby) = (p.primary.name.as_str(), p.standby.name.as_str());
+    let reverse = crate::simsync::SyncHost {
+        name: "sync-back".into(),
+        install: Some(installed),
+        ..crate::simsync::SyncHost::new(standby, primary, settings.clone())
+    };
+    let handle = reverse.add(sim, p.links.clone());
+    let view = PlatformView::of(p).reversed(install);
+    add_orchestrator(sim, Job::Failback, view, settings, handle, options, start)
 }
 
 /// Adds host `preflight`: at `at` it runs the real preflight against the world once.

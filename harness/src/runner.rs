@@ -171,10 +171,7 @@ pub fn run(s: &Scenario, seed: u64, variant: Variant, trace: PathBuf) -> Result<
     apply_variant(variant, &mut back.0, &mut back.1)?;
     if s.has_failback() {
         // The old primary's controllers stop while the reverse sync holds its gate.
-        cfg.primary_gate = Some(sim::k8s::capi::ControllerGate {
-            key: sync::target::gate_key(),
-            open: crate::drill::primary_gate_open,
-        });
+        cfg.primary_gate = Some(crate::drill::primary_gate());
     }
     let timeline = resolve(s);
     if let Some(f) = s.failover() {
@@ -256,17 +253,8 @@ pub fn run(s: &Scenario, seed: u64, variant: Variant, trace: PathBuf) -> Result<
     let runs = s.failover().is_some().then(|| orchestrator(Job::Failover, go_failover));
     let aborts = s.has_abort().then(|| orchestrator(Job::Abort, go_abort));
     let failbacks = s.has_failback().then(|| {
-        // The reverse sync waits for the failback to install it.
-        let (install, installed) = crate::simsync::install_channel();
         let (settings, options) = back.clone();
-        let reverse = SyncHost {
-            name: "sync-back".into(),
-            install: Some(installed),
-            ..SyncHost::new(STANDBY, PRIMARY, settings.clone())
-        };
-        let handle = reverse.add(&mut sim, p.links.clone());
-        let view = PlatformView::of(&p).reversed(install);
-        add_orchestrator(&mut sim, Job::Failback, view, settings, handle, options, Start::When(go_failback))
+        crate::failover_sim::add_failback(&mut sim, &p, settings, options, Start::When(go_failback))
     });
 
     // The sync's start begins its job: convergence is measured from it when nothing heals later.
