@@ -82,8 +82,8 @@ enum Command {
         trace: Option<PathBuf>,
     },
     /// Preflight by the real code (seeds 000 and 002) on the simulated platform: the global
-    /// cluster's naming, both sides' encryption configurations, the agent Role, what the sync
-    /// does not copy. Exit 0: nothing blocking or warned; 1: findings; 2: bad input or setup error.
+    /// cluster's naming, both sides' encryption configurations and ServiceAccount token signing,
+    /// the agent Role, what the sync does not copy. Exit 0: nothing blocking or warned; 1: findings; 2: bad input or setup error.
     Preflight {
         #[arg(long, default_value_t = 1)]
         seed: u64,
@@ -97,6 +97,9 @@ enum Command {
         /// The standby encrypts Secrets with other key bytes than the primary.
         #[arg(long)]
         keys_differ: bool,
+        /// The standby signs ServiceAccount tokens with another key than the primary.
+        #[arg(long)]
+        sa_key_differs: bool,
     },
     /// Run a scenario: print each invariant's verdict, the seed and the run directory.
     /// Exit 0: as expected; 1: an invariant was not; 2: bad input or setup error.
@@ -108,7 +111,7 @@ enum Command {
         seed: Option<u64>,
         /// The code under test: `real` or a mutant (owner-order-off, ignore-rules-off,
         /// uninstall-guard-off, fencing-off, raw-secret-copy, checkpoint-outside-txn, ledger-off,
-        /// baseline-off).
+        /// baseline-off, restore-blind).
         #[arg(long)]
         variant: Option<String>,
         /// `sim` (the deterministic world); `etcd` is not available yet.
@@ -227,7 +230,7 @@ fn main() -> ExitCode {
                 failback_at_s: failback_at,
             })
         }
-        Command::Preflight { seed, clusters, machines, misnamed_global, keys_differ } => {
+        Command::Preflight { seed, clusters, machines, misnamed_global, keys_differ, sa_key_differs } => {
             let drill = harness::drill::DrillOptions {
                 seed,
                 sim_secs: harness::drill::PREFLIGHT_AT.as_secs() + 5,
@@ -237,7 +240,12 @@ fn main() -> ExitCode {
                 writes_per_s: 1.0,
                 trace: None,
             };
-            preflight_cmd::preflight(harness::drill::PreflightDrill { drill, misnamed_global, keys_differ })
+            preflight_cmd::preflight(harness::drill::PreflightDrill {
+                drill,
+                misnamed_global,
+                keys_differ,
+                sa_key_differs,
+            })
         }
         Command::Run { scenario, seed, variant, backend, out } => {
             scenario_cmd::run(scenario_cmd::RunArgs { scenario, seed, variant, backend, out })

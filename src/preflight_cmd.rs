@@ -16,6 +16,9 @@ pub fn preflight(f: PreflightDrill) -> ExitCode {
     if f.keys_differ {
         reproduce.push_str(" --keys-differ");
     }
+    if f.sa_key_differs {
+        reproduce.push_str(" --sa-key-differs");
+    }
     if !(1..=sim::topology::CLUSTERS_MAX).contains(&o.clusters)
         || !(2..=sim::topology::MACHINES_PER_CLUSTER_MAX).contains(&o.machines)
     {

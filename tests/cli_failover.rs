@@ -85,6 +85,16 @@ fn preflight_names_misnamed_globals_and_differing_keys_by_fingerprint_only() {
     // The standby's key is 32 bytes of 2 (harness::drill::keys_differ): never printed.
     assert!(!out.contains("AgICAgIC") && !out.contains("secret:"), "no key material: {out}");
     assert!(out.contains("reproduce with: drlab preflight --seed 2") && out.contains("--keys-differ"), "{out}");
+    let (code, out) = drlab(&["preflight", "--seed", "2", "--sa-key-differs"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains(
+            "BLOCKING /etc/kubernetes/pki/sa.key, sa.pub (primary / standby): ServiceAccount signing keys differ"
+        ),
+        "{out}"
+    );
+    // The standby's signing key is 32 bytes of 8 (harness::drill::sa_key_differs): never printed.
+    assert!(!out.contains("CAgICAgI") && !out.contains("0808080808"), "no key material: {out}");
     let (code, out) = drlab(&["preflight", "--clusters", "0"]);
     assert_eq!(code, 2, "{out}");
 }

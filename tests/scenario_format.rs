@@ -78,6 +78,20 @@ fn impossible_timelines_point_at_the_entry() {
     assert!(msg.contains("an upgrade's uninstall and a failover"), "{msg}");
     let (_, _, msg) = t("  - at_s: 1\n    scale: {cluster: wc-99, replicas: 1}\n");
     assert!(msg.contains("wc-99"), "{msg}");
+    let (line, _, msg) =
+        t("  - at_s: 1\n    snapshot_save: standby\n  - at_s: 2\n    snapshot_restore: {side: primary}\n");
+    assert!(
+        line == 7 && msg.contains("snapshot_restore of the primary, which no earlier entry saves"),
+        "{line}: {msg}"
+    );
+    let (_, _, msg) = t(
+        "  - at_s: 1\n    snapshot_save: primary\n  - at_s: 2\n    crash: primary\n  - at_s: 3\n    snapshot_restore: {side: primary}\n",
+    );
+    assert!(msg.contains("which is crashed"), "{msg}");
+    let (_, _, msg) = t(
+        "  - at_s: 1\n    snapshot_save: primary\n  - at_s: 2\n    snapshot_restore: {side: primary, bump_revision: 2000000000}\n",
+    );
+    assert!(msg.contains("bump_revision must be at most"), "{msg}");
 }
 
 #[test]

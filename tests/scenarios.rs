@@ -139,3 +139,73 @@ fn a_failback_is_judged_and_refuses_an_unfenced_old_primary() {
     let text = unfenced.summary();
     assert!(text.contains("fence it before the reverse sync copies onto it (split brain)"), "{text}");
 }
+
+/// Seed 000's shared token: without `force` the failover's preflight refuses a standby with
+/// another ServiceAccount key before fencing anything (the agent keeps working on the primary);
+/// an issuer or an audience the standby does not accept breaks the token the same way.
+#[test]
+fn the_agent_token_hazard_is_refused_by_preflight_and_shown_for_issuer_and_audience() {
+    let lib = library();
+    let (_, s) = lib.iter().find(|(_, s)| s.name == "agent-token-after-failover").expect("in the library");
+    // The token (a JWT: its header encodes to `eyJ…`) reaches neither the trace nor the report.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let r = harness::runner::execute(s, 1, Variant::Real, dir.path(), "test").expect("runs");
+    assert!(r.pass && r.summary().contains("the agent token is refused (401)"), "{}", r.summary());
+    for f in std::fs::read_dir(dir.path()).expect("run dir") {
+        let text = std::fs::read_to_string(f.expect("entry").path()).expect("text");
+        assert!(!text.contains("eyJ"), "no token material in the run directory");
+    }
+    let mut unforced = s.clone();
+    for e in &mut unforced.timeline {
+        if let Some(f) = e.value.failover.as_mut() {
+            f.force = None;
+        }
+    }
+    unforced.expect.failover = scenario::FailoverEnd::Refused;
+    unforced.expect.fail.clear();
+    let r = run(&unforced, 1, Variant::Real);
+    assert!(r.pass, "{}", r.summary());
+    assert!(r.summary().contains("ServiceAccount signing keys differ"), "{}", r.summary());
+    assert!(matches!(r.status(Invariant::AgentTokenWorksAfterFailover), Status::NotApplicable(_)), "{}", r.summary());
+    for (auth, why) in [
+        (scenario::AgentAuth::DifferentIssuer, "is not this cluster's service-account-issuer"),
+        (scenario::AgentAuth::DifferentAudience, "no audience of the token"),
+    ] {
+        let mut other = s.clone();
+        other.topology.agent_auth = auth;
+        let r = run(&other, 1, Variant::Real);
+        assert!(r.pass, "{}", r.summary());
+        let j = r.verdicts.iter().find(|j| j.verdict.invariant == Invariant::AgentTokenWorksAfterFailover).unwrap();
+        assert!(j.verdict.details.join("\n").contains(why), "{auth:?}: {}", r.summary());
+    }
+}
+
+/// The library's restore happens while the sync is down and is caught by the checkpoint's
+/// anchor; one the sync sees happen (its head below the checkpoint) is caught by that alone —
+/// `restore-blind` misses both. A restore done as etcd's docs ask (`etcdutl snapshot restore
+/// --bump-revision N --mark-compacted`) leaves the head above the checkpoint but compacted: even
+/// `restore-blind` meets the compaction and resyncs.
+#[cfg(feature = "mutants")]
+#[test]
+fn a_restore_seen_by_the_sync_or_bumped_and_compacted_is_resynced() {
+    let lib = library();
+    let (_, s) = lib.iter().find(|(_, s)| s.name == "source-restored-from-snapshot").expect("in the library");
+    let mut seen = s.clone();
+    seen.timeline.retain(|e| e.value.crash.is_none() && e.value.restart.is_none());
+    let mut bumped = s.clone();
+    for e in &mut bumped.timeline {
+        if let Some(r) = e.value.snapshot_restore.as_mut() {
+            r.bump_revision = 1_000;
+        }
+    }
+    for (world, v, held) in [
+        (&seen, Variant::Real, true),
+        (&seen, Variant::RestoreBlind, false),
+        (&bumped, Variant::Real, true),
+        (&bumped, Variant::RestoreBlind, true),
+    ] {
+        let r = run(world, 1, v);
+        let want = if held { Status::Held } else { Status::Violated };
+        assert_eq!(r.status(Invariant::ConvergedAfterHeal), &want, "{}", r.summary());
+    }
+}

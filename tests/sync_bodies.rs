@@ -366,19 +366,31 @@ async fn held_keys_survive_a_restart_and_leased_keys_are_skipped(env: &Env) -> R
     Ok(())
 }
 
-/// A checkpoint that belongs to another source cluster, or to a source revision the source does
-/// not have (restored from a snapshot), forces a resync instead of a resume: the resync restores
-/// a key a resume would never have looked at again.
+/// A checkpoint that belongs to another source cluster, to a source revision the source does
+/// not have, or whose anchor — the source write it names — the source's history no longer holds
+/// at that revision (restored from a snapshot, its head past the checkpoint again), forces a
+/// resync instead of a resume: the resync restores a key a resume would never have looked at again.
 async fn foreign_or_future_checkpoint_forces_a_resync(env: &Env) -> Result<(), String> {
     env.put_all(fixtures::workload_cluster("wl-a", 3)).await?;
-    for (round, (other_cluster, ahead)) in [(true, 0i64), (false, 1_000)].into_iter().enumerate() {
+    for round in 0..3 {
         env.start_sync();
         env.caught_up().await?;
+        if round == 2 {
+            // A streamed put, so that the checkpoint names an anchor.
+            env.put_all(vec![fixtures::capi("clusters", "Cluster", "anchor", "uid-anchor", &[])]).await?;
+            env.caught_up().await?;
+        }
         env.crash_sync();
         let cp = sync::target::read_checkpoint(&env.target).await.map_err(|e| e.to_string())?.ok_or("no checkpoint")?;
+        let anchor = match (round, cp.anchor.clone()) {
+            (2, None) => return Err(format!("a streamed checkpoint names no anchor: {cp:?}")),
+            (2, Some(a)) => Some(sync::anchor::Anchor { value_digest: "0000000000000000".into(), ..a }),
+            (_, a) => a,
+        };
         let forged = sync::target::Checkpoint {
-            source_cluster_id: if other_cluster { cp.source_cluster_id ^ 0x5a5a } else { cp.source_cluster_id },
-            revision: cp.revision + ahead,
+            source_cluster_id: if round == 0 { cp.source_cluster_id ^ 0x5a5a } else { cp.source_cluster_id },
+            revision: cp.revision + if round == 1 { 1_000 } else { 0 },
+            anchor,
             ..cp
         };
         let mut tkv = env.target.kv.clone();

@@ -203,3 +203,54 @@ fn a_created_workload_cluster_gets_its_machines_and_vms_from_the_controllers() {
     assert!(vms.iter().all(|v| v.created_by == PRIMARY));
     assert!(machines(&p, STANDBY).iter().all(|m| m.label("cluster.x-k8s.io/cluster-name") != Some("wc-new")));
 }
+
+/// Seed 000's shared token on the wire: the system agent's plan Secret patches, served by the
+/// standby once the domain points there and the primary is fenced, are refused until the
+/// agent's bundle is there exactly — 401 without its token Secret and ServiceAccount, 403
+/// without its Role and RoleBinding — and accepted once it is. A model that did not look the
+/// token up, or authorized without RBAC, fails the first or the second window.
+#[test]
+fn the_agent_token_needs_its_secret_service_account_role_and_binding_where_it_is_served() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let trace = dir.path().join("trace.jsonl");
+    let mut cfg = config(8, 80);
+    cfg.dns_ttl_s = 5;
+    cfg.standby_preloaded = true;
+    cfg.trace_path = Some(trace.clone());
+    let agent = sim::topology::AGENT;
+    let bundle = [
+        kind::SERVICE_ACCOUNT.key(NS, agent),
+        kind::SECRET.key(NS, &format!("{agent}-token")),
+        kind::ROLE.key(NS, agent),
+        kind::ROLE_BINDING.key(NS, agent),
+    ];
+    let (authn, authz) = (bundle[..2].to_vec(), bundle[2..].to_vec());
+    let (p, mut sim) = Platform::build(cfg).expect("world builds");
+    let steps = vec![
+        Step::new(Duration::from_secs(2), |_| {
+            p.dns.switch(STANDBY, "test");
+            p.primary.api.set_fenced(true);
+        }),
+        Step::new(Duration::from_secs(30), |_| authn.iter().for_each(|k| copy(&p, k))),
+        Step::new(Duration::from_secs(50), |_| authz.iter().for_each(|k| copy(&p, k))),
+    ];
+    p.run(&mut sim, steps).expect("runs");
+    let patches: Vec<serde_json::Value> = std::fs::read_to_string(&trace)
+        .expect("trace")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json"))
+        .filter(|v: &serde_json::Value| v["event"] == "agent.patch" && v["cluster"] == STANDBY)
+        .collect();
+    let window = |from_s: u64, to_s: u64| -> Vec<(u64, String)> {
+        let t = |v: &serde_json::Value| v["t_ms"].as_u64().unwrap_or(0);
+        patches
+            .iter()
+            .filter(|v| (from_s * 1000..to_s * 1000).contains(&t(v)))
+            .map(|v| (v["status"].as_u64().unwrap_or(0), v["reason"].as_str().unwrap_or("").to_string()))
+            .collect()
+    };
+    let (none, no_rbac, all) = (window(0, 30), window(31, 50), window(51, 200));
+    assert!(!none.is_empty() && none.iter().all(|(s, r)| *s == 401 && r == "token Secret not found"), "{none:?}");
+    assert!(!no_rbac.is_empty() && no_rbac.iter().all(|(s, r)| *s == 403 && r.contains("cannot patch")), "{no_rbac:?}");
+    assert!(!all.is_empty() && all.iter().all(|(s, _)| *s == 200), "{all:?}");
+}

@@ -98,7 +98,7 @@ pub enum FailoverError {
     Precondition { step: Step, what: String },
     #[error("{step:?}: timed out after {timeout:?}")]
     Timeout { step: Step, timeout: Duration },
-    #[error("validation failed; clusters stay paused: {0:?}")]
+    #[error("validation failed; clusters stay paused: {}", findings_text(.0))]
     Validation(Vec<Finding>),
     #[error(
         "cannot abort: the failover got past {done:?} — the sync is uninstalled and the standby may \
@@ -109,6 +109,10 @@ pub enum FailoverError {
     AbortIncomplete(String),
     #[error("another orchestrator is running ({holder} holds the lock on the standby); stop it first")]
     Locked { holder: String },
+}
+
+fn findings_text(f: &[Finding]) -> String {
+    f.iter().map(|f| format!("{} ({})", f.what, f.where_)).collect::<Vec<_>>().join("; ")
 }
 
 /// Runs `job` holding the orchestrator lock, so a failover, its resume and an abort never act at

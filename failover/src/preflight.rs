@@ -44,6 +44,16 @@ pub struct AgentRole {
     pub rules: Vec<RoleRule>,
 }
 
+/// How a side's API server signs and accepts ServiceAccount tokens (seed 000: `sa.key` /
+/// `sa.pub`, `--service-account-issuer`, `--api-audiences` must match on both sides).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenSigning {
+    /// A fingerprint of the signing key (what `sha256sum sa.pub` compares; never the key).
+    pub key_fingerprint: String,
+    pub issuer: String,
+    pub audiences: Vec<String>,
+}
+
 /// What preflight reads from one side.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Inventory {
@@ -52,6 +62,7 @@ pub struct Inventory {
     /// A fingerprint of the side's EncryptionConfiguration (never the keys).
     pub encryption_fingerprint: Option<String>,
     pub agent_roles: Vec<AgentRole>,
+    pub token_signing: Option<TokenSigning>,
     /// Objects the sync's rules leave out (other than the side's own `global` / `global-*` ones,
     /// which each side keeps by design), per namespace: not on the standby after a failover.
     pub excluded: BTreeMap<String, u64>,
@@ -168,12 +179,14 @@ pub fn decide(sides: &[Inventory]) -> Preflight {
             });
         }
         pf.not_checked.extend(inv.not_checked.iter().map(|n| format!("{}: {n}", inv.side)));
+        let read = |known: bool| if known { "read" } else { "unknown" };
         pf.checked.push(format!(
-            "{}: {} global resources, {} agent Roles, encryption fingerprint {}",
+            "{}: {} global resources, {} agent Roles, encryption fingerprint {}, token signing {}",
             inv.side,
             inv.global_objects.len(),
             inv.agent_roles.len(),
-            if inv.encryption_fingerprint.is_some() { "read" } else { "unknown" }
+            read(inv.encryption_fingerprint.is_some()),
+            read(inv.token_signing.is_some())
         ));
     }
     match sides {
@@ -192,7 +205,53 @@ pub fn decide(sides: &[Inventory]) -> Preflight {
         },
         _ => pf.not_checked.push("encryption configurations: only one side could be read".into()),
     }
+    match sides {
+        [a, b] => match (&a.token_signing, &b.token_signing) {
+            (Some(x), Some(y)) => pf.blocking.extend(token_signing(x, y, &a.side, &b.side)),
+            _ => pf
+                .not_checked
+                .push("ServiceAccount token signing: a side's key, issuer or audiences are unknown".into()),
+        },
+        _ => pf.not_checked.push("ServiceAccount token signing: only one side could be read".into()),
+    }
     pf
+}
+
+/// Seed 000's shared token requirements: existing hosts keep the agent token the primary
+/// signed, so the standby must verify it (same key), accept its issuer and one of its audiences.
+fn token_signing(a: &TokenSigning, b: &TokenSigning, a_side: &str, b_side: &str) -> Vec<Finding> {
+    let mut out = Vec::new();
+    let at = |what: &str| format!("{what} ({a_side} / {b_side})");
+    let after = "existing hosts' agent tokens get 401 after a failover";
+    if a.key_fingerprint != b.key_fingerprint {
+        out.push(Finding {
+            what: format!(
+                "ServiceAccount signing keys differ (fingerprint {} on {a_side}, {} on {b_side}): {after}; copy \
+                 sa.key and sa.pub from the primary",
+                a.key_fingerprint, b.key_fingerprint
+            ),
+            where_: at("/etc/kubernetes/pki/sa.key, sa.pub"),
+        });
+    }
+    if a.issuer != b.issuer {
+        out.push(Finding {
+            what: format!(
+                "service-account-issuer differs ({} on {a_side}, {} on {b_side}): {after}",
+                a.issuer, b.issuer
+            ),
+            where_: at("kube-apiserver --service-account-issuer"),
+        });
+    }
+    if !a.audiences.iter().any(|x| b.audiences.contains(x)) {
+        out.push(Finding {
+            what: format!(
+                "api-audiences share nothing ({:?} on {a_side}, {:?} on {b_side}): {after}",
+                a.audiences, b.audiences
+            ),
+            where_: at("kube-apiserver --api-audiences"),
+        });
+    }
+    out
 }
 
 #[cfg(test)]
@@ -248,6 +307,26 @@ mod tests {
         assert!(pf.warnings[0].what.contains("fingerprint 1111 on primary, 2222 on standby"), "{:?}", pf.warnings);
         let pf = decide(&[side("standby", well_named(), "2222")]);
         assert!(pf.blocking.is_empty() && pf.not_checked.iter().any(|n| n.contains("only one side")));
+    }
+
+    #[test]
+    fn seed_000_shared_token_requirements_block() {
+        let signing = |key: &str, issuer: &str, aud: &[&str]| TokenSigning {
+            key_fingerprint: key.into(),
+            issuer: issuer.into(),
+            audiences: aud.iter().map(|a| a.to_string()).collect(),
+        };
+        let with = |name: &str, t: TokenSigning| Inventory { token_signing: Some(t), ..side(name, well_named(), "ab") };
+        let same = signing("k1", "https://kubernetes.default.svc", &["a", "b"]);
+        let pf = decide(&[with("primary", same.clone()), with("standby", signing("k1", &same.issuer, &["b"]))]);
+        assert!(pf.blocking.is_empty(), "one shared audience is enough: {:?}", pf.lines());
+        let pf = decide(&[with("primary", same.clone()), with("standby", signing("k2", "https://other", &["c"]))]);
+        let text = pf.lines().join("\n");
+        assert_eq!(pf.blocking.len(), 3, "{text}");
+        assert!(text.contains("signing keys differ (fingerprint k1 on primary, k2 on standby)"), "{text}");
+        assert!(text.contains("service-account-issuer differs") && text.contains("api-audiences share nothing"));
+        let pf = decide(&[with("primary", same), side("standby", well_named(), "ab")]);
+        assert!(pf.blocking.is_empty() && pf.not_checked.iter().any(|n| n.contains("token signing")), "{pf:?}");
     }
 
     #[test]

@@ -160,13 +160,21 @@ pub fn keys_differ(cfg: &mut PlatformConfig) {
     cfg.standby_at_rest = sim::k8s::atrest::AtRest::aescbc("key1", [2; 32]);
 }
 
+/// The standby's API server signs and verifies ServiceAccount tokens with its own key (seed
+/// 000 asks for the primary's `sa.key` / `sa.pub` on both sides).
+pub fn sa_key_differs(cfg: &mut PlatformConfig) {
+    cfg.standby_signing = sim::k8s::auth::TokenSigning::new("sa", [8; 32]);
+}
+
 /// What `drlab preflight` runs: the drill's world, with seed 002's misnamed global resource
-/// and keys that differ between the sides when asked, and the real preflight at `PREFLIGHT_AT`.
+/// and encryption or ServiceAccount keys that differ between the sides when asked, and the real
+/// preflight at `PREFLIGHT_AT`.
 #[derive(Debug, Clone)]
 pub struct PreflightDrill {
     pub drill: DrillOptions,
     pub misnamed_global: bool,
     pub keys_differ: bool,
+    pub sa_key_differs: bool,
 }
 
 /// When the drill's preflight runs (after the sync's first copy).
@@ -179,6 +187,9 @@ pub fn preflight_drill(
     cfg.misnamed_global = f.misnamed_global;
     if f.keys_differ {
         keys_differ(&mut cfg);
+    }
+    if f.sa_key_differs {
+        sa_key_differs(&mut cfg);
     }
     let settings = sync_settings(&cfg);
     let (p, mut sim) = Platform::build(cfg)?;

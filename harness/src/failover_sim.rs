@@ -322,6 +322,7 @@ impl Ports for SimPorts {
                 out.push(Finding { what: format!("VM {vm} is gone"), where_: i.obj.key() });
             }
         }
+        out.extend(crate::validate_sim::agent_token(&self.standby).await?);
         Ok(out)
     }
 

@@ -80,6 +80,8 @@ struct Events {
     standby_commits_in_failback: Vec<(i64, String)>,
     phase: Phase,
     iaas_creates: Vec<Value>,
+    /// The system agent's plan Secret patches (bounded by the run: one per agent period).
+    agent_patches: Vec<Value>,
     scales: Vec<Scale>,
     /// Events a cause chain may cite.
     kept: Vec<Value>,
@@ -113,6 +115,7 @@ fn read_events(o: &Observed) -> std::io::Result<Events> {
             "dns.switch" => ev.switches.push((v["t_ms"].as_u64().unwrap_or(0), v["to"].as_str().unwrap_or("").into())),
             "capi.kcp.regenerate-secret" => ev.regenerated.push(v.clone()),
             "iaas.create" => ev.iaas_creates.push(v.clone()),
+            "agent.patch" if ev.agent_patches.len() < EVENTS_KEPT_MAX => ev.agent_patches.push(v.clone()),
             "timeline.failover" => ev.phase = Phase::Failover,
             "timeline.failback" => ev.phase = Phase::Failback,
             "operator.scale" => ev.scales.push(Scale {
@@ -409,5 +412,46 @@ pub fn check(s: &Scenario, o: &Observed) -> std::io::Result<Vec<Verdict>> {
         }
     }
     out.push(Verdict::new(Invariant::ClusterSecretsIntact, problems, None));
+    out.push(agent_token(&ev, has_failover));
     Ok(out)
+}
+
+/// agent-token-works-after-failover (seed 000's shared token): once a failover pointed the
+/// platform domain at the standby, the token the hosts received from the primary must still
+/// authenticate and be authorized for their plan Secrets there. Every refusal (401, 403) fails
+/// it, with why; a run in which the agent never reached the standby after the switch says so
+/// instead of passing.
+fn agent_token(ev: &Events, has_failover: bool) -> Verdict {
+    let inv = Invariant::AgentTokenWorksAfterFailover;
+    let switched = ev.switches.iter().find(|(_, to)| to == STANDBY).map(|(t, _)| *t);
+    let Some(t_switch) = switched.filter(|_| has_failover) else {
+        return Verdict::na(inv, "no failover pointed the platform domain at the standby");
+    };
+    let t = |v: &Value| v["t_ms"].as_u64().unwrap_or(0);
+    let refused: Vec<String> = ev
+        .agent_patches
+        .iter()
+        .filter(|v| matches!(v["status"].as_u64(), Some(401 | 403)))
+        .map(|v| {
+            format!(
+                "t={:.3}s {} answered {} to the agent's patch of {}: {}",
+                t(v) as f64 / 1000.0,
+                v["cluster"].as_str().unwrap_or_default(),
+                v["status"],
+                v["secret"].as_str().unwrap_or_default(),
+                v["reason"].as_str().unwrap_or_default()
+            )
+        })
+        .collect();
+    let on_standby = ev.agent_patches.iter().filter(|v| t(v) >= t_switch && v["cluster"] == STANDBY).count();
+    if refused.is_empty() && on_standby == 0 {
+        return Verdict::na(
+            inv,
+            "the agent never reached the standby after the switch (a DNS TTL longer than the run?)",
+        );
+    }
+    let ok = ev.agent_patches.iter().filter(|v| t(v) >= t_switch && v["cluster"] == STANDBY && v["status"] == 200);
+    let measured =
+        format!("{} of the agent's {on_standby} patches on the {STANDBY} after the switch succeeded", ok.count());
+    Verdict::new(inv, refused, Some(measured))
 }

@@ -9,7 +9,8 @@
 //! - [`explore`]: random fault schedules, shrunk to a minimal failing scenario (`drlab explore`).
 //! - [`daemon`]: a shipped `etcd-sync` daemon's monitor and memory, from outside.
 //! - [`drill`]: the platform world with the real sync between its clusters (`drlab world`).
-//! - [`failover_sim`]: the failover orchestrator's ports in the world, and its host.
+//! - [`failover_sim`]: the failover orchestrator's ports in the world, and its host;
+//!   [`preflight_sim`] and [`validate_sim`]: what its preflight and validation read there.
 //! - [`fixtures`]: Kubernetes objects as stored (CAPI JSON, built-in protobuf).
 //! - [`observe`]: watchers that record what invariant checks need (e.g. owner order).
 //! - [`real_etcd`]: real etcd servers on loopback (the conformance suite's reference).
@@ -35,3 +36,4 @@ pub mod runner;
 pub mod scenario;
 pub mod simsync;
 pub mod timeline;
+pub mod validate_sim;

@@ -1,13 +1,14 @@
 //! What preflight reads from one side of the simulated world: the global cluster's own CAPI and
 //! provider resources (labelled `cluster.x-k8s.io/cluster-name: global`) with their references,
 //! the API server's EncryptionConfiguration as a fingerprint, the workload agents' Roles, and the
-//! keys the sync's rules leave out, per namespace. The world has no platform or etcd server
-//! certificates and no ServiceAccount signing keys: those checks are listed as not done.
+//! keys the sync's rules leave out, per namespace, and the API server's ServiceAccount token
+//! signing (key fingerprint, issuer, audiences). The world has no platform or etcd server
+//! certificates: those checks are listed as not done.
 
 use std::collections::BTreeMap;
 
 use failover::ports::PortError;
-use failover::preflight::{AgentRole, GLOBAL, GlobalObject, Inventory, RoleRule};
+use failover::preflight::{AgentRole, GLOBAL, GlobalObject, Inventory, RoleRule, TokenSigning};
 use sim::k8s::api::Api;
 use sim::k8s::capi::CLUSTER_NAME_LABEL;
 use sim::k8s::kind;
@@ -49,6 +50,12 @@ pub async fn inventory(api: &Api, etcd: &etcd_client::Client, rules: &Rules) -> 
         .map(|k| k.fingerprint())
         .map_err(|e| port(&side, e))
         .ok();
+    let signing = api.server.signing();
+    inv.token_signing = Some(TokenSigning {
+        key_fingerprint: signing.fingerprint(),
+        issuer: signing.issuer.clone(),
+        audiences: signing.audiences.clone(),
+    });
     let (roles, _) = api.list(&kind::ROLE).await.map_err(|e| port(&side, e))?;
     for r in roles.iter().filter(|r| r.obj.name().contains("agent")) {
         if let Body::Role { rules } = &r.obj.body {
@@ -85,7 +92,6 @@ pub async fn inventory(api: &Api, etcd: &etcd_client::Client, rules: &Rules) -> 
     inv.not_checked.extend([
         "platform certificate (e.g. cpaas-system/dex.tls) covering the domain and both VIPs: the world has none".into(),
         "etcd server certificate SANs: the world's etcd serves plain TCP".into(),
-        "ServiceAccount signing key, issuer and audiences: the world does not sign tokens yet".into(),
     ]);
     Ok(inv)
 }

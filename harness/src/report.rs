@@ -33,6 +33,8 @@ pub struct FailoverSummary {
     pub outcome: String,
     pub expected: Option<FailoverEnd>,
     pub forced_by: Option<String>,
+    /// Why it did not finish (the orchestrator's error, bounded).
+    pub error: Option<String>,
     pub ok: bool,
 }
 
@@ -43,6 +45,11 @@ pub struct AbortSummary {
     pub expected: Option<AbortEnd>,
     pub ok: bool,
 }
+
+/// Characters of an orchestrator's error a report keeps.
+const ERROR_CHARS_MAX: usize = 2_000;
+/// Lines of it the summary shows after the first.
+const ERROR_LINES_MAX: usize = 12;
 
 /// A unit variant's name as a scenario spells it (`timed-out`).
 fn name_of(e: &impl Serialize) -> String {
@@ -91,7 +98,12 @@ pub fn expected(s: &Scenario, variant: Variant, i: Invariant) -> Expected {
 
 fn failover_summary(s: &Scenario, o: &Observed) -> Option<FailoverSummary> {
     s.failover()?;
-    Some(end_summary(o.failover.as_ref(), o.variant, s.expect.failover))
+    let mut f = end_summary(o.failover.as_ref(), o.variant, s.expect.failover);
+    // A failover that failed after a forced guard still recorded the force in its progress.
+    if f.forced_by.is_none() {
+        f.forced_by = o.failover_progress.as_ref().and_then(|p| p.forced_by.clone());
+    }
+    Some(f)
 }
 
 /// The failback ends like a failover: it is one, back.
@@ -113,7 +125,7 @@ fn upgrade_summary(o: &Observed) -> Option<FailoverSummary> {
     let expected = (o.variant == Variant::Real).then_some(FailoverEnd::Done);
     let ok = expected.is_none() || (u == "done" && r == "done");
     let forced_by = uninstall.as_ref().and_then(|r| r.as_ref().ok()).and_then(|x| x.progress.forced_by.clone());
-    Some(FailoverSummary { outcome: format!("uninstall {u}, reinstall {r}"), expected, forced_by, ok })
+    Some(FailoverSummary { outcome: format!("uninstall {u}, reinstall {r}"), expected, forced_by, error: None, ok })
 }
 
 fn end_summary(
@@ -127,6 +139,8 @@ fn end_summary(
             ("done".to_string(), x.progress.forced_by.clone())
         }
         Some(Ok(x)) => (format!("stopped after {:?}", x.progress.done), x.progress.forced_by.clone()),
+        // Before `refused`: a finding's words may contain it.
+        Some(Err(e)) if e.starts_with("validation failed") => ("validation-failed".to_string(), None),
         Some(Err(e)) if e.contains("refused") => ("refused".to_string(), None),
         Some(Err(e)) if e.contains("timed out") => ("timed-out".to_string(), None),
         Some(Err(e)) => (format!("failed: {}", e.lines().next().unwrap_or_default()), None),
@@ -137,9 +151,14 @@ fn end_summary(
         Some(FailoverEnd::Done) => outcome == "done",
         Some(FailoverEnd::Refused) => outcome == "refused",
         Some(FailoverEnd::TimedOut) => outcome == "timed-out",
+        Some(FailoverEnd::ValidationFailed) => outcome == "validation-failed",
         None => true,
     };
-    FailoverSummary { outcome, expected, forced_by, ok }
+    let error = match result {
+        Some(Err(e)) => Some(e.chars().take(ERROR_CHARS_MAX).collect()),
+        _ => None,
+    };
+    FailoverSummary { outcome, expected, forced_by, error, ok }
 }
 
 fn abort_summary(s: &Scenario, o: &Observed) -> Option<AbortSummary> {
@@ -248,6 +267,13 @@ impl RunReport {
             out.push_str(&format!("failover: {}{exp}\n", f.outcome));
             if let Some(w) = &f.forced_by {
                 out.push_str(&format!("forced by: {w}\n"));
+            }
+            if let Some(e) = &f.error {
+                let mut lines = e.lines();
+                out.push_str(&format!("failover error: {}\n", lines.next().unwrap_or_default()));
+                for l in lines.take(ERROR_LINES_MAX) {
+                    out.push_str(&format!("  {}\n", l.trim_start()));
+                }
             }
         }
         if let Some(a) = &self.abort {

@@ -20,7 +20,7 @@ use sync::rules::{Profile, Rules};
 use crate::drill::{Diff, compare, platform_config, reverse_sync_settings, sync_settings};
 use crate::failover_sim::{Job, PlatformView, Start, add_orchestrator};
 use crate::observe::{Orphaned, OwnerOrder};
-use crate::scenario::{Condition, Encryption, Scenario, Side, Variant};
+use crate::scenario::{AgentAuth, Condition, Encryption, Scenario, Side, Variant};
 use crate::simsync::{SyncHost, conn_config};
 use crate::timeline::{Act, Scheduled, resolve};
 
@@ -101,6 +101,7 @@ fn apply_variant(v: Variant, settings: &mut Settings, options: &mut failover::Op
             Variant::CheckpointOutsideTxn => settings.checkpoint_outside_txn = true,
             Variant::LedgerOff => settings.ledger_off = true,
             Variant::BaselineOff => settings.baseline_off = true,
+            Variant::RestoreBlind => settings.restore_blind = true,
             Variant::UninstallGuardOff => options.guard_off = true,
             Variant::FencingOff => options.fencing_off = true,
         }
@@ -125,6 +126,15 @@ pub fn platform_config_of(s: &Scenario, seed: u64) -> PlatformConfig {
     cfg.compaction_interval_s = Some(s.traffic.compaction_interval_s).filter(|s| *s > 0);
     if t.encryption == Encryption::Different {
         crate::drill::keys_differ(&mut cfg);
+    }
+    let s = cfg.standby_signing.clone();
+    match t.agent_auth {
+        AgentAuth::Same => {}
+        AgentAuth::DifferentKey => crate::drill::sa_key_differs(&mut cfg),
+        AgentAuth::DifferentIssuer => cfg.standby_signing = s.with_issuer("https://standby.platform.example.com"),
+        AgentAuth::DifferentAudience => {
+            cfg.standby_signing = s.with_audiences(&["https://standby.platform.example.com"])
+        }
     }
     cfg
 }
@@ -264,7 +274,9 @@ pub fn run(s: &Scenario, seed: u64, variant: Variant, trace: PathBuf) -> Result<
     // The sync that runs now: the reinstalled one once the timeline reinstalled it.
     let mut current = handle.clone();
     drive(&p, &mut sim, timeline, seed, |sim, now_ms, e| {
-        let caught_up = current.checkpoint() >= p.primary.etcd.revision();
+        // Equal, not at least: a checkpoint above the head is from a history a snapshot restore
+        // took back, which the sync has yet to find out.
+        let caught_up = current.checkpoint() == p.primary.etcd.revision();
         match e {
             None => {
                 if heal.1.is_none() && caught_up {
@@ -286,6 +298,7 @@ pub fn run(s: &Scenario, seed: u64, variant: Variant, trace: PathBuf) -> Result<
                         Act::Heal(..)
                             | Act::HealOneway(..)
                             | Act::Restart(_)
+                            | Act::SnapshotRestore(..)
                             | Act::Reset(..)
                             | Act::Delay(..)
                             | Act::SlowDisk(..)
@@ -446,6 +459,13 @@ fn fire(p: &Platform, sim: &mut turmoil::Sim<'_>, act: &Act, seed: u64, go: &Go)
         Act::Restart(h) => f.restart(sim, h.name()),
         Act::Compact(s) => {
             f.compact(&p.side(s.name()).etcd, s.name());
+        }
+        Act::SnapshotSave(s) => {
+            f.save_snapshot(&p.side(s.name()).etcd, s.name());
+        }
+        Act::SnapshotRestore(s, bump) => {
+            // The timeline's validation saw a save of this side before.
+            f.restore_snapshot(sim, &p.side(s.name()).etcd, s.name(), *bump).expect("a saved snapshot");
         }
         Act::Scale { cluster, replicas } => p.act(Action::Scale { cluster: cluster.clone(), replicas: *replicas }),
         Act::Pause { side, cluster, paused } => {

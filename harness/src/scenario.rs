@@ -73,6 +73,10 @@ pub struct Topology {
     /// The primary's global cluster also has a MachineDeployment `workers` without the
     /// `global-` prefix (seed 002).
     pub misnamed_global: bool,
+    /// Both sides' ServiceAccount token signing key, issuer and audiences (seed 000's shared
+    /// token requirements): the same, or one of them different on the standby.
+    #[serde(default)]
+    pub agent_auth: AgentAuth,
 }
 
 impl Default for Topology {
@@ -84,6 +88,7 @@ impl Default for Topology {
             dns_ttl_s: 30,
             encryption: Encryption::Same,
             misnamed_global: false,
+            agent_auth: AgentAuth::Same,
         }
     }
 }
@@ -94,6 +99,19 @@ pub enum Provider {
     Vm,
     /// Bare metal (MachineInventory, reset plans): not modelled by the world yet.
     Baremetal,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum AgentAuth {
+    #[default]
+    Same,
+    /// The standby's `sa.key` / `sa.pub` differ from the primary's.
+    DifferentKey,
+    /// The standby's `--service-account-issuer` differs.
+    DifferentIssuer,
+    /// The standby's `--api-audiences` share none with the primary's tokens.
+    DifferentAudience,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -147,10 +165,11 @@ pub enum Variant {
     CheckpointOutsideTxn,
     LedgerOff,
     BaselineOff,
+    RestoreBlind,
 }
 
 impl Variant {
-    pub const MUTANTS: [Variant; 8] = [
+    pub const MUTANTS: [Variant; 9] = [
         Variant::OwnerOrderOff,
         Variant::IgnoreRulesOff,
         Variant::UninstallGuardOff,
@@ -159,6 +178,7 @@ impl Variant {
         Variant::CheckpointOutsideTxn,
         Variant::LedgerOff,
         Variant::BaselineOff,
+        Variant::RestoreBlind,
     ];
 
     pub fn name(self) -> &'static str {
@@ -172,6 +192,7 @@ impl Variant {
             Variant::CheckpointOutsideTxn => "checkpoint-outside-txn",
             Variant::LedgerOff => "ledger-off",
             Variant::BaselineOff => "baseline-off",
+            Variant::RestoreBlind => "restore-blind",
         }
     }
 
@@ -193,14 +214,13 @@ pub enum Invariant {
     Rpo,
     Rto,
     ClusterSecretsIntact,
-    /// Needs the world's agent authentication (not modelled yet).
     AgentTokenWorksAfterFailover,
     /// Needs bare metal (not modelled yet).
     PlansNeverRegress,
 }
 
 impl Invariant {
-    pub const CHECKED: [Invariant; 10] = [
+    pub const CHECKED: [Invariant; 11] = [
         Invariant::NoMachineDeleted,
         Invariant::NoVmDestroyed,
         Invariant::StandbyGlobalsUntouched,
@@ -211,6 +231,7 @@ impl Invariant {
         Invariant::Rpo,
         Invariant::Rto,
         Invariant::ClusterSecretsIntact,
+        Invariant::AgentTokenWorksAfterFailover,
     ];
 
     pub fn name(self) -> String {
@@ -272,6 +293,9 @@ pub enum FailoverEnd {
     Refused,
     /// A step gives up at its timeout (e.g. the sync cannot catch up).
     TimedOut,
+    /// The post-failover validation found a problem: the platform domain points at the
+    /// standby, its workload clusters stay paused.
+    ValidationFailed,
 }
 
 /// How an operator's abort must end (when the timeline has one).
@@ -337,6 +361,15 @@ pub struct Entry {
     /// That side's API server starts encrypting with a new key nobody else was given.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rotate_key: Option<Side>,
+    /// `etcdctl snapshot save` of that side's etcd, kept for a later `snapshot_restore`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot_save: Option<Side>,
+    /// That side's etcd restored in place from its last saved snapshot (the host goes down and
+    /// comes back; same cluster flags, so the same cluster ID): the revision goes back to the
+    /// snapshot's, or with `bump_revision` that far above it, marked compacted (etcdutl's
+    /// `--bump-revision N --mark-compacted`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot_restore: Option<SnapshotRestore>,
     /// The real orchestrator runs a planned failover.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failover: Option<FailoverSpec>,
@@ -391,7 +424,7 @@ impl Host {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Side {
     Primary,
@@ -420,6 +453,18 @@ pub struct SlowDisk {
     pub side: Side,
     pub ms: u64,
 }
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SnapshotRestore {
+    pub side: Side,
+    #[serde(default)]
+    pub bump_revision: u64,
+}
+
+/// The largest `bump_revision` a restore may ask for (etcd's docs suggest about a week of
+/// writes; this bounds the arithmetic, not the realism).
+pub const BUMP_REVISION_MAX: u64 = 1_000_000_000;
 
 /// The slowest fsync a scenario may ask for (a disk slower than this is a dead one).
 pub const DISK_LATENCY_MS_MAX: u64 = 10_000;

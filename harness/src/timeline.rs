@@ -9,8 +9,8 @@ use serde_saphyr::Location;
 use sim::k8s::{Kind, kind};
 
 use crate::scenario::{
-    Condition, DISK_LATENCY_MS_MAX, DURATION_S_MAX, Entry, FailoverSpec, Host, Invariant, Provider, SEEDS_MAX,
-    Scenario, Side, TIMELINE_MAX, Variant, WRITES_PER_S_MAX,
+    BUMP_REVISION_MAX, Condition, DISK_LATENCY_MS_MAX, DURATION_S_MAX, Entry, FailoverSpec, Host, Invariant, Provider,
+    SEEDS_MAX, Scenario, Side, TIMELINE_MAX, Variant, WRITES_PER_S_MAX,
 };
 
 /// A resolved action.
@@ -26,11 +26,32 @@ pub enum Act {
     Crash(Host),
     Restart(Host),
     Compact(Side),
-    Scale { cluster: String, replicas: u64 },
-    Pause { side: Side, cluster: String, paused: bool },
-    CreateWorkload { cluster: String, machines: u64 },
-    Delete { side: Side, kind: &'static Kind, name: String },
-    LoseKey { side: Side, kind: &'static Kind, name: String },
+    SnapshotSave(Side),
+    /// A restore of that side's last snapshot, bumped by this many revisions (0: none).
+    SnapshotRestore(Side, i64),
+    Scale {
+        cluster: String,
+        replicas: u64,
+    },
+    Pause {
+        side: Side,
+        cluster: String,
+        paused: bool,
+    },
+    CreateWorkload {
+        cluster: String,
+        machines: u64,
+    },
+    Delete {
+        side: Side,
+        kind: &'static Kind,
+        name: String,
+    },
+    LoseKey {
+        side: Side,
+        kind: &'static Kind,
+        name: String,
+    },
     RotateKey(Side),
     Failover(FailoverSpec),
     Abort,
@@ -101,6 +122,15 @@ fn act(e: &Entry) -> Result<Act, String> {
     }
     if let Some(s) = e.compact {
         acts.push(Act::Compact(s));
+    }
+    if let Some(s) = e.snapshot_save {
+        acts.push(Act::SnapshotSave(s));
+    }
+    if let Some(r) = &e.snapshot_restore {
+        if r.bump_revision > BUMP_REVISION_MAX {
+            return Err(format!("bump_revision must be at most {BUMP_REVISION_MAX}"));
+        }
+        acts.push(Act::SnapshotRestore(r.side, r.bump_revision as i64));
     }
     if let Some(s) = &e.scale {
         acts.push(Act::Scale { cluster: s.cluster.clone(), replicas: s.replicas });
@@ -186,7 +216,7 @@ pub fn validate(s: &Scenario) -> Result<(), Invalid> {
     if !(0.0..s.duration_s as f64).contains(&s.sync.start_s) {
         return Err(top("sync", "sync.start_s must be within the duration"));
     }
-    let unmodelled = [Invariant::AgentTokenWorksAfterFailover, Invariant::PlansNeverRegress];
+    let unmodelled = [Invariant::PlansNeverRegress];
     let named = s.expect.fail.iter().chain(s.teeth.values().flatten());
     if let Some(i) = named.clone().find(|i| unmodelled.contains(i)) {
         return Err(top(
@@ -224,6 +254,7 @@ fn validate_timeline(s: &Scenario) -> Result<(), Invalid> {
     let mut aborts = 0;
     let mut failbacks = 0;
     let (mut uninstalls, mut reinstalls) = (0, 0);
+    let mut saved: BTreeSet<Side> = BTreeSet::new();
     for i in order {
         let e = &s.timeline[i];
         let fail = |message: String| Invalid { at: Some(e.referenced), field: "timeline", message };
@@ -264,6 +295,18 @@ fn validate_timeline(s: &Scenario) -> Result<(), Invalid> {
                 }
                 if !down.insert(h) {
                     return Err(fail(format!("{} is already crashed", h.name())));
+                }
+            }
+            Act::SnapshotSave(side) => {
+                saved.insert(side);
+            }
+            Act::SnapshotRestore(side, _) => {
+                if !saved.contains(&side) {
+                    return Err(fail(format!("snapshot_restore of the {}, which no earlier entry saves", side.name())));
+                }
+                let host = if side == Side::Primary { Host::Primary } else { Host::Standby };
+                if down.contains(&host) {
+                    return Err(fail(format!("snapshot_restore of the {}, which is crashed", side.name())));
                 }
             }
             Act::Restart(h) if !down.remove(&h) => {

@@ -5,8 +5,10 @@
 //!   the orchestrator or a scenario; queries are in-memory (the resolver path itself is not a
 //!   failure domain in this model).
 //! - [`Resolver`]: a caching resolver; an answer is used until its TTL runs out.
-//! - [`serve_ingress`]: `/kubernetes/global/version` on port 443 of a VIP host, answering 401
-//!   (as an unauthenticated curl sees it) and naming the cluster that served it.
+//! - [`serve_ingress`]: port 443 of a VIP host, naming the cluster that served each request:
+//!   `/kubernetes/global/version` answers 401 (as an unauthenticated curl sees it), and a bearer
+//!   token's PATCH of a Secret goes through the cluster's authenticator and RBAC
+//!   ([`crate::k8s::auth`]) — the bare-metal system agent's plan Secret patch.
 //! - [`agent`]: a workload-side agent that resolves the domain once per connection and keeps
 //!   its established connection until it breaks or is restarted — why seed 001 restarts the
 //!   monitoring agent after a failover.
@@ -26,6 +28,12 @@ pub const VERSION_PATH: &str = "/kubernetes/global/version";
 const HEAD_BYTES_MAX: usize = 8 * 1024;
 /// Header naming the cluster that served a request.
 pub const SERVED_BY_HEADER: &str = "x-drlab-cluster";
+/// Header saying why a request was refused (never the token).
+pub const REASON_HEADER: &str = "x-drlab-reason";
+/// The API path of a namespaced Secret: `/api/v1/namespaces/<ns>/secrets/<name>`.
+pub fn secret_path(namespace: &str, name: &str) -> String {
+    format!("/api/v1/namespaces/{namespace}/secrets/{name}")
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Record {
@@ -94,25 +102,60 @@ impl Resolver {
 }
 
 /// Serves the ingress of one VIP host until the host stops.
-pub async fn serve_ingress(cluster: String, links: Links) -> std::io::Result<()> {
+pub async fn serve_ingress(cluster: String, links: Links, api: crate::k8s::Api) -> std::io::Result<()> {
     let listener = turmoil::net::TcpListener::bind(("0.0.0.0", INGRESS_PORT)).await?;
     loop {
         let (stream, _) = listener.accept().await?;
         let conn = links.wrap(stream);
-        let cluster = cluster.clone();
+        let (cluster, api) = (cluster.clone(), api.clone());
         tokio::spawn(async move {
             let (r, mut w) = tokio::io::split(conn);
             let mut r = BufReader::new(r);
             while let Ok(Some(head)) = read_head(&mut r).await {
-                // "GET /path HTTP/1.1" → "/path"
-                let path = head[0].split(' ').nth(1).unwrap_or_default();
-                let status = if path == VERSION_PATH { "401 Unauthorized" } else { "404 Not Found" };
-                let resp = format!("HTTP/1.1 {status}\r\n{SERVED_BY_HEADER}: {cluster}\r\ncontent-length: 0\r\n\r\n");
+                let (status, reason) = route(&api, &head).await;
+                let reason = if reason.is_empty() { String::new() } else { format!("{REASON_HEADER}: {reason}\r\n") };
+                let resp = format!(
+                    "HTTP/1.1 {status} {}\r\n{SERVED_BY_HEADER}: {cluster}\r\n{reason}content-length: 0\r\n\r\n",
+                    status_text(status)
+                );
                 if w.write_all(resp.as_bytes()).await.is_err() {
                     return;
                 }
             }
         });
+    }
+}
+
+/// One request's status and refusal reason: the version path, or a Secret PATCH with a bearer
+/// token; anything else is 404.
+async fn route(api: &crate::k8s::Api, head: &[String]) -> (u16, String) {
+    // "PATCH /path HTTP/1.1" → ("PATCH", "/path")
+    let mut first = head[0].split(' ');
+    let (method, path) = (first.next().unwrap_or_default(), first.next().unwrap_or_default());
+    if path == VERSION_PATH {
+        return (401, String::new());
+    }
+    let secret = path.strip_prefix("/api/v1/namespaces/").and_then(|p| p.split_once("/secrets/"));
+    let (Some((ns, name)), "PATCH") = (secret, method) else { return (404, String::new()) };
+    let token = head[1..].iter().find_map(|h| {
+        let (k, v) = h.split_once(':')?;
+        k.trim().eq_ignore_ascii_case("authorization").then(|| v.trim().strip_prefix("Bearer ").unwrap_or_default())
+    });
+    match token {
+        Some(t) if !t.is_empty() => crate::k8s::auth::patch_plan(api, t, ns, name).await,
+        _ => (401, "no bearer token".into()),
+    }
+}
+
+fn status_text(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        409 => "Conflict",
+        503 => "Service Unavailable",
+        _ => "Error",
     }
 }
 
@@ -142,28 +185,38 @@ async fn read_head<R: tokio::io::AsyncBufRead + Unpin>(r: &mut R) -> std::io::Re
     }
 }
 
-/// What one probe of `/kubernetes/global/version` saw.
+/// What one request saw: its status, the cluster that served it and why it was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Probe {
     pub status: u16,
     pub served_by: String,
+    pub reason: String,
 }
 
-/// One request on an established connection.
+/// One `GET` of the version path on an established connection.
 async fn request<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
     conn: &mut BufReader<S>,
     host: &str,
 ) -> std::io::Result<Probe> {
-    let req = format!("GET {VERSION_PATH} HTTP/1.1\r\nhost: {host}\r\n\r\n");
+    exchange(conn, &format!("GET {VERSION_PATH} HTTP/1.1\r\nhost: {host}\r\n\r\n")).await
+}
+
+/// Sends one request head on an established connection and reads the response head.
+pub(crate) async fn exchange<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+    conn: &mut BufReader<S>,
+    req: &str,
+) -> std::io::Result<Probe> {
     conn.get_mut().write_all(req.as_bytes()).await?;
     let head =
         read_head(conn).await?.ok_or_else(|| std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "no response"))?;
     // "HTTP/1.1 401 Unauthorized" → "401"
     let status = head[0].split(' ').nth(1).unwrap_or_default();
-    let prefix = format!("{SERVED_BY_HEADER}: ");
-    let served_by = head[1..].iter().find_map(|h| h.strip_prefix(&prefix)).unwrap_or_default().to_string();
+    let header = |name: &str| {
+        let prefix = format!("{name}: ");
+        head[1..].iter().find_map(|h| h.strip_prefix(&prefix)).unwrap_or_default().to_string()
+    };
     let status = status.parse().map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "bad status"))?;
-    Ok(Probe { status, served_by })
+    Ok(Probe { status, served_by: header(SERVED_BY_HEADER), reason: header(REASON_HEADER) })
 }
 
 /// One probe on a fresh connection to `host` (the orchestrator's verify step).

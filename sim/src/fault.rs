@@ -89,6 +89,30 @@ impl Faults {
         rev
     }
 
+    /// `etcdctl snapshot save` on a simulated etcd.
+    pub fn save_snapshot(&self, etcd: &crate::etcd::SimEtcd, host: &str) -> i64 {
+        let rev = etcd.save_snapshot();
+        self.trace.record("world", "fault.snapshot-save", json!({"host": host, "rev": rev}));
+        rev
+    }
+
+    /// An operator restores a simulated etcd from its last snapshot: the host goes down, the
+    /// member's data is replaced (revision back to the snapshot's, or bumped and marked
+    /// compacted), and the host starts again. None when no snapshot was saved.
+    pub fn restore_snapshot(
+        &self,
+        sim: &mut turmoil::Sim<'_>,
+        etcd: &crate::etcd::SimEtcd,
+        host: &str,
+        bump_revision: i64,
+    ) -> Option<i64> {
+        self.crash(sim, host);
+        let rev = etcd.restore_snapshot(bump_revision);
+        self.trace.record("world", "fault.snapshot-restore", json!({"host": host, "rev": rev, "bump": bump_revision}));
+        self.restart(sim, host);
+        rev
+    }
+
     /// Starts a crashed host's software again.
     pub fn restart(&self, sim: &mut turmoil::Sim<'_>, host: &str) {
         sim.bounce(host);

@@ -19,6 +19,7 @@ pub mod iaas;
 pub mod k8s;
 pub mod net;
 pub mod platform;
+pub mod sysagent;
 pub mod topology;
 pub mod trace;
 pub mod world;

@@ -22,10 +22,12 @@ use crate::fault::Faults;
 use crate::iaas::Iaas;
 use crate::k8s::api::{Api, ApiError, ApiServer};
 use crate::k8s::atrest::AtRest;
+use crate::k8s::auth::TokenSigning;
 use crate::k8s::capi::{self, CapiConfig, ControllerGate};
 use crate::k8s::gc::{self, GcConfig};
 use crate::k8s::kind;
 use crate::net::{self, Links};
+use crate::sysagent::SystemAgent;
 use crate::topology::{self, Topology};
 use crate::trace::Trace;
 use crate::world::{ETCD_PORT, Step, WorldError};
@@ -39,6 +41,8 @@ const ACTIONS_QUEUED_MAX: usize = 1_024;
 pub const SETTLE: Duration = Duration::from_secs(10);
 /// Workload agents the world runs at most.
 const AGENTS_MAX: usize = 64;
+/// How often the bare-metal system agent patches a plan Secret.
+const SYSTEM_AGENT_PERIOD: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone)]
 pub struct PlatformConfig {
@@ -51,6 +55,9 @@ pub struct PlatformConfig {
     pub misnamed_global: bool,
     pub primary_at_rest: AtRest,
     pub standby_at_rest: AtRest,
+    /// Each side's ServiceAccount token key, issuer and audiences (seed 000: the same on both).
+    pub primary_signing: TokenSigning,
+    pub standby_signing: TokenSigning,
     /// Each GC informer's lag is drawn from 0..=this.
     pub gc_lag_ms_max: u64,
     pub capi_lag_ms: u64,
@@ -79,6 +86,8 @@ impl Default for PlatformConfig {
             misnamed_global: false,
             primary_at_rest: AtRest::aescbc("key1", [1; 32]),
             standby_at_rest: AtRest::aescbc("key1", [1; 32]),
+            primary_signing: TokenSigning::new("sa", [7; 32]),
+            standby_signing: TokenSigning::new("sa", [7; 32]),
             gc_lag_ms_max: 200,
             capi_lag_ms: 50,
             compaction_interval_s: Some(300),
@@ -156,13 +165,13 @@ impl Platform {
         let mut sim = crate::world::builder(cfg.seed, duration, Duration::from_millis(cfg.tick_ms)).build();
         let iaas = Iaas::new(trace.clone());
         let dns = Dns::new(DOMAIN, PRIMARY, cfg.dns_ttl_s, trace.clone());
-        let side = |name: &str, i: u64, at_rest: &AtRest| Side {
+        let side = |name: &str, i: u64, at_rest: &AtRest, signing: &TokenSigning| Side {
             name: name.into(),
             etcd: SimEtcd::new(Config { seed: cfg.seed.wrapping_add(i), ..Config::default() }),
-            api: ApiServer::new(name, at_rest.clone(), cfg.seed.wrapping_add(100 + i), trace.clone()),
+            api: ApiServer::new(name, at_rest.clone(), signing.clone(), cfg.seed.wrapping_add(100 + i), trace.clone()),
         };
-        let primary = side(PRIMARY, 1, &cfg.primary_at_rest);
-        let standby = side(STANDBY, 2, &cfg.standby_at_rest);
+        let primary = side(PRIMARY, 1, &cfg.primary_at_rest, &cfg.primary_signing);
+        let standby = side(STANDBY, 2, &cfg.standby_at_rest, &cfg.standby_signing);
 
         // The physical truth and both clusters' stored objects.
         let workload = topology::workload(&cfg.topology, cfg.seed.wrapping_add(10), PRIMARY);
@@ -174,9 +183,16 @@ impl Platform {
         let encode = |s: &Side, objs: &[crate::k8s::Object]| -> Vec<(Vec<u8>, Vec<u8>)> {
             objs.iter().map(|o| (o.key().into_bytes(), s.api.encode(o))).collect()
         };
-        let bundle = topology::agent_bundle(&workload, cfg.seed.wrapping_add(13));
+        let bundle = topology::agent_bundle(&workload, cfg.seed.wrapping_add(13), &cfg.primary_signing);
+        let system_agent = SystemAgent {
+            name: "system-agent".into(),
+            namespace: topology::NS.into(),
+            plans: bundle.plans,
+            token: bundle.token,
+            period: SYSTEM_AGENT_PERIOD,
+        };
         let mut on_primary = workload.objects.clone();
-        on_primary.extend(bundle);
+        on_primary.extend(bundle.objects);
         on_primary.extend(g_primary.objects);
         primary.etcd.seed(&encode(&primary, &on_primary));
         let mut on_standby = g_standby.objects;
@@ -203,6 +219,10 @@ impl Platform {
         {
             let (dns, links, restart, trace) = (dns.clone(), links.clone(), agents_restart.clone(), trace.clone());
             sim.host("agents", move || {
+                if !system_agent.plans.is_empty() {
+                    let (r, l, t) = (Resolver::new(dns.clone()), links.clone(), trace.clone());
+                    tokio::spawn(crate::sysagent::run(system_agent.clone(), r, l, t));
+                }
                 for (i, tx) in served_tx.iter().enumerate() {
                     let period = Duration::from_secs(5);
                     tokio::spawn(dns::agent(
@@ -335,7 +355,8 @@ fn add_cluster_host(
             if let Some(s) = compaction {
                 tokio::spawn(compactor(etcd.clone(), Duration::from_secs(s)));
             }
-            tokio::spawn(dns::serve_ingress(side.name.clone(), links));
+            let ingress_api = Api::new(side.api.clone(), &etcd, "kube-apiserver");
+            tokio::spawn(dns::serve_ingress(side.name.clone(), links, ingress_api));
         }
     });
 }

@@ -231,17 +231,32 @@ pub fn global(side_name: &str, seed: u64, misnamed: bool) -> Side {
     side
 }
 
-/// The bare-metal system agent's shared auth bundle on the primary (seed 000): its
-/// ServiceAccount, token Secret, a Role granting get/patch on exactly the plan Secrets of
-/// `side`'s Machines, and the RoleBinding. The sync copies it exactly.
-pub fn agent_bundle(side: &Side, seed: u64) -> Vec<Object> {
+/// The bare-metal system agent's name (its ServiceAccount, Role and RoleBinding).
+pub const AGENT: &str = "baremetal-system-agent";
+
+/// The agent's shared auth bundle on the primary (seed 000) and what the hosts hold.
+pub struct AgentBundle {
+    /// Its ServiceAccount, token Secret, a Role granting get/patch on exactly the plan Secrets
+    /// of the Machines, and the RoleBinding. The sync copies them exactly.
+    pub objects: Vec<Object>,
+    /// The token the hosts received at registration, signed with the primary's key.
+    pub token: String,
+    /// The plan Secrets the Role names.
+    pub plans: Vec<String>,
+}
+
+/// The bundle for `side`'s Machines, its token signed with `signing`.
+pub fn agent_bundle(side: &Side, seed: u64, signing: &crate::k8s::auth::TokenSigning) -> AgentBundle {
+    use crate::k8s::auth::Claims;
     use crate::k8s::object::Rule;
     use crate::k8s::tokens::{SA_NAME_ANNOTATION, SA_UID_ANNOTATION, TOKEN_TYPE};
-    const NAME: &str = "baremetal-system-agent";
+    const NAME: &str = AGENT;
     let mut uids = Uids::new(seed);
     let mut sa = Object::new(&kind::SERVICE_ACCOUNT, NS, NAME, Body::ServiceAccount);
     sa.meta.uid = Some(uids.fresh());
-    let mut token = secret(&format!("{NAME}-token"), TOKEN_TYPE, "token", b"signed-by-the-primary");
+    let token_name = format!("{NAME}-token");
+    let signed = signing.issue(&Claims::service_account(signing, NS, NAME, sa.uid(), &token_name));
+    let mut token = secret(&token_name, TOKEN_TYPE, "token", signed.as_bytes());
     token.meta.uid = Some(uids.fresh());
     token.meta.annotations = Some(
         [(SA_NAME_ANNOTATION.to_string(), NAME.to_string()), (SA_UID_ANNOTATION.to_string(), sa.uid().to_string())]
@@ -261,7 +276,7 @@ pub fn agent_bundle(side: &Side, seed: u64) -> Vec<Object> {
             rules: vec![Rule {
                 verbs: vec!["get".into(), "patch".into()],
                 resources: vec!["secrets".into()],
-                resource_names: plans,
+                resource_names: plans.clone(),
             }],
         },
     );
@@ -273,7 +288,7 @@ pub fn agent_bundle(side: &Side, seed: u64) -> Vec<Object> {
         Body::RoleBinding { role: NAME.into(), subjects: vec![NAME.into()] },
     );
     binding.meta.uid = Some(uids.fresh());
-    vec![sa, token, role, binding]
+    AgentBundle { objects: vec![sa, token, role, binding], token: signed, plans }
 }
 
 #[cfg(test)]

@@ -25,6 +25,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use tokio::sync::watch;
 
+use crate::anchor::{Anchor, Anchors};
 use crate::batch::{Batcher, Limits};
 
 /// Watch responses coalesced before a flush (each is bounded by the source's watch batching;
@@ -87,6 +88,10 @@ pub struct Settings {
     /// Test-only: no baseline revision proves a target-only key a copy.
     #[cfg(feature = "mutants")]
     pub baseline_off: bool,
+    /// Test-only: resume from the checkpoint whenever the source's cluster ID matches, even when
+    /// the source's head is below it (a source restored from a snapshot).
+    #[cfg(feature = "mutants")]
+    pub restore_blind: bool,
 }
 
 impl Settings {
@@ -112,6 +117,8 @@ impl Settings {
             ledger_off: false,
             #[cfg(feature = "mutants")]
             baseline_off: false,
+            #[cfg(feature = "mutants")]
+            restore_blind: false,
         }
     }
 
@@ -336,6 +343,10 @@ struct Session<'a> {
     /// the claims of the writes made before it, saved or not).
     ledger: &'a mut Ledger,
     ledger_saved_at: Option<tokio::time::Instant>,
+    /// The source's recent puts, one of which each streamed checkpoint names.
+    anchors: Anchors,
+    /// The anchor of the checkpoint this session resumed from (carried until a newer one).
+    resumed_anchor: Option<Anchor>,
 }
 
 impl Engine {
@@ -412,12 +423,21 @@ impl Engine {
             batcher: Batcher::new(self.settings.limits),
             ledger,
             ledger_saved_at: None,
+            anchors: Anchors::default(),
+            resumed_anchor: None,
         };
         self.handle.update(|st| {
             st.gate_epoch = gate.epoch;
             st.source_cluster_id = cluster_id;
             st.source_head = head;
         });
+        // A head below the checkpoint is a source restored from a snapshot (its revisions went
+        // back; the same cluster ID when restored with the same flags): the revisions after the
+        // snapshot are another history now, so the checkpoint says nothing and only a resync
+        // is safe.
+        #[cfg(feature = "mutants")]
+        let head =
+            if self.settings.restore_blind { head.max(checkpoint.as_ref().map_or(0, |c| c.revision)) } else { head };
         let resume = match &checkpoint {
             Some(cp) if !force_resync && !cp.resyncing && cp.source_cluster_id == cluster_id && cp.revision <= head => {
                 Some(cp.clone())
@@ -433,6 +453,17 @@ impl Engine {
             }
             None => None,
         };
+        let resume = match resume {
+            Some(cp) if !s.anchor_holds(&cp).await? => {
+                tracing::info!(
+                    checkpoint = cp.revision,
+                    "the source's write at the checkpoint's anchor is another one (restored from a snapshot?): resync"
+                );
+                None
+            }
+            other => other,
+        };
+        s.resumed_anchor = resume.as_ref().and_then(|cp| cp.anchor.clone());
         let from = match resume {
             Some(cp) => match s.resume(&cp).await {
                 Ok(from) => from,
@@ -454,6 +485,24 @@ impl Session<'_> {
             chunk: 0,
             resyncing,
             epoch: self.gate.epoch,
+            anchor: self.anchors.at_or_below(revision).or_else(|| self.resumed_anchor.clone()),
+        }
+    }
+
+    /// Whether the source still holds the write `cp`'s anchor names (the history the checkpoint
+    /// counts in). A checkpoint without an anchor, or one compacted past its anchor, is taken
+    /// as it is: the resume's own read at `cp.revision` still needs that revision.
+    async fn anchor_holds(&self, cp: &Checkpoint) -> Result<bool, SyncError> {
+        #[cfg(feature = "mutants")]
+        if self.settings.restore_blind {
+            return Ok(true);
+        }
+        let Some((a, key)) = cp.anchor.as_ref().and_then(|a| Some((a, a.key_bytes()?))) else { return Ok(true) };
+        let mut kv = self.source.kv.clone();
+        match self.source.call(kv.get(key, Some(GetOptions::new().with_revision(a.revision)))).await {
+            Ok(r) => Ok(a.holds(r.kvs().first().map(|kv| (kv.mod_revision(), kv.value())))),
+            Err(e) if is_compacted(&e) => Ok(true),
+            Err(e) => Err(e.into()),
         }
     }
 
@@ -916,7 +965,10 @@ impl Session<'_> {
             while let Some(e) = events.next_if(|e| e.kv().map(|kv| kv.mod_revision()) == Some(rev)) {
                 let kv = e.kv().expect("watch events carry a key-value");
                 let change = match e.event_type() {
-                    EventType::Put => put_of(kv),
+                    EventType::Put => {
+                        self.anchors.observe(rev, kv.key(), kv.value());
+                        put_of(kv)
+                    }
                     EventType::Delete => Change::Delete { key: kv.key().to_vec() },
                 };
                 self.planner.change(rev, change, &mut ops)?;

@@ -6,6 +6,7 @@
 //! - [`object`]: UIDs and owners of stored objects (JSON, protobuf, ciphertext).
 //! - [`rules`]: what is synced (profiles, rules files, the hard deny list).
 
+pub mod anchor;
 pub mod batch;
 pub mod check;
 pub mod conn;

@@ -77,6 +77,10 @@ pub struct Checkpoint {
     #[serde(default)]
     pub resyncing: bool,
     pub epoch: u64,
+    /// A source write at or below `revision` that a resume checks is still in the source's
+    /// history (None: nothing streamed since the last resync, or written before anchors).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub anchor: Option<crate::anchor::Anchor>,
 }
 
 #[derive(Debug, thiserror::Error)]

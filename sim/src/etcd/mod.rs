@@ -38,6 +38,8 @@ struct Shared {
     member_id: u64,
     /// Milliseconds each write waits for its WAL fsync before it is applied (a slow disk).
     disk_latency_ms: std::sync::atomic::AtomicU64,
+    /// The last `etcdctl snapshot save` of this member, kept beside it for a restore.
+    snapshot: Mutex<Option<Store>>,
 }
 
 impl SimEtcd {
@@ -48,7 +50,14 @@ impl SimEtcd {
         let (commits, _) = tokio_watch::channel(store.rev());
         let disk_latency_ms = std::sync::atomic::AtomicU64::new(0);
         SimEtcd {
-            shared: Arc::new(Shared { store: Mutex::new(store), commits, cluster_id, member_id, disk_latency_ms }),
+            shared: Arc::new(Shared {
+                store: Mutex::new(store),
+                commits,
+                cluster_id,
+                member_id,
+                disk_latency_ms,
+                snapshot: Mutex::new(None),
+            }),
         }
     }
 
@@ -162,6 +171,31 @@ impl SimEtcd {
 }
 
 impl SimEtcd {
+    /// `etcdctl snapshot save`: keeps the member's state as of now (its whole MVCC history).
+    /// Returns the snapshot's revision.
+    pub fn save_snapshot(&self) -> i64 {
+        let store = self.lock().clone();
+        let rev = store.rev();
+        *self.shared.snapshot.lock().expect("snapshot lock") = Some(store);
+        rev
+    }
+
+    /// `etcdutl snapshot restore` of the last saved snapshot, in place, with the member's
+    /// cluster flags unchanged (so its cluster and member IDs are the same): the revision goes
+    /// back to the snapshot's — or, with `bump_revision`, that far above it with the history
+    /// marked compacted. Call with the member's host down. Returns the new head revision, or
+    /// None when no snapshot was saved.
+    pub fn restore_snapshot(&self, bump_revision: i64) -> Option<i64> {
+        let mut store = self.shared.snapshot.lock().expect("snapshot lock").clone()?;
+        if bump_revision > 0 {
+            store.bump_and_mark_compacted(bump_revision);
+        }
+        let rev = store.rev();
+        *self.lock() = store;
+        self.notify_commit(rev);
+        Some(rev)
+    }
+
     /// Compacts at the current revision (what kube-apiserver's periodic compaction does).
     /// Returns the compacted revision.
     pub fn compact_now(&self) -> i64 {

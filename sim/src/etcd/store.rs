@@ -39,7 +39,7 @@ pub struct Lease {
     pub keys: BTreeSet<Vec<u8>>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Store {
     pub(crate) cfg: Config,
     rev: i64,
@@ -254,6 +254,16 @@ impl Store {
             at.retain(|e| e.r#type == EVENT_PUT);
         }
         Ok(())
+    }
+
+    /// `etcdutl snapshot restore --bump-revision by --mark-compacted`: the next revisions start
+    /// `by` above the snapshot's, and the history below them is compacted away, so a watcher
+    /// resuming from a revision the restore lost is told it was compacted instead of being
+    /// answered from another history.
+    pub fn bump_and_mark_compacted(&mut self, by: i64) {
+        assert!(by > 0, "a bump moves the revision forward");
+        self.rev += by;
+        self.compact(self.rev).expect("compacting at the bumped head is always valid");
     }
 
     pub fn lease_grant(&mut self, id: i64, ttl_s: i64, now: Instant) -> Result<Lease, EtcdError> {

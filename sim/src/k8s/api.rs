@@ -15,6 +15,7 @@ use rand_chacha::ChaCha8Rng;
 use serde_json::{Value, json};
 
 use super::atrest::AtRest;
+use super::auth::TokenSigning;
 use super::kind::{self, Kind};
 use super::object::{DecodeError, Object};
 use crate::trace::Trace;
@@ -31,6 +32,8 @@ pub const FENCE_EXEMPT_ACTOR: &str = "failover";
 pub struct ApiServer {
     pub cluster: String,
     at_rest: Mutex<AtRest>,
+    /// The ServiceAccount token key, issuer and audiences its authenticator accepts.
+    signing: TokenSigning,
     rng: Mutex<ChaCha8Rng>,
     pub trace: Trace,
     epoch_s: i64,
@@ -39,10 +42,11 @@ pub struct ApiServer {
 }
 
 impl ApiServer {
-    pub fn new(cluster: &str, at_rest: AtRest, seed: u64, trace: Trace) -> Arc<Self> {
+    pub fn new(cluster: &str, at_rest: AtRest, signing: TokenSigning, seed: u64, trace: Trace) -> Arc<Self> {
         Arc::new(ApiServer {
             cluster: cluster.into(),
             at_rest: Mutex::new(at_rest),
+            signing,
             rng: Mutex::new(ChaCha8Rng::seed_from_u64(seed)),
             trace,
             epoch_s: crate::world::EPOCH_UNIX_S as i64,
@@ -68,6 +72,10 @@ impl ApiServer {
         let mut b = [0u8; 16];
         self.rng.lock().expect("api rng").fill_bytes(&mut b);
         super::object::uuid(b)
+    }
+
+    pub fn signing(&self) -> &TokenSigning {
+        &self.signing
     }
 
     /// The encryption configuration in force.

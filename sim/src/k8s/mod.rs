@@ -1,10 +1,11 @@
 //! The control-plane model of one global cluster, running against that cluster's etcd through
 //! the real etcd-client: kube-apiserver storage rules ([`api`]), informers, the garbage
-//! collector ([`gc`]), the ServiceAccount tokens controller ([`tokens`]) and the Cluster API
-//! controllers ([`capi`]).
+//! collector ([`gc`]), the ServiceAccount tokens controller ([`tokens`]), token authentication and
+//! RBAC ([`auth`]) and the Cluster API controllers ([`capi`]).
 
 pub mod api;
 pub mod atrest;
+pub mod auth;
 pub mod capi;
 pub mod gc;
 pub mod informer;
