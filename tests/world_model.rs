@@ -254,3 +254,55 @@ fn the_agent_token_needs_its_secret_service_account_role_and_binding_where_it_is
     assert!(!no_rbac.is_empty() && no_rbac.iter().all(|(s, r)| *s == 403 && r.contains("cannot patch")), "{no_rbac:?}");
     assert!(!all.is_empty() && all.iter().all(|(s, _)| *s == 200), "{all:?}");
 }
+
+/// Writes `o` on the standby as a sync would (stored as the standby's API server stores it).
+fn put(p: &Platform, o: &Object) {
+    p.standby.etcd.seed(&[(o.key().into_bytes(), p.standby.api.encode(o))]);
+}
+
+/// The absent-owner cache race (kube-controller-manager's `absentOwnerCache`): a dependent
+/// copied before one of its two owners makes the standby's GC look that owner up, find nothing
+/// and cache its UID as absent (the dependent, with a live owner left, only loses the dangling
+/// reference). The owner then arrives and the dependent is copied again with both references;
+/// when the other owner is deleted, the cached owner still counts as absent although it exists,
+/// and the dependent is deleted. The same objects with the late owner there first keep the
+/// dependent: the cache, not the model's rule, deletes it. A GC without the cache (or one that
+/// forgot the entry when the owner appeared) keeps it in both orders.
+#[test]
+fn a_cached_absent_owner_that_appears_later_still_counts_as_absent() {
+    use serde_json::json;
+    let object = |kind: &'static sim::k8s::Kind, name: &str, uid: &str| {
+        let mut o = Object::custom(kind, NS, name, json!({}));
+        o.meta.uid = Some(uid.into());
+        o
+    };
+    let a = object(&kind::MACHINE_SET, "race-owner-a", "uid-race-a");
+    let b = object(&kind::MACHINE_DEPLOYMENT, "race-owner-b", "uid-race-b");
+    let mut d = object(&kind::MACHINE, "race-dependent", "uid-race-d");
+    d.owned_by(&a);
+    d.owned_by(&b);
+    for (late, deleted) in [(true, true), (false, false)] {
+        let (p, mut sim) = Platform::build(config(9, 40)).expect("world builds");
+        let b_at = Duration::from_secs(if late { 10 } else { 2 });
+        let steps = vec![
+            Step::new(b_at, |_| put(&p, &b)),
+            Step::new(Duration::from_secs(5), |_| {
+                put(&p, &a);
+                put(&p, &d);
+            }),
+            // The sync copies the primary's dependent again: both references are back.
+            Step::new(Duration::from_secs(12), |_| put(&p, &d)),
+            Step::new(Duration::from_secs(15), |_| {
+                p.standby.etcd.remove(&[a.key().into_bytes()]);
+            }),
+        ];
+        p.run(&mut sim, steps).expect("runs");
+        let gone = p
+            .standby
+            .etcd
+            .get(d.key().as_bytes())
+            .is_none_or(|v| p.standby.api.decode(&d.key(), &v).is_ok_and(|o| o.deleting()));
+        assert_eq!(gone, deleted, "owner B late={late}: the dependent deleted={deleted}");
+        assert!(p.standby.etcd.get(b.key().as_bytes()).is_some(), "owner B exists all along");
+    }
+}

@@ -467,7 +467,11 @@ impl Engine {
         let from = match resume {
             Some(cp) => match s.resume(&cp).await {
                 Ok(from) => from,
-                Err(SyncError::Compacted(_)) => s.resync().await? + 1,
+                Err(SyncError::Compacted(_)) => {
+                    // A resync's checkpoints name no anchor until it streams again.
+                    s.resumed_anchor = None;
+                    s.resync().await? + 1
+                }
                 Err(e) => return Err(e),
             },
             None => s.resync().await? + 1,
