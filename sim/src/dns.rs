@@ -19,7 +19,7 @@ use std::time::Duration;
 use serde_json::json;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
-use crate::net::Links;
+use crate::net::{Links, SimConn};
 use crate::trace::Trace;
 
 pub const INGRESS_PORT: u16 = 443;
@@ -226,6 +226,20 @@ pub async fn probe(host: &str, links: &Links) -> std::io::Result<Probe> {
     request(&mut conn, host).await
 }
 
+/// A workload-side client's connection to the ingress the domain resolves to: resolve (through
+/// the cache), connect within `period`, else wait `period` and try again. The target and the
+/// connection.
+pub(crate) async fn dial(resolver: &mut Resolver, links: &Links, period: Duration) -> (String, BufReader<SimConn>) {
+    loop {
+        let target = resolver.resolve();
+        let connect = turmoil::net::TcpStream::connect((target.as_str(), INGRESS_PORT));
+        match tokio::time::timeout(period, connect).await {
+            Ok(Ok(s)) => return (target, BufReader::new(links.wrap(s))),
+            _ => tokio::time::sleep(period).await,
+        }
+    }
+}
+
 /// Runs one workload agent: resolve, connect, then one request every `period` on that
 /// connection; on any error, or when `restart` is notified, resolve and connect again. Each
 /// change of serving cluster is traced and published on `served`.
@@ -239,17 +253,7 @@ pub async fn agent(
     trace: Trace,
 ) {
     loop {
-        let target = resolver.resolve();
-        let conn = match tokio::time::timeout(period, turmoil::net::TcpStream::connect((target.as_str(), INGRESS_PORT)))
-            .await
-        {
-            Ok(Ok(s)) => s,
-            _ => {
-                tokio::time::sleep(period).await;
-                continue;
-            }
-        };
-        let mut conn = BufReader::new(links.wrap(conn));
+        let (target, mut conn) = dial(&mut resolver, &links, period).await;
         trace.record("agents", "agent.connect", json!({"agent": name, "to": target}));
         loop {
             let once = async {

@@ -11,12 +11,10 @@
 
 use std::time::Duration;
 
-use serde_json::json;
-use tokio::io::BufReader;
-
-use crate::dns::{self, INGRESS_PORT, Resolver};
+use crate::dns::{self, Resolver};
 use crate::net::Links;
 use crate::trace::Trace;
+use serde_json::json;
 
 /// What one system agent holds.
 #[derive(Clone)]
@@ -41,13 +39,7 @@ pub async fn run(agent: SystemAgent, mut resolver: Resolver, links: Links, trace
     assert!(!agent.plans.is_empty(), "a system agent patches at least one plan Secret");
     let mut next = 0usize;
     loop {
-        let target = resolver.resolve();
-        let connect = turmoil::net::TcpStream::connect((target.as_str(), INGRESS_PORT));
-        let Ok(Ok(conn)) = tokio::time::timeout(agent.period, connect).await else {
-            tokio::time::sleep(agent.period).await;
-            continue;
-        };
-        let mut conn = BufReader::new(links.wrap(conn));
+        let (target, mut conn) = dns::dial(&mut resolver, &links, agent.period).await;
         loop {
             let plan = &agent.plans[next % agent.plans.len()];
             next += 1;

@@ -10,8 +10,9 @@ use std::collections::VecDeque;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-/// Recent anchors kept, newest last: one per source revision that put a key. Only the newest at
-/// or below a txn's revision is written with it, and txns trail the watch by a few revisions.
+/// Recent anchors kept, newest last: one per watch response that put a key (its last put). Only
+/// the newest at or below a txn's revision is written with it, and txns trail the watch by a few
+/// responses.
 pub const ANCHORS_MAX: usize = 64;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -54,7 +55,8 @@ pub struct Anchors {
 }
 
 impl Anchors {
-    /// Records a put seen at `revision`; the first put of a revision anchors it.
+    /// Records a put seen at `revision`; only the first recorded for a revision (or an older one)
+    /// counts.
     pub fn observe(&mut self, revision: i64, key: &[u8], value: &[u8]) {
         if self.recent.back().is_some_and(|a| a.revision >= revision) {
             return;

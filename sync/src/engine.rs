@@ -960,6 +960,9 @@ impl Session<'_> {
     /// when a freeze or uninstall ends the stream.
     async fn absorb(&mut self, resp: &etcd_client::WatchResponse, applied: &mut i64) -> Result<bool, SyncError> {
         let mut events = resp.events().iter().peekable();
+        // The response's last put becomes an anchor once it is planned: one digest per response,
+        // not per revision (any source write at or below a checkpoint's revision serves).
+        let mut last_put: Option<(i64, &KeyValue)> = None;
         while let Some(first) = events.peek() {
             let rev = first.kv().map(|kv| kv.mod_revision()).unwrap_or_default();
             if !self.wait_while_frozen(rev).await? {
@@ -970,7 +973,7 @@ impl Session<'_> {
                 let kv = e.kv().expect("watch events carry a key-value");
                 let change = match e.event_type() {
                     EventType::Put => {
-                        self.anchors.observe(rev, kv.key(), kv.value());
+                        last_put = Some((rev, kv));
                         put_of(kv)
                     }
                     EventType::Delete => Change::Delete { key: kv.key().to_vec() },
@@ -982,6 +985,9 @@ impl Session<'_> {
                 self.write(t.ops, cp).await?;
             }
             *applied = rev;
+        }
+        if let Some((rev, kv)) = last_put {
+            self.anchors.observe(rev, kv.key(), kv.value());
         }
         Ok(true)
     }
