@@ -114,7 +114,8 @@ enum Command {
         /// baseline-off, restore-blind).
         #[arg(long)]
         variant: Option<String>,
-        /// `sim` (the deterministic world); `etcd` is not available yet.
+        /// `sim` (the deterministic world) or `etcd` (two real etcd servers on loopback, 3.4 → 3.5,
+        /// in real time; scenarios that need DNS clients or VIPs are refused).
         #[arg(long, default_value = "sim", value_parser = ["sim", "etcd"])]
         backend: String,
         /// Run directory (default: reports/runs/<scenario>-seed<N>-<variant>).

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use harness::explore::{Explore, Progress};
-use harness::scenario::{self, Variant};
+use harness::scenario::{self, Backend, Variant};
 
 pub struct RunArgs {
     pub scenario: PathBuf,
@@ -32,18 +32,19 @@ pub fn run(a: RunArgs) -> ExitCode {
         Some(Ok(v)) => v,
         Some(Err(e)) => return bad(e),
     };
-    if a.backend != "sim" {
-        return bad(
-            "--backend etcd is not available yet: the world's control-plane models do not run against real etcd \
-             servers in this build (see issue 6); use --backend sim",
-        );
-    }
+    let Some(backend) = Backend::parse(&a.backend) else {
+        return bad(format!("unknown backend `{}` (known: sim, etcd)", a.backend));
+    };
     let seed = a.seed.unwrap_or(s.seeds[0]);
+    let on = if backend == Backend::Etcd { "-etcd" } else { "" };
     let dir = a
         .out
-        .unwrap_or_else(|| PathBuf::from("reports/runs").join(format!("{}-seed{seed}-{}", s.name, variant.name())));
-    let command = format!("drlab run {}", a.scenario.display());
-    execute(&s, seed, variant, &dir, &command)
+        .unwrap_or_else(|| PathBuf::from("reports/runs").join(format!("{}-seed{seed}-{}{on}", s.name, variant.name())));
+    let mut command = format!("drlab run {}", a.scenario.display());
+    if backend == Backend::Etcd {
+        command.push_str(" --backend etcd");
+    }
+    execute(backend, &s, seed, variant, &dir, &command)
 }
 
 fn variant_of(v: &str) -> Result<Variant, String> {
@@ -53,8 +54,15 @@ fn variant_of(v: &str) -> Result<Variant, String> {
     })
 }
 
-fn execute(s: &scenario::Scenario, seed: u64, variant: Variant, dir: &Path, command: &str) -> ExitCode {
-    match harness::runner::execute(s, seed, variant, dir, command) {
+fn execute(
+    backend: Backend,
+    s: &scenario::Scenario,
+    seed: u64,
+    variant: Variant,
+    dir: &Path,
+    command: &str,
+) -> ExitCode {
+    match harness::runner::execute_on(backend, s, seed, variant, dir, command) {
         Err(e) => bad(format!("{e}\nreproduce with: {command} --seed {seed} --variant {}", variant.name())),
         Ok(r) => {
             print!("{}", r.summary());
@@ -85,11 +93,21 @@ pub fn replay(dir: &Path) -> ExitCode {
     let (seed, variant) = (s.seeds[0], s.variant);
     let again = dir.join("replay");
     let command = format!("drlab replay {}", dir.display());
-    let r = match harness::runner::execute(&s, seed, variant, &again, &command) {
+    // A real-etcd run is not deterministic: its replay runs on real etcd again and must reach
+    // the same verdict; only the simulator's must give the same trace.
+    let backend = saved["backend"].as_str().and_then(Backend::parse).unwrap_or_default();
+    let r = match harness::runner::execute_on(backend, &s, seed, variant, &again, &command) {
         Ok(r) => r,
         Err(e) => return bad(e),
     };
     print!("{}", r.summary());
+    if backend == Backend::Etcd {
+        if r.pass != pass {
+            return bad(format!("the replay on real etcd reached another verdict (pass {pass} → {})", r.pass));
+        }
+        println!("replayed on real etcd: same verdict as {}", dir.display());
+        return if r.pass { ExitCode::SUCCESS } else { ExitCode::from(1) };
+    }
     if r.trace_hash != hash || r.pass != pass {
         return bad(format!(
             "the replay differs from the saved run (trace {hash} → {}, pass {pass} → {}): the world is not \

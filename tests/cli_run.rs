@@ -70,8 +70,13 @@ fn bad_input_exits_2_and_writes_nothing() {
     assert!(!out.exists(), "nothing written");
     let (code, text) = drlab(&["run", "scenarios/partition.yaml", "--variant", "nope"]);
     assert!(code == 2 && text.contains("unknown variant `nope`"), "{text}");
-    let (code, text) = drlab(&["run", "scenarios/partition.yaml", "--backend", "etcd"]);
-    assert!(code == 2 && text.contains("--backend etcd is not available yet"), "{text}");
+    let (code, text) = drlab(&["run", "scenarios/partition.yaml", "--backend", "nope"]);
+    assert!(code == 2 && text.contains("invalid value 'nope'"), "{text}");
+    let out = tmp.path().join("dns");
+    let (code, text) =
+        drlab(&["run", "scenarios/dns-ttl.yaml", "--backend", "etcd", "--out", &out.display().to_string()]);
+    assert!(code == 2 && text.contains("cannot run on real etcd"), "{text}");
+    assert!(!out.exists(), "nothing written");
     let (code, text) = drlab(&["run", "no/such.yaml"]);
     assert!(code == 2 && text.contains("no/such.yaml"), "{text}");
 }

@@ -137,21 +137,8 @@ impl Diff {
 }
 
 pub fn compare(p: &Platform, settings: &Settings) -> Diff {
-    let primary: std::collections::BTreeMap<Vec<u8>, Vec<u8>> = p.primary.etcd.dump().into_iter().collect();
-    let standby: std::collections::BTreeMap<Vec<u8>, Vec<u8>> = p.standby.etcd.dump().into_iter().collect();
-    let name = |k: &[u8]| String::from_utf8_lossy(k).into_owned();
-    let mut d = Diff::default();
-    for (k, v) in primary.iter().filter(|(k, _)| settings.rules.includes(k)) {
-        match standby.get(k) {
-            None => d.missed.push(name(k)),
-            Some(t) if !settings.boundary.same(v, t) => d.stale.push(name(k)),
-            Some(_) => {}
-        }
-    }
-    for k in standby.keys().filter(|k| settings.rules.includes(k) && !primary.contains_key(*k)) {
-        d.surplus.push(name(k));
-    }
-    d
+    let dump = |s: &sim::platform::Side| -> std::collections::BTreeMap<_, _> { s.etcd.dump().into_iter().collect() };
+    crate::state::diff(&dump(&p.primary), &dump(&p.standby), settings)
 }
 
 /// The standby's API server encrypts with other key bytes than the primary's — the usual

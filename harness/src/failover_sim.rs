@@ -37,7 +37,7 @@ pub struct SimPorts {
     primary: Api,
     standby: Api,
     dns: sim::dns::Dns,
-    links: Links,
+    reach: Reach,
     iaas: sim::iaas::Iaas,
     /// The standby's etcd, for the lock's lease and txn.
     standby_etcd: etcd_client::Client,
@@ -64,10 +64,27 @@ fn port<E: std::fmt::Display>(p: &'static str) -> impl Fn(E) -> PortError {
 impl SimPorts {
     /// Ports for an orchestrator inside `p`'s world (call on the orchestrator host).
     pub async fn new(p: &PlatformView, settings: &Settings, handle: Handle) -> Result<Self, PortError> {
-        let connector = Connector::custom(SimConnector::new(p.links.clone()));
+        let (connector, source, target) = match &p.reach {
+            Reach::Sim(links) => (
+                Connector::custom(SimConnector::new(links.clone())),
+                conn_config(&p.primary_name),
+                conn_config(&p.standby_name),
+            ),
+            Reach::Real(endpoints) => (
+                Connector::Tcp,
+                real_conn_config(endpoints, &p.primary_name),
+                real_conn_config(endpoints, &p.standby_name),
+            ),
+        };
+        let client = async |cfg: &sync::conn::ConnConfig, side: &'static str| match &p.reach {
+            Reach::Sim(links) => sim::net::client(&cfg.endpoints[0], links.clone()).await.map_err(port(side)),
+            Reach::Real(_) => sync::conn::connect(cfg, &Connector::Tcp, 0).await.map(|e| e.client).map_err(port(side)),
+        };
+        let etcd = client(&target, "standby").await?;
+        let primary_etcd = client(&source, "primary").await?;
         let control = Control {
-            source: conn_config(&p.primary_name),
-            target: conn_config(&p.standby_name),
+            source,
+            target,
             source_connector: connector.clone(),
             target_connector: connector,
             rules: settings.rules.clone(),
@@ -75,16 +92,12 @@ impl SimPorts {
             handle,
             page_keys: settings.page_keys,
         };
-        let url = format!("http://{}:{}", p.standby_name, sim::world::ETCD_PORT);
-        let etcd = sim::net::client(&url, p.links.clone()).await.map_err(port("standby"))?;
-        let url = format!("http://{}:{}", p.primary_name, sim::world::ETCD_PORT);
-        let primary_etcd = sim::net::client(&url, p.links.clone()).await.map_err(port("primary"))?;
         Ok(SimPorts {
             control,
             primary: Api::new(p.primary_api.clone(), &primary_etcd, sim::k8s::api::FENCE_EXEMPT_ACTOR),
             standby: Api::new(p.standby_api.clone(), &etcd, sim::k8s::api::FENCE_EXEMPT_ACTOR),
             dns: p.dns.clone(),
-            links: p.links.clone(),
+            reach: p.reach.clone(),
             iaas: p.iaas.clone(),
             standby_etcd: etcd,
             primary_etcd,
@@ -133,6 +146,21 @@ pub fn saved_progress(p: &Platform, side: &str) -> Option<Progress> {
     Some(serde_json::from_slice(&saved).expect("the orchestrator's progress is JSON"))
 }
 
+/// How the orchestrator reaches the two etcds: the simulated network, or real servers (the real
+/// backend), by side name — roles are relative, so a reversed view finds its endpoints by name.
+#[derive(Clone)]
+pub enum Reach {
+    Sim(Links),
+    Real(std::collections::BTreeMap<String, String>),
+}
+
+/// The orchestrator's connection to a real etcd: as the sync's, in real time.
+pub fn real_conn_config(endpoints: &std::collections::BTreeMap<String, String>, side: &str) -> sync::conn::ConnConfig {
+    let mut c = sync::conn::ConnConfig::new([endpoints.get(side).expect("an endpoint per side").clone()]);
+    c.request_timeout = Duration::from_secs(10);
+    c
+}
+
 /// What the orchestrator host needs of the platform (cheap to clone into a host).
 #[derive(Clone)]
 pub struct PlatformView {
@@ -141,7 +169,7 @@ pub struct PlatformView {
     pub primary_api: Arc<sim::k8s::ApiServer>,
     pub standby_api: Arc<sim::k8s::ApiServer>,
     pub dns: sim::dns::Dns,
-    pub links: Links,
+    pub reach: Reach,
     pub iaas: sim::iaas::Iaas,
     /// Installs the sync from this view's primary to its standby (a failback's).
     pub install: Option<InstallTx>,
@@ -155,7 +183,7 @@ impl PlatformView {
             primary_api: p.primary.api.clone(),
             standby_api: p.standby.api.clone(),
             dns: p.dns.clone(),
-            links: p.links.clone(),
+            reach: Reach::Sim(p.links.clone()),
             iaas: p.iaas.clone(),
             install: None,
         }
@@ -297,7 +325,13 @@ impl Ports for SimPorts {
     }
 
     async fn probe(&self, vip: &str) -> Result<Probe, PortError> {
-        let p = sim::dns::probe(vip, &self.links).await.map_err(port("ingress"))?;
+        let Reach::Sim(links) = &self.reach else {
+            return Err(PortError::new(
+                "ingress",
+                "the real backend runs no ingress (DNS and VIP checks need the simulator)",
+            ));
+        };
+        let p = sim::dns::probe(vip, links).await.map_err(port("ingress"))?;
         Ok(Probe { status: p.status, served_by: Some(p.served_by) })
     }
 
@@ -389,7 +423,7 @@ impl Ports for SimPorts {
 
     async fn now_ms(&self) -> Result<u64, PortError> {
         // The orchestrator host's clock is the simulation's: it survives the host's crash.
-        Ok(turmoil::sim_elapsed().map_or(0, |d| d.as_millis() as u64))
+        Ok(sim::clock::elapsed().map_or(0, |d| d.as_millis() as u64))
     }
 
     async fn load_progress(&self) -> Result<Option<Progress>, PortError> {
@@ -538,26 +572,35 @@ pub fn add_orchestrator(
                     let _ = rx.wait_for(|go| *go).await;
                 }
             }
-            let result = match SimPorts::new(&view, &settings, handle).await {
-                Ok(ports) => match job {
-                    Job::Failover => failover::run(&ports, &options).await,
-                    Job::Abort => failover::abort(&ports, &options).await,
-                    Job::Failback => failover::failback(&ports, &options).await,
-                    Job::UpgradeUninstall => failover::upgrade::uninstall(&ports, &options).await,
-                    Job::UpgradeReinstall => failover::upgrade::reinstall(&ports, &options).await,
-                }
-                .map_err(|e: FailoverError| e.to_string()),
-                Err(e) => Err(e.to_string()),
-            };
-            view.primary_api.trace.record(
-                host,
-                job.result_event(),
-                json!({"ok": result.is_ok(), "error": result.as_ref().err()}),
-            );
+            let result = run_job(job, &view, &settings, handle, &options).await;
             runs.lock().expect("runs lock").push(result);
             std::future::pending::<()>().await;
             Ok(())
         }
     });
     out
+}
+
+/// Runs the real orchestrator's `job` once through ports on `view` and traces its result.
+pub async fn run_job(
+    job: Job,
+    view: &PlatformView,
+    settings: &Settings,
+    handle: Handle,
+    options: &Options,
+) -> Result<Outcome, String> {
+    let result = match SimPorts::new(view, settings, handle).await {
+        Ok(ports) => match job {
+            Job::Failover => failover::run(&ports, options).await,
+            Job::Abort => failover::abort(&ports, options).await,
+            Job::Failback => failover::failback(&ports, options).await,
+            Job::UpgradeUninstall => failover::upgrade::uninstall(&ports, options).await,
+            Job::UpgradeReinstall => failover::upgrade::reinstall(&ports, options).await,
+        }
+        .map_err(|e: FailoverError| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    let fields = json!({"ok": result.is_ok(), "error": result.as_ref().err()});
+    view.primary_api.trace.record(job.host(), job.result_event(), fields);
+    result
 }

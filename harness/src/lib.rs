@@ -13,7 +13,9 @@
 //!   [`preflight_sim`] and [`validate_sim`]: what its preflight and validation read there.
 //! - [`fixtures`]: Kubernetes objects as stored (CAPI JSON, built-in protobuf).
 //! - [`observe`]: watchers that record what invariant checks need (e.g. owner order).
-//! - [`real_etcd`]: real etcd servers on loopback (the conformance suite's reference).
+//! - [`real_etcd`]: real etcd servers on loopback (the conformance suite's reference);
+//!   [`real_backend`]: a scenario on two of them (`drlab run --backend etcd`), its sync links
+//!   through [`proxy`]; [`state`]: the stored state the checkers read, for both backends.
 //! - [`simsync`]: the real sync engine as a host of the simulated world.
 //! - [`allowance`]: which Machine deletions the scenario's own scale-downs and deletes explain.
 //! - [`containers`]: the same behind testcontainers, for machines with Docker (feature `containers`).
@@ -30,10 +32,13 @@ pub mod invariants;
 pub mod observe;
 pub mod pki;
 pub mod preflight_sim;
+pub mod proxy;
+pub mod real_backend;
 pub mod real_etcd;
 pub mod report;
 pub mod runner;
 pub mod scenario;
 pub mod simsync;
+pub mod state;
 pub mod timeline;
 pub mod validate_sim;

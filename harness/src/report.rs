@@ -65,6 +65,8 @@ pub struct RunReport {
     pub scenario: String,
     pub seed: u64,
     pub variant: Variant,
+    /// Where the etcd servers ran (a real backend's trace hash is not reproducible).
+    pub backend: crate::scenario::Backend,
     pub sim_secs: u64,
     pub trace: PathBuf,
     pub trace_hash: String,
@@ -210,6 +212,7 @@ pub fn judge(s: &Scenario, o: &Observed, verdicts: Vec<Verdict>, command: &str) 
         scenario: s.name.clone(),
         seed: o.seed,
         variant: o.variant,
+        backend: crate::scenario::Backend::Sim,
         sim_secs: o.sim_secs,
         trace: o.trace.clone(),
         trace_hash: o.trace_hash.clone(),
@@ -241,7 +244,12 @@ impl RunReport {
     }
 
     pub fn summary(&self) -> String {
-        let mut out = format!("scenario: {} (seed {}, variant {})\n", self.scenario, self.seed, self.variant.name());
+        let on = match self.backend {
+            crate::scenario::Backend::Sim => "",
+            crate::scenario::Backend::Etcd => ", on real etcd 3.4 → 3.5",
+        };
+        let mut out =
+            format!("scenario: {} (seed {}, variant {}{on})\n", self.scenario, self.seed, self.variant.name());
         for j in &self.verdicts {
             let (word, note) = match (&j.verdict.status, j.expected) {
                 (Status::Held, Expected::Fail) => ("held", "  ← expected to fail"),

@@ -10,18 +10,18 @@ use std::time::Duration;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use sim::iaas::VmDeletion;
-use sim::k8s::kind;
-use sim::platform::{Action, PRIMARY, Platform, PlatformConfig, STANDBY};
+use sim::platform::{PRIMARY, Platform, PlatformConfig, STANDBY};
 use sim::topology::{NS, Topology};
 use sim::world::WorldError;
 use sync::engine::{Settings, Status};
 use sync::rules::{Profile, Rules};
 
-use crate::drill::{Diff, compare, platform_config, reverse_sync_settings, sync_settings};
+use crate::drill::{Diff, platform_config, reverse_sync_settings, sync_settings};
 use crate::failover_sim::{Job, PlatformView, Start, add_orchestrator};
 use crate::observe::{Orphaned, OwnerOrder};
-use crate::scenario::{AgentAuth, Condition, Encryption, Scenario, Side, Variant};
+use crate::scenario::{AgentAuth, Backend, Condition, Encryption, Scenario, Side, Variant};
 use crate::simsync::{SyncHost, conn_config};
+use crate::state::SideState;
 use crate::timeline::{Act, Scheduled, resolve};
 
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +30,12 @@ pub enum RunError {
     World(#[from] WorldError),
     #[error("variant `{0}` is a mutant and this build carries none (build drlab with `--features mutants`)")]
     NoMutants(&'static str),
+    /// The scenario needs something only the simulator has (said before anything starts).
+    #[error("scenario {scenario} cannot run on real etcd: {why}")]
+    Unsupported { scenario: String, why: String },
+    /// The real backend could not start or reach its etcd servers (the endpoint is named).
+    #[error("real etcd backend: {0}")]
+    Backend(String),
 }
 
 /// An object's identity at a moment: its UID and whether it was being deleted.
@@ -139,43 +145,43 @@ pub fn platform_config_of(s: &Scenario, seed: u64) -> PlatformConfig {
     cfg
 }
 
-fn ident(p: &Platform, side: &str, key: &str) -> Option<Ident> {
-    let s = p.side(side);
-    let v = s.etcd.get(key.as_bytes())?;
-    let o = s.api.decode(key, &v).ok()?;
-    Some(Ident { uid: o.uid().to_string(), deleting: o.deleting() })
-}
-
-fn objects_of(p: &Platform, side: &str, prefix: &str) -> Vec<String> {
-    let pre = prefix.as_bytes();
-    p.side(side)
-        .etcd
-        .dump()
-        .into_iter()
-        .filter(|(k, _)| k.starts_with(pre))
-        .map(|(k, _)| String::from_utf8_lossy(&k).into_owned())
-        .collect()
-}
-
-fn is_cluster_secret(key: &str) -> bool {
-    let name = key.rsplit('/').next().unwrap_or_default();
-    !sim::topology::is_global_name(name)
-        && sim::k8s::capi::CLUSTER_SECRET_SUFFIXES.iter().any(|s| name.ends_with(&format!("-{s}")))
+/// Both sides' stored state now.
+fn states(p: &Platform) -> (SideState<'_>, SideState<'_>) {
+    fn state(s: &sim::platform::Side) -> SideState<'_> {
+        SideState::new(&s.name, s.etcd.dump(), &s.api)
+    }
+    (state(&p.primary), state(&p.standby))
 }
 
 /// Key bytes for a rotation, derived from the seed (never traced or reported).
-fn rotation_key(seed: u64, side: Side) -> [u8; 32] {
+pub(crate) fn rotation_key(seed: u64, side: Side) -> [u8; 32] {
     Sha256::new().chain_update(seed.to_le_bytes()).chain_update(side.name()).finalize().into()
+}
+
+/// The world, the sync's settings and the failover's options a scenario asks for at `seed`,
+/// with `variant` applied and the trace going to `trace` (both backends start from these).
+pub(crate) fn code_under_test(
+    s: &Scenario,
+    seed: u64,
+    variant: Variant,
+    trace: &std::path::Path,
+) -> Result<(PlatformConfig, Settings, failover::Options), RunError> {
+    let mut cfg = platform_config_of(s, seed);
+    cfg.trace_path = Some(trace.to_path_buf());
+    let mut settings = sync_settings(&cfg);
+    let mut options = failover::Options::new(PRIMARY, STANDBY);
+    apply_variant(variant, &mut settings, &mut options)?;
+    if let Some(f) = s.failover() {
+        options.force = f.force.clone();
+        options.unplanned = f.unplanned;
+    }
+    Ok((cfg, settings, options))
 }
 
 /// Runs the scenario at `seed` with `variant`, writing the trace to `trace`.
 pub fn run(s: &Scenario, seed: u64, variant: Variant, trace: PathBuf) -> Result<Observed, RunError> {
-    let mut cfg = platform_config_of(s, seed);
-    cfg.trace_path = Some(trace.clone());
-    let mut settings = sync_settings(&cfg);
+    let (mut cfg, settings, options) = code_under_test(s, seed, variant, &trace)?;
     let real_rules = Rules::profile(Profile::Immutable);
-    let mut options = failover::Options::new(PRIMARY, STANDBY);
-    apply_variant(variant, &mut settings, &mut options)?;
     // A failback's reverse sync and failover back run the same variant of the code.
     let mut back = (reverse_sync_settings(&cfg), failover::Options::new(STANDBY, PRIMARY));
     apply_variant(variant, &mut back.0, &mut back.1)?;
@@ -184,33 +190,13 @@ pub fn run(s: &Scenario, seed: u64, variant: Variant, trace: PathBuf) -> Result<
         cfg.primary_gate = Some(crate::drill::primary_gate());
     }
     let timeline = resolve(s);
-    if let Some(f) = s.failover() {
-        options.force = f.force.clone();
-        options.unplanned = f.unplanned;
-    }
     let (p, mut sim) = Platform::build(cfg)?;
 
     // Before: the standby's own globals and the workload clusters' Secrets.
-    let mut standby_globals = BTreeMap::new();
-    for key in objects_of(&p, STANDBY, "/registry/") {
-        if let Some(id) = ident(&p, STANDBY, &key) {
-            standby_globals.insert(key, (id, None));
-        }
-    }
-    let mut primary_globals = BTreeMap::new();
-    for key in objects_of(&p, PRIMARY, "/registry/") {
-        if sim::topology::is_global_name(key.rsplit('/').next().unwrap_or_default())
-            && let Some(id) = ident(&p, PRIMARY, &key)
-        {
-            primary_globals.insert(key, (id, None));
-        }
-    }
-    let mut cluster_secrets_before = BTreeMap::new();
-    for key in objects_of(&p, PRIMARY, &kind::SECRET.prefix()).into_iter().filter(|k| is_cluster_secret(k)) {
-        if let Some(id) = ident(&p, PRIMARY, &key) {
-            cluster_secrets_before.insert(key, id);
-        }
-    }
+    let before = {
+        let (primary, standby) = states(&p);
+        crate::state::before(&primary, &standby)
+    };
 
     let sync_host = SyncHost {
         start_delay: Duration::from_secs_f64(s.sync.start_s),
@@ -293,21 +279,7 @@ pub fn run(s: &Scenario, seed: u64, variant: Variant, trace: PathBuf) -> Result<
                     }
                 };
                 if ready {
-                    let heals = matches!(
-                        e.act,
-                        Act::Heal(..)
-                            | Act::HealOneway(..)
-                            | Act::Restart(_)
-                            | Act::SnapshotRestore(..)
-                            | Act::Reset(..)
-                            | Act::Delay(..)
-                            | Act::SlowDisk(..)
-                            | Act::Abort
-                            | Act::ReinstallSync
-                    );
-                    if heals {
-                        // A delay set or lifted changes the link, an abort resumes the sync:
-                        // convergence is timed from it.
+                    if e.act.heals() {
                         // Never before the sync's start: a heal before it (a restart of a sync
                         // still waiting to start) leaves nothing to converge yet (case 252 of
                         // explorer seed 20261123 was timed from a restart at 10 ms).
@@ -324,29 +296,11 @@ pub fn run(s: &Scenario, seed: u64, variant: Variant, trace: PathBuf) -> Result<
     })?;
 
     let report = p.report()?;
-    for (key, (_, after)) in standby_globals.iter_mut() {
-        *after = ident(&p, STANDBY, key);
-    }
-    for (key, (_, after)) in primary_globals.iter_mut() {
-        *after = ident(&p, PRIMARY, key);
-    }
-    let mut cluster_secrets_after = BTreeMap::new();
-    for key in cluster_secrets_before.keys() {
-        for side in [PRIMARY, STANDBY] {
-            if let Some(id) = ident(&p, side, key) {
-                cluster_secrets_after.insert((side.to_string(), key.clone()), id);
-            }
-        }
-    }
-    let unreadable_on_standby = objects_of(&p, STANDBY, &kind::SECRET.prefix())
-        .into_iter()
-        .filter(|k| {
-            let v = p.standby.etcd.get(k.as_bytes()).expect("listed");
-            p.standby.api.decode(k, &v).is_err()
-        })
-        .collect();
     let real = Settings { rules: real_rules.clone(), ..settings.clone() };
-    let keys_in_scope = p.primary.etcd.dump().iter().filter(|(k, _)| real_rules.includes(k)).count();
+    let after = {
+        let (primary, standby) = states(&p);
+        crate::state::after(before, &primary, &standby, &real)
+    };
     let (last_heal_ms, caught_up_ms) = heal;
     let failover = runs.and_then(|r| r.lock().expect("runs").first().cloned());
     let abort = aborts.and_then(|r| r.lock().expect("runs").first().cloned());
@@ -362,16 +316,16 @@ pub fn run(s: &Scenario, seed: u64, variant: Variant, trace: PathBuf) -> Result<
         trace_hash: report.trace_hash,
         trace_events: report.trace_events,
         sim_secs: s.duration_s,
-        standby_globals,
-        primary_globals,
-        cluster_secrets_before,
-        cluster_secrets_after,
-        unreadable_on_standby,
+        standby_globals: after.before.standby_globals,
+        primary_globals: after.before.primary_globals,
+        cluster_secrets_before: after.before.cluster_secrets_before,
+        cluster_secrets_after: after.cluster_secrets_after,
+        unreadable_on_standby: after.unreadable_on_standby,
         vm_deletions: p.iaas.deletions(),
         sync: current.status(),
         source_head: p.primary.etcd.revision(),
-        diff: compare(&p, &real),
-        keys_in_scope,
+        diff: after.diff,
+        keys_in_scope: after.keys_in_scope,
         orphaned: observer.violations(),
         failover,
         abort,
@@ -467,16 +421,11 @@ fn fire(p: &Platform, sim: &mut turmoil::Sim<'_>, act: &Act, seed: u64, go: &Go)
             // The timeline's validation saw a save of this side before.
             f.restore_snapshot(sim, &p.side(s.name()).etcd, s.name(), *bump).expect("a saved snapshot");
         }
-        Act::Scale { cluster, replicas } => p.act(Action::Scale { cluster: cluster.clone(), replicas: *replicas }),
-        Act::Pause { side, cluster, paused } => {
-            p.act(Action::Pause { side: side.name().into(), cluster: cluster.clone(), paused: *paused })
-        }
-        Act::CreateWorkload { cluster, machines } => {
-            p.act(Action::CreateWorkload { cluster: cluster.clone(), machines: *machines })
-        }
-        Act::Delete { side, kind, name } => {
-            p.act(Action::Delete { side: side.name().into(), kind, name: name.clone() })
-        }
+        Act::Scale { .. }
+        | Act::Pause { .. }
+        | Act::CreateWorkload { .. }
+        | Act::Delete { .. }
+        | Act::RestartAgents => p.act(act.operator_action().expect("an operator action")),
         Act::LoseKey { side, kind, name } => {
             let key = kind.key(NS, name);
             let rev = p.side(side.name()).etcd.remove(&[key.clone().into_bytes()]);
@@ -503,7 +452,6 @@ fn fire(p: &Platform, sim: &mut turmoil::Sim<'_>, act: &Act, seed: u64, go: &Go)
             p.trace.record("world", "timeline.reinstall-sync", json!({}));
             go.reinstall.send_replace(true);
         }
-        Act::RestartAgents => p.act(Action::RestartAgents),
     }
 }
 
@@ -516,11 +464,43 @@ pub fn execute(
     dir: &std::path::Path,
     command: &str,
 ) -> Result<crate::report::RunReport, RunError> {
+    execute_on(Backend::Sim, s, seed, variant, dir, command)
+}
+
+/// [`execute`] on either backend. A run that cannot start leaves no run directory behind.
+pub fn execute_on(
+    backend: Backend,
+    s: &Scenario,
+    seed: u64,
+    variant: Variant,
+    dir: &std::path::Path,
+    command: &str,
+) -> Result<crate::report::RunReport, RunError> {
+    if backend == Backend::Etcd
+        && let Some(why) = crate::real_backend::unsupported(s)
+    {
+        return Err(RunError::Unsupported { scenario: s.name.clone(), why });
+    }
+    let fresh = !dir.exists();
     std::fs::create_dir_all(dir).map_err(WorldError::Trace)?;
     let resolved = Scenario { seeds: vec![seed], variant, ..s.clone() };
-    let o = run(&resolved, seed, variant, dir.join("trace.jsonl"))?;
+    let trace = dir.join("trace.jsonl");
+    let o = match backend {
+        Backend::Sim => run(&resolved, seed, variant, trace),
+        Backend::Etcd => crate::real_backend::run(&resolved, seed, variant, trace),
+    };
+    let o = match o {
+        Ok(o) => o,
+        Err(e) => {
+            if fresh {
+                let _ = std::fs::remove_dir_all(dir);
+            }
+            return Err(e);
+        }
+    };
     let verdicts = crate::invariants::check(&resolved, &o).map_err(WorldError::Trace)?;
-    let report = crate::report::judge(&resolved, &o, verdicts, command);
+    let mut report = crate::report::judge(&resolved, &o, verdicts, command);
+    report.backend = backend;
     crate::report::write_dir(dir, &resolved, &report).map_err(WorldError::Trace)?;
     Ok(report)
 }

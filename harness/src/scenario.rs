@@ -151,6 +151,26 @@ impl Default for SyncSpec {
     }
 }
 
+/// Where a scenario's etcd servers run: the deterministic simulator, or two real etcd servers on
+/// loopback (`harness::real_backend`; real time, verdicts only).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Backend {
+    #[default]
+    Sim,
+    Etcd,
+}
+
+impl Backend {
+    pub fn parse(s: &str) -> Option<Backend> {
+        match s {
+            "sim" => Some(Backend::Sim),
+            "etcd" => Some(Backend::Etcd),
+            _ => None,
+        }
+    }
+}
+
 /// The code under test. Mutants exist only in builds with the `mutants` feature.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]

@@ -92,7 +92,7 @@ impl SyncHost {
                 // `start_delay` is a time of the world, not of this host: a sync restarted after
                 // it starts at once (a crash loop before it must not push the start back; case
                 // 252 of explorer seed 20261123).
-                let now = turmoil::sim_elapsed().unwrap_or_default();
+                let now = sim::clock::elapsed().unwrap_or_default();
                 tokio::time::sleep(start_delay.saturating_sub(now)).await;
                 // A final error (a lost gate) ends the host; the world reads it from the handle.
                 let _ = engine.run().await;

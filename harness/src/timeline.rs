@@ -61,6 +61,42 @@ pub enum Act {
     RestartAgents,
 }
 
+impl Act {
+    /// The operator action this entry queues, if it is one (both backends run the same operator).
+    pub fn operator_action(&self) -> Option<sim::platform::Action> {
+        use sim::platform::Action;
+        Some(match self {
+            Act::Scale { cluster, replicas } => Action::Scale { cluster: cluster.clone(), replicas: *replicas },
+            Act::Pause { side, cluster, paused } => {
+                Action::Pause { side: side.name().into(), cluster: cluster.clone(), paused: *paused }
+            }
+            Act::CreateWorkload { cluster, machines } => {
+                Action::CreateWorkload { cluster: cluster.clone(), machines: *machines }
+            }
+            Act::Delete { side, kind, name } => Action::Delete { side: side.name().into(), kind, name: name.clone() },
+            Act::RestartAgents => Action::RestartAgents,
+            _ => return None,
+        })
+    }
+
+    /// Whether convergence is timed from this action: a heal or restart ends a fault, a delay
+    /// set or lifted changes the link, an abort resumes the sync, a reinstall starts one.
+    pub fn heals(&self) -> bool {
+        matches!(
+            self,
+            Act::Heal(..)
+                | Act::HealOneway(..)
+                | Act::Restart(_)
+                | Act::SnapshotRestore(..)
+                | Act::Reset(..)
+                | Act::Delay(..)
+                | Act::SlowDisk(..)
+                | Act::Abort
+                | Act::ReinstallSync
+        )
+    }
+}
+
 /// One resolved timeline entry.
 #[derive(Debug, Clone)]
 pub struct Scheduled {

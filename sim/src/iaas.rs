@@ -69,7 +69,7 @@ impl Iaas {
     pub fn delete(&self, id: &str, by_cluster: &str, controller: &str, why: Value) -> bool {
         let mut inner = self.lock();
         let Some(vm) = inner.vms.remove(id) else { return false };
-        let t_ms = turmoil::sim_elapsed().map(|d| d.as_millis() as u64).unwrap_or(0);
+        let t_ms = crate::clock::elapsed().map(|d| d.as_millis() as u64).unwrap_or(0);
         self.trace.record(
             by_cluster,
             "iaas.delete",

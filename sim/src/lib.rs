@@ -4,6 +4,7 @@
 //! - [`etcd`]: a simulated etcd member speaking the etcd v3 gRPC API.
 //! - [`net`]: turmoil TCP with world-controlled connection resets, and the client connector.
 //! - [`fault`]: faults as small rules (partition as hold, resets, latency, crash / restart).
+//! - [`clock`]: simulated time in turmoil, real time when the models run against real etcd.
 //! - [`trace`]: the structured JSON-lines trace and its hash.
 //! - [`world`]: turmoil worlds built from these parts.
 
@@ -12,6 +13,7 @@
 #[cfg(not(tokio_unstable))]
 compile_error!("drlab-sim needs `--cfg tokio_unstable` (set in .cargo/config.toml; a RUSTFLAGS variable replaces it)");
 
+pub mod clock;
 pub mod dns;
 pub mod etcd;
 pub mod fault;

@@ -155,23 +155,34 @@ pub struct PlatformReport {
     pub vm_deletions: usize,
 }
 
-impl Platform {
-    /// Builds the world; add the sync / orchestrator hosts to the returned sim, then [`Platform::run`].
-    pub fn build<'a>(cfg: PlatformConfig) -> Result<(Platform, turmoil::Sim<'a>), WorldError> {
-        assert!(cfg.agents <= AGENTS_MAX, "more agents than AGENTS_MAX");
+/// What a world starts from, apart from where its etcds run: the trace, the IaaS, DNS, both
+/// API servers, the objects each side's etcd starts with (encoded as stored), the system agent
+/// and each side's GC informer lags. The simulated world seeds [`SimEtcd`]s with it; `harness`'s
+/// real backend seeds real etcd servers with the same bytes.
+pub struct Parts {
+    pub trace: Trace,
+    pub iaas: Iaas,
+    pub dns: Dns,
+    pub primary_api: Arc<ApiServer>,
+    pub standby_api: Arc<ApiServer>,
+    pub primary_kvs: Vec<(Vec<u8>, Vec<u8>)>,
+    pub standby_kvs: Vec<(Vec<u8>, Vec<u8>)>,
+    pub system_agent: SystemAgent,
+    /// Per side (primary, standby), one lag per kind.
+    pub gc_lags: [Vec<Duration>; 2],
+}
+
+impl Parts {
+    /// Everything drawn from `cfg.seed`, in a fixed order (the trace hash depends on it).
+    pub fn new(cfg: &PlatformConfig) -> Result<Parts, WorldError> {
         let trace = Trace::new(cfg.trace_path.as_deref())?;
-        let links = Links::default();
-        let duration = Duration::from_secs(cfg.sim_secs + 30) + SETTLE;
-        let mut sim = crate::world::builder(cfg.seed, duration, Duration::from_millis(cfg.tick_ms)).build();
         let iaas = Iaas::new(trace.clone());
         let dns = Dns::new(DOMAIN, PRIMARY, cfg.dns_ttl_s, trace.clone());
-        let side = |name: &str, i: u64, at_rest: &AtRest, signing: &TokenSigning| Side {
-            name: name.into(),
-            etcd: SimEtcd::new(Config { seed: cfg.seed.wrapping_add(i), ..Config::default() }),
-            api: ApiServer::new(name, at_rest.clone(), signing.clone(), cfg.seed.wrapping_add(100 + i), trace.clone()),
+        let api = |name: &str, i: u64, at_rest: &AtRest, signing: &TokenSigning| {
+            ApiServer::new(name, at_rest.clone(), signing.clone(), cfg.seed.wrapping_add(100 + i), trace.clone())
         };
-        let primary = side(PRIMARY, 1, &cfg.primary_at_rest, &cfg.primary_signing);
-        let standby = side(STANDBY, 2, &cfg.standby_at_rest, &cfg.standby_signing);
+        let primary_api = api(PRIMARY, 1, &cfg.primary_at_rest, &cfg.primary_signing);
+        let standby_api = api(STANDBY, 2, &cfg.standby_at_rest, &cfg.standby_signing);
 
         // The physical truth and both clusters' stored objects.
         let workload = topology::workload(&cfg.topology, cfg.seed.wrapping_add(10), PRIMARY);
@@ -180,8 +191,8 @@ impl Platform {
         for vm in workload.vms.iter().chain(&g_primary.vms).chain(&g_standby.vms) {
             iaas.create(vm.clone());
         }
-        let encode = |s: &Side, objs: &[crate::k8s::Object]| -> Vec<(Vec<u8>, Vec<u8>)> {
-            objs.iter().map(|o| (o.key().into_bytes(), s.api.encode(o))).collect()
+        let encode = |api: &ApiServer, objs: &[crate::k8s::Object]| -> Vec<(Vec<u8>, Vec<u8>)> {
+            objs.iter().map(|o| (o.key().into_bytes(), api.encode(o))).collect()
         };
         let bundle = topology::agent_bundle(&workload, cfg.seed.wrapping_add(13), &cfg.primary_signing);
         let system_agent = SystemAgent {
@@ -194,17 +205,42 @@ impl Platform {
         let mut on_primary = workload.objects.clone();
         on_primary.extend(bundle.objects);
         on_primary.extend(g_primary.objects);
-        primary.etcd.seed(&encode(&primary, &on_primary));
+        let primary_kvs = encode(&primary_api, &on_primary);
         let mut on_standby = g_standby.objects;
         if cfg.standby_preloaded {
             on_standby.extend(workload.objects);
         }
-        standby.etcd.seed(&encode(&standby, &on_standby));
+        let standby_kvs = encode(&standby_api, &on_standby);
 
         let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed.wrapping_add(20));
-        for (s, gate) in [(&primary, cfg.primary_gate.clone()), (&standby, cfg.standby_gate.clone())] {
-            let lags =
-                kind::ALL.iter().map(|_| Duration::from_millis(rng.random_range(0..=cfg.gc_lag_ms_max))).collect();
+        let mut lags = || -> Vec<Duration> {
+            kind::ALL.iter().map(|_| Duration::from_millis(rng.random_range(0..=cfg.gc_lag_ms_max))).collect()
+        };
+        let gc_lags = [lags(), lags()];
+        Ok(Parts { trace, iaas, dns, primary_api, standby_api, primary_kvs, standby_kvs, system_agent, gc_lags })
+    }
+}
+
+impl Platform {
+    /// Builds the world; add the sync / orchestrator hosts to the returned sim, then [`Platform::run`].
+    pub fn build<'a>(cfg: PlatformConfig) -> Result<(Platform, turmoil::Sim<'a>), WorldError> {
+        assert!(cfg.agents <= AGENTS_MAX, "more agents than AGENTS_MAX");
+        let duration = Duration::from_secs(cfg.sim_secs + 30) + SETTLE;
+        let mut sim = crate::world::builder(cfg.seed, duration, Duration::from_millis(cfg.tick_ms)).build();
+        let Parts { trace, iaas, dns, primary_api, standby_api, primary_kvs, standby_kvs, system_agent, gc_lags } =
+            Parts::new(&cfg)?;
+        let links = Links::default();
+        let side = |name: &str, i: u64, api: Arc<ApiServer>, kvs: &[(Vec<u8>, Vec<u8>)]| {
+            let etcd = SimEtcd::new(Config { seed: cfg.seed.wrapping_add(i), ..Config::default() });
+            etcd.seed(kvs);
+            Side { name: name.into(), etcd, api }
+        };
+        let primary = side(PRIMARY, 1, primary_api, &primary_kvs);
+        let standby = side(STANDBY, 2, standby_api, &standby_kvs);
+        let [primary_lags, standby_lags] = gc_lags;
+        for (s, gate, lags) in
+            [(&primary, cfg.primary_gate.clone(), primary_lags), (&standby, cfg.standby_gate.clone(), standby_lags)]
+        {
             add_cluster_host(&mut sim, &cfg, s, links.clone(), iaas.clone(), gate, lags);
         }
 
@@ -239,7 +275,7 @@ impl Platform {
             });
         }
 
-        let (actions, rx) = mpsc::channel(ACTIONS_QUEUED_MAX);
+        let (actions, rx) = action_queue();
         let faults = Faults::new(links.clone(), trace.clone());
         let p =
             Platform { cfg, trace, links, faults, iaas, dns, primary, standby, actions, agents_restart, agents_served };
@@ -253,57 +289,25 @@ impl Platform {
 
     /// Queues an operator action (call from a scheduled step).
     pub fn act(&self, a: Action) {
-        self.trace.record("operator", "operator.queue", json!({"action": format!("{a:?}")}));
         if matches!(a, Action::RestartAgents) {
+            self.trace.record("operator", "operator.queue", json!({"action": format!("{a:?}")}));
             self.agents_restart.notify_waiters();
             return;
         }
-        self.actions.try_send(a).expect("the operator queue is full (ACTIONS_QUEUED_MAX)");
+        enqueue(&self.trace, &self.actions, a);
     }
 
-    fn add_operator(&self, sim: &mut turmoil::Sim<'_>, mut rx: mpsc::Receiver<Action>) {
-        let (links, dns, secs, rate, seed) =
-            (self.links.clone(), self.dns.clone(), self.cfg.sim_secs, self.cfg.writes_per_s, self.cfg.seed);
+    fn add_operator(&self, sim: &mut turmoil::Sim<'_>, rx: mpsc::Receiver<Action>) {
+        let (links, dns, cfg) = (self.links.clone(), self.dns.clone(), self.cfg.clone());
         let sides = [self.primary.clone(), self.standby.clone()];
-        let (trace, topo) = (self.trace.clone(), self.cfg.topology.clone());
+        let trace = self.trace.clone();
         sim.client("operator", async move {
             let mut apis = Vec::new();
             for s in &sides {
                 let c = net::client(&format!("http://{}:{ETCD_PORT}", s.name), links.clone()).await?;
                 apis.push(Api::new(s.api.clone(), &c, "operator"));
             }
-            let api_of = |name: &str| apis.iter().find(|a| a.cluster() == name).expect("a known side").clone();
-            let mut resolver = Resolver::new(dns);
-            let mut rng = ChaCha8Rng::seed_from_u64(seed.wrapping_add(30));
-            let start = tokio::time::Instant::now();
-            let end = start + Duration::from_secs(secs);
-            let gap = if rate > 0.0 { Duration::from_secs_f64(1.0 / rate) } else { Duration::from_secs(secs + 1) };
-            let mut next_write = start + gap;
-            loop {
-                let now = tokio::time::Instant::now();
-                if now >= end {
-                    break;
-                }
-                tokio::select! {
-                    a = rx.recv() => {
-                        let Some(a) = a else { break };
-                        let serving = resolver.resolve();
-                        if let Err(e) = operate(&a, &api_of, &serving).await {
-                            trace.record("operator", "operator.error", json!({"action": format!("{a:?}"), "error": e.to_string()}));
-                        }
-                    }
-                    _ = tokio::time::sleep_until(next_write.min(end)) => {
-                        if now >= next_write {
-                            next_write += gap;
-                            let serving = resolver.resolve();
-                            // A heartbeat may fail (fenced, partitioned): traffic just goes on.
-                            let _ = heartbeat(&api_of(&serving), &topo, &mut rng).await;
-                        }
-                    }
-                }
-            }
-            // Quiet time at the end: traffic stops, the world settles before the run ends.
-            tokio::time::sleep(SETTLE).await;
+            operator(apis, Resolver::new(dns), &cfg, trace, rx).await;
             Ok(())
         });
     }
@@ -328,6 +332,32 @@ impl Platform {
     }
 }
 
+/// One global cluster's controllers — garbage collector, ServiceAccount tokens controller, CAPI
+/// controllers, kube-apiserver's compactor — as tasks on the current runtime against `etcd`
+/// (simulated inside turmoil, or a real server for `harness`'s real backend).
+pub struct ControlPlane {
+    pub gc_lags: Vec<Duration>,
+    pub capi_lag: Duration,
+    pub compaction_interval_s: Option<u64>,
+    pub gate: Option<ControllerGate>,
+    pub iaas: Iaas,
+}
+
+impl ControlPlane {
+    pub fn spawn(self, api: &Arc<ApiServer>, etcd: &etcd_client::Client) {
+        let ControlPlane { gc_lags, capi_lag, compaction_interval_s, gate, iaas } = self;
+        let gc_api = Api::new(api.clone(), etcd, "garbage-collector");
+        tokio::spawn(gc::run(gc_api, etcd.clone(), GcConfig { informer_lags: gc_lags, ..GcConfig::default() }));
+        let tokens_api = Api::new(api.clone(), etcd, "serviceaccount-tokens");
+        tokio::spawn(crate::k8s::tokens::run(tokens_api, etcd.clone(), capi_lag));
+        let capi_api = Api::new(api.clone(), etcd, "capi-controller-manager");
+        tokio::spawn(capi::run(capi_api, etcd.clone(), CapiConfig { informer_lag: capi_lag, gate, iaas }));
+        if let Some(s) = compaction_interval_s {
+            tokio::spawn(compactor(etcd.clone(), Duration::from_secs(s)));
+        }
+    }
+}
+
 fn add_cluster_host(
     sim: &mut turmoil::Sim<'_>,
     cfg: &PlatformConfig,
@@ -346,19 +376,68 @@ fn add_cluster_host(
         async move {
             let url = format!("http://{}:{ETCD_PORT}", side.name);
             let etcd = net::client(&url, links.clone()).await.expect("a lazy client never fails to build");
-            let gc_api = Api::new(side.api.clone(), &etcd, "garbage-collector");
-            tokio::spawn(gc::run(gc_api, etcd.clone(), GcConfig { informer_lags: gc_lags, ..GcConfig::default() }));
-            let tokens_api = Api::new(side.api.clone(), &etcd, "serviceaccount-tokens");
-            tokio::spawn(crate::k8s::tokens::run(tokens_api, etcd.clone(), capi_lag));
-            let capi_api = Api::new(side.api.clone(), &etcd, "capi-controller-manager");
-            tokio::spawn(capi::run(capi_api, etcd.clone(), CapiConfig { informer_lag: capi_lag, gate, iaas }));
-            if let Some(s) = compaction {
-                tokio::spawn(compactor(etcd.clone(), Duration::from_secs(s)));
-            }
+            let plane = ControlPlane { gc_lags, capi_lag, compaction_interval_s: compaction, gate, iaas };
+            plane.spawn(&side.api, &etcd);
             let ingress_api = Api::new(side.api.clone(), &etcd, "kube-apiserver");
             tokio::spawn(dns::serve_ingress(side.name.clone(), links, ingress_api));
         }
     });
+}
+
+/// Queues an action for an [`operator`] (the queue is bounded: a full one is a scenario bug).
+pub fn enqueue(trace: &Trace, queue: &mpsc::Sender<Action>, a: Action) {
+    trace.record("operator", "operator.queue", json!({"action": format!("{a:?}")}));
+    queue.try_send(a).expect("the operator queue is full (ACTIONS_QUEUED_MAX)");
+}
+
+/// An operator's action queue.
+pub fn action_queue() -> (mpsc::Sender<Action>, mpsc::Receiver<Action>) {
+    mpsc::channel(ACTIONS_QUEUED_MAX)
+}
+
+/// The operator: runs each queued action against the cluster the platform domain points to (or
+/// the side it names) and sends the background heartbeats at `cfg.writes_per_s`, for
+/// `cfg.sim_secs`; then traffic stops for [`SETTLE`] so the world settles before the run ends.
+/// `apis` holds one API client per side.
+pub async fn operator(
+    apis: Vec<Api>,
+    mut resolver: Resolver,
+    cfg: &PlatformConfig,
+    trace: Trace,
+    mut rx: mpsc::Receiver<Action>,
+) {
+    let (secs, rate) = (cfg.sim_secs, cfg.writes_per_s);
+    let api_of = |name: &str| apis.iter().find(|a| a.cluster() == name).expect("a known side").clone();
+    let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed.wrapping_add(30));
+    let start = tokio::time::Instant::now();
+    let end = start + Duration::from_secs(secs);
+    let gap = if rate > 0.0 { Duration::from_secs_f64(1.0 / rate) } else { Duration::from_secs(secs + 1) };
+    let mut next_write = start + gap;
+    loop {
+        let now = tokio::time::Instant::now();
+        if now >= end {
+            break;
+        }
+        tokio::select! {
+            a = rx.recv() => {
+                let Some(a) = a else { break };
+                let serving = resolver.resolve();
+                if let Err(e) = operate(&a, &api_of, &serving).await {
+                    trace.record("operator", "operator.error", json!({"action": format!("{a:?}"), "error": e.to_string()}));
+                }
+            }
+            _ = tokio::time::sleep_until(next_write.min(end)) => {
+                if now >= next_write {
+                    next_write += gap;
+                    let serving = resolver.resolve();
+                    // A heartbeat may fail (fenced, partitioned): traffic just goes on.
+                    let _ = heartbeat(&api_of(&serving), &cfg.topology, &mut rng).await;
+                }
+            }
+        }
+    }
+    // Quiet time at the end: traffic stops, the world settles before the run ends.
+    tokio::time::sleep(SETTLE).await;
 }
 
 /// kube-apiserver's periodic compaction: every interval, compact at the revision seen one

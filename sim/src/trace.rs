@@ -51,7 +51,7 @@ impl Trace {
     /// Records one event. `fields` must be a JSON object; its keys follow `t_ms`, `host`, `event`.
     pub fn record(&self, host: &str, event: &str, fields: Value) {
         let outside_ms = self.inner.lock().expect("trace lock").outside_ms;
-        let t_ms = turmoil::sim_elapsed().map(|d| d.as_millis() as u64).unwrap_or(outside_ms);
+        let t_ms = crate::clock::elapsed().map(|d| d.as_millis() as u64).unwrap_or(outside_ms);
         let mut obj = Map::new();
         obj.insert("t_ms".into(), t_ms.into());
         obj.insert("host".into(), host.into());

@@ -96,7 +96,7 @@ impl ApiServer {
 
     /// Simulated wall-clock now, as an API timestamp.
     pub fn now(&self) -> Time {
-        let s = turmoil::sim_elapsed().map(|d| d.as_secs() as i64).unwrap_or(0);
+        let s = crate::clock::elapsed().map(|d| d.as_secs() as i64).unwrap_or(0);
         Time(k8s_openapi::jiff::Timestamp::from_second(self.epoch_s + s).expect("simulated time in range"))
     }
 
