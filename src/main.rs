@@ -111,7 +111,7 @@ enum Command {
         seed: Option<u64>,
         /// The code under test: `real` or a mutant (owner-order-off, ignore-rules-off,
         /// uninstall-guard-off, fencing-off, raw-secret-copy, checkpoint-outside-txn, ledger-off,
-        /// baseline-off, restore-blind).
+        /// baseline-off, restore-blind, gate-compare-off).
         #[arg(long)]
         variant: Option<String>,
         /// `sim` (the deterministic world) or `etcd` (two real etcd servers on loopback, 3.4 → 3.5,

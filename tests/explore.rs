@@ -44,8 +44,12 @@ fn gate_every_mutant_is_caught_by_random_cases() {
     // a reinstall or a failback, which the explorer does not draw: its teeth are
     // scenarios/dr-aware-upgrade.yaml and tests/sync_bodies.rs. restore-blind needs a source
     // restored from a snapshot, which the explorer does not draw: its teeth are
-    // scenarios/source-restored-from-snapshot.yaml.
-    let drawn = |m: &Variant| !matches!(m, Variant::LedgerOff | Variant::BaselineOff | Variant::RestoreBlind);
+    // scenarios/source-restored-from-snapshot.yaml. gate-compare-off needs a second sync process
+    // the orchestrator does not stop, which the explorer does not draw: its teeth are
+    // scenarios/zombie-sync-after-failover.yaml.
+    let drawn = |m: &Variant| {
+        !matches!(m, Variant::LedgerOff | Variant::BaselineOff | Variant::RestoreBlind | Variant::GateCompareOff)
+    };
     for m in Variant::MUTANTS.into_iter().filter(drawn) {
         let o = run(m, CASES, 0, 2, out.path());
         let f = o.finding.unwrap_or_else(|| {

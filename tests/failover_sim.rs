@@ -376,3 +376,91 @@ fn preflight_refuses_a_misnamed_global_before_anything_is_fenced_and_force_is_re
         }
     }
 }
+
+/// A restarted orchestrator repeats nothing of a completed failover (the crash test above), but
+/// once a sync runs onto the standby again — reinstalled, a new epoch — the completed record is
+/// an earlier cycle's: the next failover archives it in the audit trail and runs from its first
+/// step instead of reporting the first one done. The reinstalled sync resyncs (its checkpoint is
+/// the last epoch's): resuming from it would never look at what the standby changed while it
+/// served (its Clusters unpaused), and the second failover's guard would refuse.
+#[test]
+fn a_second_failover_cycle_archives_the_first_and_starts_afresh() {
+    let mut cfg = platform_config(29, 240, Topology { clusters: 2, machines: 3 });
+    cfg.dns_ttl_s = 10;
+    cfg.writes_per_s = 0.0;
+    let settings = sync_settings(&cfg);
+    let (p, mut sim) = Platform::build(cfg).expect("world builds");
+    let first_sync = SyncHost::new(PRIMARY, STANDBY, settings.clone()).add(&mut sim, p.links.clone());
+    let options = Options::new(PRIMARY, STANDBY);
+    let view = PlatformView::of(&p);
+    let first = add_orchestrator(
+        &mut sim,
+        Job::Failover,
+        view.clone(),
+        settings.clone(),
+        first_sync,
+        options.clone(),
+        Duration::from_secs(START_S),
+    );
+    // The next cycle: the sync reinstalled onto the standby at 100 s, the operator's failover
+    // command again at 130 s (its own host, driving the new sync).
+    let (install, installed) = harness::simsync::install_channel();
+    let again = SyncHost {
+        name: "sync-again".into(),
+        install: Some(installed),
+        ..SyncHost::new(PRIMARY, STANDBY, sync::engine::Settings { reinstall: true, ..settings.clone() })
+    };
+    let second_sync = again.add(&mut sim, p.links.clone());
+    let second: Runs = Runs::default();
+    {
+        let (view, settings, options, out) = (view.clone(), settings.clone(), options.clone(), second.clone());
+        sim.host("orchestrator-again", move || {
+            let (view, settings, handle, options, out) =
+                (view.clone(), settings.clone(), second_sync.clone(), options.clone(), out.clone());
+            async move {
+                tokio::time::sleep(Duration::from_secs(130)).await;
+                let r = harness::failover_sim::run_job(Job::Failover, &view, &settings, handle, &options).await;
+                out.lock().unwrap().push(r);
+                std::future::pending::<()>().await;
+                Ok(())
+            }
+        });
+    }
+    // Between the cycles, a failback by hand: the standby fenced (its clients go back to the
+    // primary), the primary unfenced, the platform domain pointed back at it.
+    let steps = vec![
+        At::new(Duration::from_secs(95), |_| {
+            p.standby.api.set_fenced(true);
+            p.primary.api.set_fenced(false);
+            p.dns.switch(PRIMARY, "operator");
+        }),
+        At::new(Duration::from_secs(100), move |_| {
+            install.send_replace(Some(harness::simsync::Install { baseline_revision: None }));
+        }),
+    ];
+    p.run(&mut sim, steps).expect("runs");
+    drop(sim);
+    let first = first.lock().unwrap()[0].clone().unwrap_or_else(|e| panic!("first failover: {e} (seed=29)"));
+    assert!(first.progress.complete());
+    let second = second.lock().unwrap().first().cloned().expect("the second failover ended (seed=29)");
+    let second = second.unwrap_or_else(|e| panic!("second failover: {e} (seed=29)"));
+    let steps: Vec<Step> = second.progress.step_ms.iter().map(|(s, _)| *s).collect();
+    assert_eq!(steps, Step::ALL, "the second cycle ran every step itself");
+    assert!(
+        second.progress.started_ms > first.progress.started_ms,
+        "the second cycle is timed from its own start, not the first's: {:?} vs {:?}",
+        second.progress.started_ms,
+        first.progress.started_ms
+    );
+    let audit: Vec<serde_json::Value> = p
+        .standby
+        .etcd
+        .dump()
+        .into_iter()
+        .filter(|(k, _)| k.starts_with(harness::failover_sim::AUDIT_PREFIX.as_bytes()))
+        .map(|(_, v)| serde_json::from_slice(&v).expect("audit JSON"))
+        .collect();
+    let archived: Vec<&serde_json::Value> = audit.iter().filter(|r| r["step"] == "archive-progress").collect();
+    assert_eq!(archived.len(), 1, "one archived record: {audit:?}");
+    assert_eq!(archived[0]["progress"]["started_ms"], serde_json::json!(first.progress.started_ms));
+}

@@ -33,7 +33,17 @@ pub async fn failback<P: Ports>(ports: &P, o: &Options) -> Result<Outcome, Failo
 }
 
 async fn failback_locked<P: Ports>(ports: &P, o: &Options) -> Result<Outcome, FailoverError> {
-    let started = ports.load_progress().await?.is_some_and(|p| p.done.is_some());
+    let progress = ports.load_progress().await?;
+    if let Some(p) = progress.as_ref().filter(|p| p.complete())
+        && ports.dns_target().await? == o.standby
+        && !ports.sync_running().await?
+    {
+        // Restarted after the failover back completed: the old primary serves, no sync runs onto
+        // it. Done; nothing to repeat. (A completed record with the roles as they are now is an
+        // earlier cycle's: the failover back archives it.)
+        return Ok(Outcome { progress: p.clone(), ..Outcome::default() });
+    }
+    let started = progress.is_some_and(|p| p.done.is_some() && !p.complete());
     if !started {
         let baseline = preconditions(ports, o).await?;
         ports.install_sync(baseline).await?;

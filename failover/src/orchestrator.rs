@@ -164,6 +164,14 @@ pub async fn run<P: Ports>(ports: &P, o: &Options) -> Result<Outcome, FailoverEr
 
 pub(crate) async fn run_locked<P: Ports>(ports: &P, o: &Options) -> Result<Outcome, FailoverError> {
     let mut progress = ports.load_progress().await?.unwrap_or_default();
+    // A completed failover's record stays where it is, so a restart after the last step reports
+    // it done and repeats nothing. Once a sync runs onto this standby again (reinstalled after a
+    // failback, or after an upgrade), that record is an earlier cycle's: it goes to the audit
+    // trail and this failover starts from the first step.
+    if progress.complete() && ports.sync_running().await? {
+        ports.audit(&json!({"step": "archive-progress", "outcome": "done", "progress": progress})).await?;
+        progress = Progress::default();
+    }
     if progress.done.is_none() {
         progress.unplanned = o.unplanned;
     } else if progress.unplanned != o.unplanned {

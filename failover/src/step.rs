@@ -115,6 +115,11 @@ impl Progress {
             Some(s) => s.next(),
         }
     }
+
+    /// Every step is done.
+    pub fn complete(&self) -> bool {
+        self.next().is_none()
+    }
 }
 
 #[cfg(test)]

@@ -85,12 +85,20 @@ struct Events {
     scales: Vec<Scale>,
     /// Events a cause chain may cite.
     kept: Vec<Value>,
+    /// The standby's last commit of the sync's gate, and the sync's checkpoint commits after it
+    /// (the first kept; all counted).
+    standby_gate_rev: i64,
+    /// Revisions at which a fault removed a key on a side behind its API (`lose_key`).
+    fault_revs: BTreeSet<(String, i64)>,
+    checkpoints_after_gate: Vec<(i64, u64)>,
+    checkpoints_after_gate_count: usize,
 }
 
 fn read_events(o: &Observed) -> std::io::Result<Events> {
     let file = std::fs::File::open(&o.trace)?;
     let mut ev = Events::default();
     let machines = kind::MACHINE.prefix();
+    let (gate_key, checkpoint_key) = (sync::target::gate_key(), sync::target::checkpoint_key());
     for line in std::io::BufReader::new(file).lines() {
         let v: Value = serde_json::from_str(&line?).map_err(std::io::Error::other)?;
         let event = v["event"].as_str().unwrap_or_default();
@@ -99,6 +107,16 @@ fn read_events(o: &Observed) -> std::io::Result<Events> {
         match event {
             "etcd.commit" => {
                 let rev = v["rev"].as_i64().unwrap_or(0);
+                if host == STANDBY && key == gate_key {
+                    ev.standby_gate_rev = rev;
+                    ev.checkpoints_after_gate.clear();
+                    ev.checkpoints_after_gate_count = 0;
+                } else if host == STANDBY && key == checkpoint_key {
+                    ev.checkpoints_after_gate_count += 1;
+                    if ev.checkpoints_after_gate.len() < DETAILS_MAX {
+                        ev.checkpoints_after_gate.push((rev, v["t_ms"].as_u64().unwrap_or(0)));
+                    }
+                }
                 if host == PRIMARY {
                     ev.primary_commits.push((rev, key.clone(), ev.phase));
                 } else if host == STANDBY && ev.phase == Phase::Failback {
@@ -114,6 +132,11 @@ fn read_events(o: &Observed) -> std::io::Result<Events> {
             }
             "dns.switch" => ev.switches.push((v["t_ms"].as_u64().unwrap_or(0), v["to"].as_str().unwrap_or("").into())),
             "capi.kcp.regenerate-secret" => ev.regenerated.push(v.clone()),
+            "fault.lose-key" if ev.fault_revs.len() < EVENTS_KEPT_MAX => {
+                if let (Some(side), Some(rev)) = (v["side"].as_str(), v["rev"].as_i64()) {
+                    ev.fault_revs.insert((side.to_string(), rev));
+                }
+            }
             "iaas.create" => ev.iaas_creates.push(v.clone()),
             "agent.patch" if ev.agent_patches.len() < EVENTS_KEPT_MAX => ev.agent_patches.push(v.clone()),
             "timeline.failover" => ev.phase = Phase::Failover,
@@ -321,12 +344,15 @@ pub fn check(s: &Scenario, o: &Observed) -> std::io::Result<Vec<Verdict>> {
     // R from the progress the orchestrator persisted (a refused or crashed run has it too).
     let r = o.failover_progress.as_ref().and_then(|p| p.source_revision);
     // From the failback on, the old primary's commits are the reverse sync's and then its own
-    // as the serving cluster again.
+    // as the serving cluster again. A key a fault removed behind the API (`lose_key`: etcdctl,
+    // a restore tool) is no client's write: the fence, at the API, cannot refuse it, and no
+    // client lost it.
+    let by_fault = |rev: i64| ev.fault_revs.contains(&(PRIMARY.to_string(), rev));
     let after_r: Vec<&(i64, String, Phase)> = match r {
         Some(r) => ev
             .primary_commits
             .iter()
-            .filter(|(rev, k, phase)| *rev > r && k != "compact_rev_key" && *phase < Phase::Failback)
+            .filter(|(rev, k, phase)| *rev > r && k != "compact_rev_key" && *phase < Phase::Failback && !by_fault(*rev))
             .collect(),
         None => Vec::new(),
     };
@@ -413,7 +439,36 @@ pub fn check(s: &Scenario, o: &Observed) -> std::io::Result<Vec<Verdict>> {
     }
     out.push(Verdict::new(Invariant::ClusterSecretsIntact, problems, None));
     out.push(agent_token(&ev, has_failover));
+    out.push(sync_writes_after_uninstall(&ev, o));
     Ok(out)
+}
+
+/// no-sync-write-after-uninstall: once the sync's gate on the standby says uninstalled or
+/// cleared, no sync txn commits there — every sync txn carries its checkpoint and compares the
+/// gate it started under, so a sync process that outlived its uninstall (a zombie) is refused.
+/// Judged on the gate's last commit: a reinstall's new epoch starts a new judgement.
+fn sync_writes_after_uninstall(ev: &Events, o: &Observed) -> Verdict {
+    let inv = Invariant::NoSyncWriteAfterUninstall;
+    let state = match &o.standby_gate {
+        Some(g) if g.state != sync::target::GateState::Syncing => g.state,
+        Some(_) => return Verdict::na(inv, "the sync's gate on the standby still lets it write"),
+        None => return Verdict::na(inv, "the standby has no sync gate"),
+    };
+    let problems = ev
+        .checkpoints_after_gate
+        .iter()
+        .map(|(rev, t)| {
+            format!(
+                "t={:.3}s a sync txn committed on the {STANDBY} at revision {rev}, after its gate was {state:?} at revision {}",
+                *t as f64 / 1000.0,
+                ev.standby_gate_rev
+            )
+        })
+        .chain((ev.checkpoints_after_gate_count > DETAILS_MAX).then(|| {
+            format!("… {} sync txns in all", ev.checkpoints_after_gate_count)
+        }))
+        .collect();
+    Verdict::new(inv, problems, Some(format!("the gate has been {state:?} since revision {}", ev.standby_gate_rev)))
 }
 
 /// agent-token-works-after-failover (seed 000's shared token): once a failover pointed the

@@ -52,6 +52,9 @@ pub fn unsupported(s: &Scenario) -> Option<String> {
     let sync_link = |a: Host, b: Host| {
         matches!((a, b), (Host::Sync, Host::Primary | Host::Standby) | (Host::Primary | Host::Standby, Host::Sync))
     };
+    if s.sync.zombie_s.is_some() {
+        return Some("sync.zombie_s: a zombie sync runs on the simulator only".into());
+    }
     for e in resolve(s) {
         let why = match &e.act {
             Act::Partition(a, b) | Act::Heal(a, b) | Act::Reset(a, b) if !sync_link(*a, *b) => {
@@ -399,6 +402,7 @@ async fn run_async(s: &Scenario, seed: u64, variant: Variant, trace_path: PathBu
         source_head,
         diff: after.diff,
         keys_in_scope: after.keys_in_scope,
+        standby_gate: after.standby_gate,
         orphaned: observer.violations(),
         failover,
         abort: None,

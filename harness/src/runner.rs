@@ -74,6 +74,8 @@ pub struct Observed {
     /// The offline comparison of the final states under the real rules.
     pub diff: Diff,
     pub keys_in_scope: usize,
+    /// The sync's gate on the standby at the end.
+    pub standby_gate: Option<sync::target::Gate>,
     pub orphaned: Vec<Orphaned>,
     /// The orchestrator's first finished run (a crashed run records none).
     pub failover: Option<Result<failover::Outcome, String>>,
@@ -108,6 +110,7 @@ fn apply_variant(v: Variant, settings: &mut Settings, options: &mut failover::Op
             Variant::LedgerOff => settings.ledger_off = true,
             Variant::BaselineOff => settings.baseline_off = true,
             Variant::RestoreBlind => settings.restore_blind = true,
+            Variant::GateCompareOff => settings.gate_compare_off = true,
             Variant::UninstallGuardOff => options.guard_off = true,
             Variant::FencingOff => options.fencing_off = true,
         }
@@ -203,6 +206,15 @@ pub fn run(s: &Scenario, seed: u64, variant: Variant, trace: PathBuf) -> Result<
         ..SyncHost::new(PRIMARY, STANDBY, settings.clone())
     };
     let handle = sync_host.add(&mut sim, p.links.clone());
+    // A zombie: the same code, its own handle, which no orchestrator freezes or stops.
+    if let Some(z) = s.sync.zombie_s {
+        let zombie = SyncHost {
+            name: "sync-zombie".into(),
+            start_delay: Duration::from_secs_f64(z),
+            ..SyncHost::new(PRIMARY, STANDBY, settings.clone())
+        };
+        zombie.add(&mut sim, p.links.clone());
+    }
 
     // The observer watches the standby from the start, before the sync's first copy.
     let observer = OwnerOrder::creations_only();
@@ -326,6 +338,7 @@ pub fn run(s: &Scenario, seed: u64, variant: Variant, trace: PathBuf) -> Result<
         source_head: p.primary.etcd.revision(),
         diff: after.diff,
         keys_in_scope: after.keys_in_scope,
+        standby_gate: after.standby_gate,
         orphaned: observer.violations(),
         failover,
         abort,

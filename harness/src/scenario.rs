@@ -143,11 +143,16 @@ impl Default for Traffic {
 pub struct SyncSpec {
     /// When the sync host starts (the observers watch from 0).
     pub start_s: f64,
+    /// A second sync process the orchestrator does not know of (a replica a botched rollout left
+    /// running, host `sync-zombie`), started at this time with the same code and settings: it
+    /// resumes from the standby's checkpoint and is never frozen, stopped or uninstalled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zombie_s: Option<f64>,
 }
 
 impl Default for SyncSpec {
     fn default() -> Self {
-        SyncSpec { start_s: 1.0 }
+        SyncSpec { start_s: 1.0, zombie_s: None }
     }
 }
 
@@ -186,10 +191,11 @@ pub enum Variant {
     LedgerOff,
     BaselineOff,
     RestoreBlind,
+    GateCompareOff,
 }
 
 impl Variant {
-    pub const MUTANTS: [Variant; 9] = [
+    pub const MUTANTS: [Variant; 10] = [
         Variant::OwnerOrderOff,
         Variant::IgnoreRulesOff,
         Variant::UninstallGuardOff,
@@ -199,6 +205,7 @@ impl Variant {
         Variant::LedgerOff,
         Variant::BaselineOff,
         Variant::RestoreBlind,
+        Variant::GateCompareOff,
     ];
 
     pub fn name(self) -> &'static str {
@@ -213,6 +220,7 @@ impl Variant {
             Variant::LedgerOff => "ledger-off",
             Variant::BaselineOff => "baseline-off",
             Variant::RestoreBlind => "restore-blind",
+            Variant::GateCompareOff => "gate-compare-off",
         }
     }
 
@@ -235,12 +243,13 @@ pub enum Invariant {
     Rto,
     ClusterSecretsIntact,
     AgentTokenWorksAfterFailover,
+    NoSyncWriteAfterUninstall,
     /// Needs bare metal (not modelled yet).
     PlansNeverRegress,
 }
 
 impl Invariant {
-    pub const CHECKED: [Invariant; 11] = [
+    pub const CHECKED: [Invariant; 12] = [
         Invariant::NoMachineDeleted,
         Invariant::NoVmDestroyed,
         Invariant::StandbyGlobalsUntouched,
@@ -252,6 +261,7 @@ impl Invariant {
         Invariant::Rto,
         Invariant::ClusterSecretsIntact,
         Invariant::AgentTokenWorksAfterFailover,
+        Invariant::NoSyncWriteAfterUninstall,
     ];
 
     pub fn name(self) -> String {
@@ -428,6 +438,8 @@ pub enum Host {
     Primary,
     Standby,
     Sync,
+    /// The sync process of `sync.zombie_s`.
+    SyncZombie,
     Orchestrator,
     Agents,
 }
@@ -438,6 +450,7 @@ impl Host {
             Host::Primary => "primary",
             Host::Standby => "standby",
             Host::Sync => "sync",
+            Host::SyncZombie => "sync-zombie",
             Host::Orchestrator => "orchestrator",
             Host::Agents => "agents",
         }

@@ -90,6 +90,8 @@ pub struct After {
     /// The offline comparison under `settings`' rules, and how many primary keys they include.
     pub diff: Diff,
     pub keys_in_scope: usize,
+    /// The sync's gate on the standby (None: none, or not a gate).
+    pub standby_gate: Option<sync::target::Gate>,
 }
 
 pub fn after(mut before: Before, primary: &SideState, standby: &SideState, settings: &Settings) -> After {
@@ -114,7 +116,9 @@ pub fn after(mut before: Before, primary: &SideState, standby: &SideState, setti
         .collect();
     let keys_in_scope = primary.kvs.keys().filter(|k| settings.rules.includes(k)).count();
     let diff = diff(&primary.kvs, &standby.kvs, settings);
-    After { before, cluster_secrets_after, unreadable_on_standby, diff, keys_in_scope }
+    let standby_gate =
+        standby.kvs.get(sync::target::gate_key().as_bytes()).and_then(|v| sync::target::Gate::decode(v).ok());
+    After { before, cluster_secrets_after, unreadable_on_standby, diff, keys_in_scope, standby_gate }
 }
 
 /// How the standby's copy differs from the primary by the sync's own rules (an offline

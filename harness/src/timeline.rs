@@ -62,6 +62,20 @@ pub enum Act {
 }
 
 impl Act {
+    /// The hosts the entry names.
+    pub fn hosts(&self) -> Vec<Host> {
+        match self {
+            Act::Partition(a, b)
+            | Act::Heal(a, b)
+            | Act::PartitionOneway(a, b)
+            | Act::HealOneway(a, b)
+            | Act::Reset(a, b)
+            | Act::Delay(a, b, _) => vec![*a, *b],
+            Act::Crash(h) | Act::Restart(h) => vec![*h],
+            _ => Vec::new(),
+        }
+    }
+
     /// The operator action this entry queues, if it is one (both backends run the same operator).
     pub fn operator_action(&self) -> Option<sim::platform::Action> {
         use sim::platform::Action;
@@ -252,6 +266,9 @@ pub fn validate(s: &Scenario) -> Result<(), Invalid> {
     if !(0.0..s.duration_s as f64).contains(&s.sync.start_s) {
         return Err(top("sync", "sync.start_s must be within the duration"));
     }
+    if s.sync.zombie_s.is_some_and(|z| !(0.0..s.duration_s as f64).contains(&z)) {
+        return Err(top("sync", "sync.zombie_s must be within the duration"));
+    }
     let unmodelled = [Invariant::PlansNeverRegress];
     let named = s.expect.fail.iter().chain(s.teeth.values().flatten());
     if let Some(i) = named.clone().find(|i| unmodelled.contains(i)) {
@@ -305,7 +322,13 @@ fn validate_timeline(s: &Scenario) -> Result<(), Invalid> {
             return Err(fail("`when: failover.ended` but the timeline has no failover".into()));
         }
         let link = |a: Host, b: Host| if a <= b { (a, b) } else { (b, a) };
-        match act(&e.value).map_err(fail)? {
+        let a = act(&e.value).map_err(fail)?;
+        if s.sync.zombie_s.is_none() && a.hosts().contains(&Host::SyncZombie) {
+            return Err(fail(
+                "`sync-zombie` is the process of `sync.zombie_s`, which this scenario does not start".into(),
+            ));
+        }
+        match a {
             Act::Partition(a, b) | Act::Reset(a, b) | Act::Delay(a, b, _) | Act::PartitionOneway(a, b) if a == b => {
                 return Err(fail(format!("a link joins two hosts, not {} to itself", a.name())));
             }

@@ -92,6 +92,10 @@ pub struct Settings {
     /// the source's head is below it (a source restored from a snapshot).
     #[cfg(feature = "mutants")]
     pub restore_blind: bool,
+    /// Test-only: write without comparing the gate (a sync that outlived its uninstall then
+    /// writes onto the new primary).
+    #[cfg(feature = "mutants")]
+    pub gate_compare_off: bool,
 }
 
 impl Settings {
@@ -119,6 +123,8 @@ impl Settings {
             baseline_off: false,
             #[cfg(feature = "mutants")]
             restore_blind: false,
+            #[cfg(feature = "mutants")]
+            gate_compare_off: false,
         }
     }
 
@@ -142,12 +148,15 @@ impl Settings {
         true
     }
 
-    fn split_checkpoint(&self) -> bool {
+    fn write_mode(&self) -> target::WriteMode {
+        #[allow(unused_mut)]
+        let mut m = target::WriteMode::default();
         #[cfg(feature = "mutants")]
-        if self.checkpoint_outside_txn {
-            return true;
+        {
+            m.split_checkpoint = self.checkpoint_outside_txn;
+            m.unguarded = self.gate_compare_off;
         }
-        false
+        m
     }
 }
 
@@ -438,8 +447,17 @@ impl Engine {
         #[cfg(feature = "mutants")]
         let head =
             if self.settings.restore_blind { head.max(checkpoint.as_ref().map_or(0, |c| c.revision)) } else { head };
+        // A checkpoint of an earlier epoch is from before an uninstall: while no sync ran, the
+        // target was free to change (a standby that served after a failover, one upgraded), and
+        // streaming from the checkpoint would never look at what it changed. A reinstall resyncs.
         let resume = match &checkpoint {
-            Some(cp) if !force_resync && !cp.resyncing && cp.source_cluster_id == cluster_id && cp.revision <= head => {
+            Some(cp)
+                if !force_resync
+                    && !cp.resyncing
+                    && cp.source_cluster_id == cluster_id
+                    && cp.revision <= head
+                    && cp.epoch == gate.epoch =>
+            {
                 Some(cp.clone())
             }
             Some(cp) => {
@@ -447,6 +465,7 @@ impl Engine {
                     checkpoint = cp.revision,
                     head,
                     same_cluster = cp.source_cluster_id == cluster_id,
+                    same_epoch = cp.epoch == gate.epoch,
                     "resync needed"
                 );
                 None
@@ -516,7 +535,7 @@ impl Session<'_> {
 
     async fn write(&mut self, ops: Vec<(Vec<u8>, Op)>, cp: Checkpoint) -> Result<(), SyncError> {
         let n = ops.len() as u64;
-        let rev = target::write(&self.target, &self.gate, ops, &cp, self.settings.split_checkpoint()).await?;
+        let rev = target::write(&self.target, &self.gate, ops, &cp, self.settings.write_mode()).await?;
         self.account(n, &cp, rev);
         Ok(())
     }
@@ -547,9 +566,9 @@ impl Session<'_> {
         while flight.len() >= self.settings.txns_in_flight_max.max(1) {
             self.join_one(flight).await?;
         }
-        let (target, gate, split) = (self.target.clone(), self.gate.clone(), self.settings.split_checkpoint());
+        let (target, gate, mode) = (self.target.clone(), self.gate.clone(), self.settings.write_mode());
         let n = ops.len() as u64;
-        flight.spawn(async move { target::write(&target, &gate, ops, &cp, split).await.map(|rev| (n, cp, rev)) });
+        flight.spawn(async move { target::write(&target, &gate, ops, &cp, mode).await.map(|rev| (n, cp, rev)) });
         Ok(())
     }
 

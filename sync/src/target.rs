@@ -174,7 +174,7 @@ pub async fn read_ledger(target: &Etcd) -> Result<Option<Ledger>, TargetError> {
 
 /// Saves the ledger, guarded by the gate like every sync write.
 pub async fn save_ledger(target: &Etcd, gate: &Gate, ledger: &Ledger) -> Result<(), TargetError> {
-    send(target, gate, vec![TxnOp::put(ledger_key(), ledger.encode(), None)]).await.map(|_| ())
+    send(target, Some(gate), vec![TxnOp::put(ledger_key(), ledger.encode(), None)]).await.map(|_| ())
 }
 
 /// Whether target revision `rev` is one of the sync's own txns (the checkpoint key changed at
@@ -188,6 +188,14 @@ pub async fn written_by_sync(target: &Etcd, rev: i64) -> bool {
     }
 }
 
+/// How a batch is written: always one gate-guarded txn with its checkpoint, except under the
+/// test-only mutants that split the checkpoint off or drop the gate compare.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WriteMode {
+    pub split_checkpoint: bool,
+    pub unguarded: bool,
+}
+
 /// Writes one batch with its checkpoint, guarded by the gate; returns the target revision the
 /// data committed at.
 pub async fn write(
@@ -195,7 +203,7 @@ pub async fn write(
     gate: &Gate,
     ops: Vec<(Vec<u8>, Op)>,
     cp: &Checkpoint,
-    split_checkpoint: bool,
+    mode: WriteMode,
 ) -> Result<i64, TargetError> {
     let cp_op = TxnOp::put(checkpoint_key(), serde_json::to_vec(cp).expect("checkpoint serialises"), None);
     let mut txn_ops: Vec<TxnOp> = ops
@@ -205,22 +213,23 @@ pub async fn write(
             Op::Delete => TxnOp::delete(k, None),
         })
         .collect();
-    if split_checkpoint {
+    let guard = (!mode.unguarded).then_some(gate);
+    if mode.split_checkpoint {
         // `checkpoint-outside-txn` mutant: the checkpoint goes first, in a txn of its own, so a
         // crash between the two loses the data it claims.
-        send(target, gate, vec![cp_op]).await?;
+        send(target, guard, vec![cp_op]).await?;
     } else {
         txn_ops.push(cp_op);
     }
-    send(target, gate, txn_ops).await
+    send(target, guard, txn_ops).await
 }
 
-/// One gate-guarded txn; returns the revision it committed at.
-async fn send(target: &Etcd, gate: &Gate, ops: Vec<TxnOp>) -> Result<i64, TargetError> {
-    let txn = Txn::new()
-        .when([Compare::value(gate_key(), CompareOp::Equal, gate.encode())])
-        .and_then(ops)
-        .or_else([TxnOp::get(gate_key(), None)]);
+/// One txn, guarded by `gate` (None: only the `gate-compare-off` mutant); returns the revision
+/// it committed at.
+async fn send(target: &Etcd, gate: Option<&Gate>, ops: Vec<TxnOp>) -> Result<i64, TargetError> {
+    let compare: Vec<Compare> =
+        gate.map(|g| Compare::value(gate_key(), CompareOp::Equal, g.encode())).into_iter().collect();
+    let txn = Txn::new().when(compare).and_then(ops).or_else([TxnOp::get(gate_key(), None)]);
     let mut kv = target.kv.clone();
     let r = target.call(kv.txn(txn)).await?;
     if !r.succeeded() {

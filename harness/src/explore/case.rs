@@ -315,7 +315,7 @@ impl Case {
                 gc_lag_ms_max: self.gc_lag_ms_max,
                 compaction_interval_s: self.compaction_interval_s,
             },
-            sync: SyncSpec { start_s: f64::from(self.sync_start_ds) / 10.0 },
+            sync: SyncSpec { start_s: f64::from(self.sync_start_ds) / 10.0, zombie_s: None },
             duration_s,
             tick_ms: 10,
             seeds: vec![self.world_seed],
