@@ -92,6 +92,15 @@ fn impossible_timelines_point_at_the_entry() {
         "  - at_s: 1\n    snapshot_save: primary\n  - at_s: 2\n    snapshot_restore: {side: primary, bump_revision: 2000000000}\n",
     );
     assert!(msg.contains("bump_revision must be at most"), "{msg}");
+    // The zombie host exists only when the scenario starts one, within the run.
+    let (line, col, msg) = t("  - at_s: 1\n    partition: [sync-zombie, standby]\n");
+    assert!((line, col) == (5, 5) && msg.contains("does not start"), "{line}:{col}: {msg}");
+    let zombie =
+        |z: &str, entries: &str| error(&format!("{BASE}sync:\n  start_s: 1\n  zombie_s: {z}\ntimeline:\n{entries}"));
+    let (_, _, msg) = zombie("60", "  - at_s: 1\n    crash: sync-zombie\n");
+    assert!(msg.contains("sync.zombie_s must be within the duration"), "{msg}");
+    let ok = format!("{BASE}sync:\n  start_s: 1\n  zombie_s: 5\ntimeline:\n  - at_s: 6\n    crash: sync-zombie\n");
+    assert!(parse("t.yaml", &ok).is_ok(), "a scenario with a zombie may crash it");
 }
 
 #[test]
