@@ -142,8 +142,12 @@ async fn progress_on(api: &Api, side: &'static str) -> Result<Option<Progress>, 
 /// The progress an orchestrator persisted on `side`, if any (a refused or crashed run has one
 /// too): a failover's on the standby, a failback's on the old primary.
 pub fn saved_progress(p: &Platform, side: &str) -> Option<Progress> {
-    let saved = p.side(side).etcd.get(PROGRESS_KEY.as_bytes())?;
-    Some(serde_json::from_slice(&saved).expect("the orchestrator's progress is JSON"))
+    p.side(side).etcd.get(PROGRESS_KEY.as_bytes()).map(|v| decode_progress(&v))
+}
+
+/// A persisted progress record (the orchestrator wrote it: it is JSON).
+pub fn decode_progress(v: &[u8]) -> Progress {
+    serde_json::from_slice(v).expect("the orchestrator's progress is JSON")
 }
 
 /// How the orchestrator reaches the two etcds: the simulated network, or real servers (the real

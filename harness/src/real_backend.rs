@@ -35,9 +35,10 @@ use crate::observe::OwnerOrder;
 use crate::proxy::Proxy;
 use crate::real_etcd::{EtcdOptions, EtcdServer, EtcdVersion};
 use crate::runner::{Observed, RunError, code_under_test, rotation_key};
-use crate::scenario::{Condition, FailoverEnd, Host, Scenario, Variant};
+use crate::scenario::{FailoverEnd, Host, Scenario, Variant};
+use crate::simsync::conn_config_at;
 use crate::state::SideState;
-use crate::timeline::{Act, Scheduled, resolve};
+use crate::timeline::{Act, Convergence, Scheduled, resolve};
 
 /// How often the driver looks at the timeline and the sync (the simulator steps every tick).
 const DRIVE_TICK: Duration = Duration::from_millis(10);
@@ -141,16 +142,6 @@ async fn trace_commits(etcd: Etcd, host: &'static str, from: i64, trace: Trace, 
 
 fn socket(endpoint: &str) -> SocketAddr {
     endpoint.trim_start_matches("http://").parse().expect("a launcher endpoint is http://ip:port")
-}
-
-/// The sync's connection through a proxy: the simulator's keep-alive and timeouts, in real time.
-fn sync_conn(proxy: &Proxy) -> ConnConfig {
-    let mut c = ConnConfig::new([proxy.endpoint()]);
-    c.keepalive_interval = Duration::from_secs(1);
-    c.keepalive_timeout = Duration::from_secs(2);
-    c.connect_timeout = Duration::from_secs(2);
-    c.request_timeout = Duration::from_secs(10);
-    c
 }
 
 /// The sync process: a fresh engine per start, resuming from the standby's bookkeeping.
@@ -295,16 +286,9 @@ async fn run_async(s: &Scenario, seed: u64, variant: Variant, trace_path: PathBu
     let trace = parts.trace.clone();
     tokio::task::spawn_local(trace_commits(primary.clone(), PRIMARY, p_rev + 1, trace.clone(), head.clone()));
     tokio::task::spawn_local(trace_commits(standby.clone(), STANDBY, s_rev + 1, trace.clone(), Arc::default()));
-    let [primary_lags, standby_lags] = parts.gc_lags.clone();
-    for (api, etcd, gate, gc_lags) in [
-        (&parts.primary_api, &primary, cfg.primary_gate.clone(), primary_lags),
-        (&parts.standby_api, &standby, cfg.standby_gate.clone(), standby_lags),
-    ] {
-        let capi_lag = Duration::from_millis(cfg.capi_lag_ms);
-        let compaction_interval_s = cfg.compaction_interval_s;
-        ControlPlane { gc_lags, capi_lag, compaction_interval_s, gate, iaas: parts.iaas.clone() }
-            .spawn(api, &etcd.client);
-    }
+    let [primary_plane, standby_plane] = ControlPlane::sides(&cfg, &parts);
+    primary_plane.spawn(&parts.primary_api, &primary.client);
+    standby_plane.spawn(&parts.standby_api, &standby.client);
 
     let to_primary = Proxy::start("sync-primary", socket(&primary_server.endpoint()))
         .await
@@ -314,8 +298,8 @@ async fn run_async(s: &Scenario, seed: u64, variant: Variant, trace_path: PathBu
         .map_err(sim::world::WorldError::Trace)?;
     let handle = Handle::default();
     let mut sync = SyncProcess {
-        source: sync_conn(&to_primary),
-        target: sync_conn(&to_standby),
+        source: conn_config_at(&to_primary.endpoint()),
+        target: conn_config_at(&to_standby.endpoint()),
         settings: settings.clone(),
         handle: handle.clone(),
         start_at: Duration::from_secs_f64(s.sync.start_s),
@@ -365,17 +349,14 @@ async fn run_async(s: &Scenario, seed: u64, variant: Variant, trace_path: PathBu
     }
 
     let mut world = World { parts, primary, standby, to_primary, to_standby, sync, actions, go_failover, seed };
-    let (last_heal_ms, caught_up_ms) = drive(&mut world, resolve(s), s, &handle, &head, &runs, operator).await;
+    let Convergence { last_heal_ms, caught_up_ms, .. } =
+        drive(&mut world, resolve(s), s, &handle, &head, &runs, operator).await;
 
     // The end, as the checkers read it.
     let World { parts, primary, standby, mut sync, .. } = world;
     sync.crash();
     let status = handle.status();
     let ((p_kvs, source_head), (s_kvs, _)) = (dump(&primary).await?, dump(&standby).await?);
-    let failover_progress = s_kvs
-        .iter()
-        .find(|(k, _)| k == crate::failover_sim::PROGRESS_KEY.as_bytes())
-        .map(|(_, v)| serde_json::from_slice(v).expect("the orchestrator's progress is JSON"));
     let real = Settings { rules: real_rules, ..settings };
     let after = crate::state::after(
         before,
@@ -388,6 +369,7 @@ async fn run_async(s: &Scenario, seed: u64, variant: Variant, trace_path: PathBu
     Ok(Observed {
         seed,
         variant,
+        backend: crate::scenario::Backend::Etcd,
         trace: trace_path,
         trace_hash: parts.trace.finish().map_err(sim::world::WorldError::Trace)?,
         trace_events: parts.trace.count(),
@@ -406,17 +388,17 @@ async fn run_async(s: &Scenario, seed: u64, variant: Variant, trace_path: PathBu
         orphaned: observer.violations(),
         failover,
         abort: None,
-        failover_progress,
+        failover_progress: after.failover_progress,
         failback: None,
-        failback_progress: None,
+        failback_progress: after.failback_progress,
         upgrade: None,
         last_heal_ms,
         caught_up_ms,
     })
 }
 
-/// Fires the timeline in real time until the operator's traffic and quiet time end; returns when
-/// the last heal fired and when the sync next caught up (as the simulator's runner measures).
+/// Fires the timeline in real time until the operator's traffic and quiet time end; returns the
+/// convergence timing (as the simulator's runner measures it).
 async fn drive(
     w: &mut World,
     timeline: Vec<Scheduled>,
@@ -425,9 +407,8 @@ async fn drive(
     head: &AtomicI64,
     runs: &Runs,
     operator: JoinHandle<()>,
-) -> (u64, Option<u64>) {
-    let sync_start_ms = (s.sync.start_s * 1000.0) as u64;
-    let mut heal = (sync_start_ms, None::<u64>);
+) -> Convergence {
+    let mut convergence = Convergence::new(s);
     let mut pending = timeline.into_iter().peekable();
     let end = Duration::from_secs(s.duration_s) + SETTLE + END_GRACE;
     loop {
@@ -435,24 +416,14 @@ async fn drive(
         let now_ms = now.as_millis() as u64;
         let caught_up = handle.checkpoint() == head.load(Ordering::SeqCst);
         while let Some(e) = pending.peek() {
-            let ready = now >= e.at
-                && match e.when {
-                    None => true,
-                    Some(Condition::SyncCaughtUp) => caught_up,
-                    Some(Condition::FailoverEnded) => !runs.lock().expect("runs").is_empty(),
-                };
-            if !ready {
+            if now < e.at || !e.ready(caught_up, || !runs.lock().expect("runs").is_empty()) {
                 break;
             }
             let e = pending.next().expect("peeked");
-            if e.act.heals() {
-                heal = (now_ms.max(sync_start_ms), None);
-            }
+            convergence.fired(&e.act, now_ms);
             w.fire(&e.act).await;
         }
-        if heal.1.is_none() && caught_up {
-            heal.1 = Some(now_ms);
-        }
+        convergence.observe(caught_up, now_ms);
         if operator.is_finished() || now >= end {
             break;
         }
@@ -461,7 +432,7 @@ async fn drive(
     if let Some(e) = pending.peek() {
         w.parts.trace.record("world", "timeline.unfired", json!({"entry": format!("{:?}", e.act)}));
     }
-    heal
+    convergence
 }
 
 #[cfg(test)]

@@ -212,7 +212,7 @@ pub fn judge(s: &Scenario, o: &Observed, verdicts: Vec<Verdict>, command: &str) 
         scenario: s.name.clone(),
         seed: o.seed,
         variant: o.variant,
-        backend: crate::scenario::Backend::Sim,
+        backend: o.backend,
         sim_secs: o.sim_secs,
         trace: o.trace.clone(),
         trace_hash: o.trace_hash.clone(),

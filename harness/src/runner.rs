@@ -19,10 +19,10 @@ use sync::rules::{Profile, Rules};
 use crate::drill::{Diff, platform_config, reverse_sync_settings, sync_settings};
 use crate::failover_sim::{Job, PlatformView, Start, add_orchestrator};
 use crate::observe::{Orphaned, OwnerOrder};
-use crate::scenario::{AgentAuth, Backend, Condition, Encryption, Scenario, Side, Variant};
+use crate::scenario::{AgentAuth, Backend, Encryption, Scenario, Side, Variant};
 use crate::simsync::{SyncHost, conn_config};
 use crate::state::SideState;
-use crate::timeline::{Act, Scheduled, resolve};
+use crate::timeline::{Act, Convergence, Scheduled, resolve};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -53,6 +53,7 @@ pub type JobResult = Result<failover::Outcome, String>;
 pub struct Observed {
     pub seed: u64,
     pub variant: Variant,
+    pub backend: Backend,
     pub trace: PathBuf,
     pub trace_hash: String,
     pub trace_events: u64,
@@ -265,10 +266,7 @@ pub fn run(s: &Scenario, seed: u64, variant: Variant, trace: PathBuf) -> Result<
         crate::failover_sim::add_failback(&mut sim, &p, settings, options, Start::When(go_failback))
     });
 
-    // The sync's start begins its job: convergence is measured from it when nothing heals later.
-    // (when the last heal fired, when the sync next caught up)
-    let sync_start_ms = (s.sync.start_s * 1000.0) as u64;
-    let mut heal = (sync_start_ms, None::<u64>);
+    let mut convergence = Convergence::new(s);
     // The sync that runs now: the reinstalled one once the timeline reinstalled it.
     let mut current = handle.clone();
     drive(&p, &mut sim, timeline, seed, |sim, now_ms, e| {
@@ -277,26 +275,13 @@ pub fn run(s: &Scenario, seed: u64, variant: Variant, trace: PathBuf) -> Result<
         let caught_up = current.checkpoint() == p.primary.etcd.revision();
         match e {
             None => {
-                if heal.1.is_none() && caught_up {
-                    heal.1 = Some(now_ms);
-                }
+                convergence.observe(caught_up, now_ms);
                 false
             }
             Some(e) => {
-                let ready = match e.when {
-                    None => true,
-                    Some(Condition::SyncCaughtUp) => caught_up,
-                    Some(Condition::FailoverEnded) => {
-                        runs.as_ref().is_some_and(|r| !r.lock().expect("runs").is_empty())
-                    }
-                };
+                let ready = e.ready(caught_up, || runs.as_ref().is_some_and(|r| !r.lock().expect("runs").is_empty()));
                 if ready {
-                    if e.act.heals() {
-                        // Never before the sync's start: a heal before it (a restart of a sync
-                        // still waiting to start) leaves nothing to converge yet (case 252 of
-                        // explorer seed 20261123 was timed from a restart at 10 ms).
-                        heal = (now_ms.max(sync_start_ms), None);
-                    }
+                    convergence.fired(&e.act, now_ms);
                     if let (Act::ReinstallSync, Some((_, h))) = (&e.act, &reinstalled) {
                         current = h.clone();
                     }
@@ -313,17 +298,16 @@ pub fn run(s: &Scenario, seed: u64, variant: Variant, trace: PathBuf) -> Result<
         let (primary, standby) = states(&p);
         crate::state::after(before, &primary, &standby, &real)
     };
-    let (last_heal_ms, caught_up_ms) = heal;
+    let Convergence { last_heal_ms, caught_up_ms, .. } = convergence;
     let failover = runs.and_then(|r| r.lock().expect("runs").first().cloned());
     let abort = aborts.and_then(|r| r.lock().expect("runs").first().cloned());
-    let failover_progress = crate::failover_sim::saved_progress(&p, STANDBY);
     let failback = failbacks.and_then(|r| r.lock().expect("runs").first().cloned());
-    let failback_progress = crate::failover_sim::saved_progress(&p, PRIMARY);
     let first = |r: &crate::failover_sim::Runs| r.lock().expect("runs").first().cloned();
     let upgrade = upgrades.map(|(u, r)| (first(&u), first(&r)));
     Ok(Observed {
         seed,
         variant,
+        backend: Backend::Sim,
         trace,
         trace_hash: report.trace_hash,
         trace_events: report.trace_events,
@@ -342,9 +326,9 @@ pub fn run(s: &Scenario, seed: u64, variant: Variant, trace: PathBuf) -> Result<
         orphaned: observer.violations(),
         failover,
         abort,
-        failover_progress,
+        failover_progress: after.failover_progress,
         failback,
-        failback_progress,
+        failback_progress: after.failback_progress,
         upgrade,
         last_heal_ms,
         caught_up_ms,
@@ -489,11 +473,8 @@ pub fn execute_on(
     dir: &std::path::Path,
     command: &str,
 ) -> Result<crate::report::RunReport, RunError> {
-    if backend == Backend::Etcd
-        && let Some(why) = crate::real_backend::unsupported(s)
-    {
-        return Err(RunError::Unsupported { scenario: s.name.clone(), why });
-    }
+    // A run refused before it starts (a scenario the real backend cannot run, an etcd that will
+    // not start) removes the directory it was given, when it made it.
     let fresh = !dir.exists();
     std::fs::create_dir_all(dir).map_err(WorldError::Trace)?;
     let resolved = Scenario { seeds: vec![seed], variant, ..s.clone() };
@@ -512,8 +493,7 @@ pub fn execute_on(
         }
     };
     let verdicts = crate::invariants::check(&resolved, &o).map_err(WorldError::Trace)?;
-    let mut report = crate::report::judge(&resolved, &o, verdicts, command);
-    report.backend = backend;
+    let report = crate::report::judge(&resolved, &o, verdicts, command);
     crate::report::write_dir(dir, &resolved, &report).map_err(WorldError::Trace)?;
     Ok(report)
 }

@@ -14,7 +14,12 @@ pub fn endpoint(host: &str) -> String {
 
 /// Keep-alive and timeouts for the sync inside the world (simulated time).
 pub fn conn_config(host: &str) -> ConnConfig {
-    let mut c = ConnConfig::new([endpoint(host)]);
+    conn_config_at(&endpoint(host))
+}
+
+/// The same for any endpoint (the real backend's, through its proxies, in real time).
+pub fn conn_config_at(endpoint: &str) -> ConnConfig {
+    let mut c = ConnConfig::new([endpoint]);
     c.keepalive_interval = Duration::from_secs(1);
     c.keepalive_timeout = Duration::from_secs(2);
     c.connect_timeout = Duration::from_secs(2);

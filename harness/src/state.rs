@@ -10,6 +10,7 @@ use sim::platform::{PRIMARY, STANDBY};
 use sync::engine::Settings;
 
 use crate::drill::Diff;
+use crate::failover_sim::{PROGRESS_KEY, decode_progress};
 use crate::runner::Ident;
 
 /// One side's keys and values at a moment, with its API server to decode them.
@@ -92,6 +93,10 @@ pub struct After {
     pub keys_in_scope: usize,
     /// The sync's gate on the standby (None: none, or not a gate).
     pub standby_gate: Option<sync::target::Gate>,
+    /// The progress the orchestrator persisted: a failover's on the standby, a failback's (its
+    /// failover back) on the primary.
+    pub failover_progress: Option<failover::step::Progress>,
+    pub failback_progress: Option<failover::step::Progress>,
 }
 
 pub fn after(mut before: Before, primary: &SideState, standby: &SideState, settings: &Settings) -> After {
@@ -118,7 +123,18 @@ pub fn after(mut before: Before, primary: &SideState, standby: &SideState, setti
     let diff = diff(&primary.kvs, &standby.kvs, settings);
     let standby_gate =
         standby.kvs.get(sync::target::gate_key().as_bytes()).and_then(|v| sync::target::Gate::decode(v).ok());
-    After { before, cluster_secrets_after, unreadable_on_standby, diff, keys_in_scope, standby_gate }
+    let progress = |s: &SideState| s.kvs.get(PROGRESS_KEY.as_bytes()).map(|v| decode_progress(v));
+    let (failover_progress, failback_progress) = (progress(standby), progress(primary));
+    After {
+        before,
+        cluster_secrets_after,
+        unreadable_on_standby,
+        diff,
+        keys_in_scope,
+        standby_gate,
+        failover_progress,
+        failback_progress,
+    }
 }
 
 /// How the standby's copy differs from the primary by the sync's own rules (an offline

@@ -119,6 +119,51 @@ pub struct Scheduled {
     pub act: Act,
 }
 
+impl Scheduled {
+    /// Whether the entry's `when:` holds (its time is the driver's to check).
+    pub fn ready(&self, caught_up: bool, failover_ended: impl FnOnce() -> bool) -> bool {
+        match self.when {
+            None => true,
+            Some(Condition::SyncCaughtUp) => caught_up,
+            Some(Condition::FailoverEnded) => failover_ended(),
+        }
+    }
+}
+
+/// What both backends' drivers measure of convergence: when it is timed from (the last entry
+/// that [`Act::heals`], never before the sync's start) and when the sync next caught up.
+#[derive(Debug, Clone, Copy)]
+pub struct Convergence {
+    sync_start_ms: u64,
+    pub last_heal_ms: u64,
+    pub caught_up_ms: Option<u64>,
+}
+
+impl Convergence {
+    /// The sync's start begins its job: convergence is timed from it when nothing heals later.
+    pub fn new(s: &Scenario) -> Self {
+        let sync_start_ms = (s.sync.start_s * 1000.0) as u64;
+        Convergence { sync_start_ms, last_heal_ms: sync_start_ms, caught_up_ms: None }
+    }
+
+    /// `act` fired at `now_ms`.
+    pub fn fired(&mut self, act: &Act, now_ms: u64) {
+        if act.heals() {
+            // Never before the sync's start: a heal before it (a restart of a sync still waiting
+            // to start) leaves nothing to converge yet (case 252 of explorer seed 20261123 was
+            // timed from a restart at 10 ms).
+            *self = Convergence { last_heal_ms: now_ms.max(self.sync_start_ms), caught_up_ms: None, ..*self };
+        }
+    }
+
+    /// Whether the sync is caught up at `now_ms` (the drivers ask at every step).
+    pub fn observe(&mut self, caught_up: bool, now_ms: u64) {
+        if self.caught_up_ms.is_none() && caught_up {
+            self.caught_up_ms = Some(now_ms);
+        }
+    }
+}
+
 #[derive(Debug)]
 pub struct Invalid {
     pub at: Option<Location>,

@@ -227,8 +227,9 @@ impl Platform {
         assert!(cfg.agents <= AGENTS_MAX, "more agents than AGENTS_MAX");
         let duration = Duration::from_secs(cfg.sim_secs + 30) + SETTLE;
         let mut sim = crate::world::builder(cfg.seed, duration, Duration::from_millis(cfg.tick_ms)).build();
-        let Parts { trace, iaas, dns, primary_api, standby_api, primary_kvs, standby_kvs, system_agent, gc_lags } =
-            Parts::new(&cfg)?;
+        let parts = Parts::new(&cfg)?;
+        let planes = ControlPlane::sides(&cfg, &parts);
+        let Parts { trace, iaas, dns, primary_api, standby_api, primary_kvs, standby_kvs, system_agent, .. } = parts;
         let links = Links::default();
         let side = |name: &str, i: u64, api: Arc<ApiServer>, kvs: &[(Vec<u8>, Vec<u8>)]| {
             let etcd = SimEtcd::new(Config { seed: cfg.seed.wrapping_add(i), ..Config::default() });
@@ -237,11 +238,8 @@ impl Platform {
         };
         let primary = side(PRIMARY, 1, primary_api, &primary_kvs);
         let standby = side(STANDBY, 2, standby_api, &standby_kvs);
-        let [primary_lags, standby_lags] = gc_lags;
-        for (s, gate, lags) in
-            [(&primary, cfg.primary_gate.clone(), primary_lags), (&standby, cfg.standby_gate.clone(), standby_lags)]
-        {
-            add_cluster_host(&mut sim, &cfg, s, links.clone(), iaas.clone(), gate, lags);
+        for (s, plane) in [&primary, &standby].into_iter().zip(planes) {
+            add_cluster_host(&mut sim, s, links.clone(), plane);
         }
 
         let agents_restart = Arc::new(Notify::new());
@@ -335,6 +333,7 @@ impl Platform {
 /// One global cluster's controllers — garbage collector, ServiceAccount tokens controller, CAPI
 /// controllers, kube-apiserver's compactor — as tasks on the current runtime against `etcd`
 /// (simulated inside turmoil, or a real server for `harness`'s real backend).
+#[derive(Clone)]
 pub struct ControlPlane {
     pub gc_lags: Vec<Duration>,
     pub capi_lag: Duration,
@@ -344,6 +343,19 @@ pub struct ControlPlane {
 }
 
 impl ControlPlane {
+    /// The primary's and the standby's, as `cfg` and the world's [`Parts`] describe them.
+    pub fn sides(cfg: &PlatformConfig, parts: &Parts) -> [ControlPlane; 2] {
+        let [primary_lags, standby_lags] = parts.gc_lags.clone();
+        let plane = |gc_lags, gate| ControlPlane {
+            gc_lags,
+            capi_lag: Duration::from_millis(cfg.capi_lag_ms),
+            compaction_interval_s: cfg.compaction_interval_s,
+            gate,
+            iaas: parts.iaas.clone(),
+        };
+        [plane(primary_lags, cfg.primary_gate.clone()), plane(standby_lags, cfg.standby_gate.clone())]
+    }
+
     pub fn spawn(self, api: &Arc<ApiServer>, etcd: &etcd_client::Client) {
         let ControlPlane { gc_lags, capi_lag, compaction_interval_s, gate, iaas } = self;
         let gc_api = Api::new(api.clone(), etcd, "garbage-collector");
@@ -358,25 +370,14 @@ impl ControlPlane {
     }
 }
 
-fn add_cluster_host(
-    sim: &mut turmoil::Sim<'_>,
-    cfg: &PlatformConfig,
-    side: &Side,
-    links: Links,
-    iaas: Iaas,
-    gate: Option<ControllerGate>,
-    gc_lags: Vec<Duration>,
-) {
+fn add_cluster_host(sim: &mut turmoil::Sim<'_>, side: &Side, links: Links, plane: ControlPlane) {
     let side = side.clone();
     let trace = side.api.trace.clone();
-    let (capi_lag, compaction) = (Duration::from_millis(cfg.capi_lag_ms), cfg.compaction_interval_s);
     crate::world::add_etcd_with(sim, &side.name.clone(), side.etcd.clone(), links.clone(), trace, move || {
-        let (side, links, iaas, gate, gc_lags) =
-            (side.clone(), links.clone(), iaas.clone(), gate.clone(), gc_lags.clone());
+        let (side, links, plane) = (side.clone(), links.clone(), plane.clone());
         async move {
             let url = format!("http://{}:{ETCD_PORT}", side.name);
             let etcd = net::client(&url, links.clone()).await.expect("a lazy client never fails to build");
-            let plane = ControlPlane { gc_lags, capi_lag, compaction_interval_s: compaction, gate, iaas };
             plane.spawn(&side.api, &etcd);
             let ingress_api = Api::new(side.api.clone(), &etcd, "kube-apiserver");
             tokio::spawn(dns::serve_ingress(side.name.clone(), links, ingress_api));
