@@ -115,3 +115,21 @@ fn what_the_world_does_not_model_is_refused_by_name() {
     let (_, _, msg) = error(&format!("{BASE}teeth:\n  real: [rpo]\n"));
     assert!(msg.contains("teeth name mutants"), "{msg}");
 }
+
+/// A scenario's rules file (`sync.rules`) is checked when the scenario is read: an error points
+/// at the line and column inside the scenario file.
+#[test]
+fn a_bad_rules_file_in_a_scenario_points_into_the_scenario() {
+    let text = format!(
+        "{BASE}sync:\n  start_s: 1\n  rules: |\n    rules:\n      - include: {{namespace: kube-system}}\n      - incluude: {{prefix: /registry/}}\n"
+    );
+    let (line, col, msg) = error(&text);
+    assert_eq!((line, col), (9, 9), "{msg}");
+    assert!(msg.starts_with("sync.rules: ") && msg.contains("incluude"), "{msg}");
+    let ok = text.replace("incluude", "include");
+    let s = parse("t.yaml", &ok).expect("parses");
+    let rules = s.sync.rules().expect("valid rules");
+    assert_eq!(rules.decide(b"/registry/configmaps/kube-system/x"), sync::rules::Decision::Include);
+    // The hard deny list stands whatever the file says.
+    assert_eq!(rules.decide(b"/registry/leases/kube-system/kube-controller-manager"), sync::rules::Decision::Denied);
+}

@@ -209,3 +209,18 @@ fn a_restore_seen_by_the_sync_or_bumped_and_compacted_is_resynced() {
         assert_eq!(r.status(Invariant::ConvergedAfterHeal), &want, "{}", r.summary());
     }
 }
+
+/// The collector's absent-owner cache outlives the owner's absence: under `owner-order-off` the
+/// Machines deleted after their owner landed are reported as deleted through a poisoned cache,
+/// with the time the owner arrived.
+#[cfg(feature = "mutants")]
+#[test]
+fn a_poisoned_absent_owner_cache_is_named_in_the_deletions_it_causes() {
+    let lib = library();
+    let (_, s) = lib.iter().find(|(_, s)| s.name == "gc-cache-poisoned").expect("in the library");
+    let r = run(s, 1, Variant::OwnerOrderOff);
+    let j = r.verdicts.iter().find(|j| j.verdict.invariant == Invariant::NoMachineDeleted).expect("judged");
+    let text = j.verdict.details.join("\n");
+    assert!(text.contains("the absent-owner cache was poisoned: MachineSet wc-new-md-"), "{text}");
+    assert!(text.contains("has been on standby since t="), "{text}");
+}

@@ -8,7 +8,7 @@ use std::io::BufRead;
 
 use serde::Serialize;
 use serde_json::Value;
-use sim::k8s::kind;
+use sim::k8s::{kind, leader};
 use sim::platform::{PRIMARY, STANDBY};
 
 use crate::allowance::{Allowance, Deletion, Scale};
@@ -92,6 +92,52 @@ struct Events {
     fault_revs: BTreeSet<(String, i64)>,
     checkpoints_after_gate: Vec<(i64, u64)>,
     checkpoints_after_gate_count: usize,
+    /// Keys of the kinds that own Machines, per host: when last written, and whether present.
+    owner_keys: BTreeMap<(String, String), (u64, bool)>,
+    /// Machine deletions the collector based on its absent-owner cache while that owner was
+    /// present on the same host (a poisoned cache): (host, key) → what the report adds.
+    poisoned: BTreeMap<(String, String), String>,
+    /// Revisions of the standby at which a sync txn committed (each carries its checkpoint).
+    standby_sync_revs: BTreeSet<i64>,
+    /// The standby's commits of Lease and `masterleases` keys: (revision, key, t_ms).
+    standby_lease_commits: Vec<(i64, String, u64)>,
+    /// `leader.lost` events.
+    leaders_lost: Vec<Value>,
+}
+
+/// The kinds whose objects own Machines (what a poisoned cache can name).
+fn owns_machines(key: &str) -> bool {
+    [&kind::MACHINE_SET, &kind::KUBEADM_CONTROL_PLANE].iter().any(|k| key.starts_with(&k.prefix()))
+}
+
+impl Events {
+    /// A collector deletion citing its absent-owner cache for an owner that is on this host
+    /// now: the cache outlived the owner's absence (owners the cache wrongly remembers).
+    fn note_poisoned(&mut self, host: &str, key: &str, v: &Value) {
+        if v["by"] != "garbage-collector" || self.poisoned.len() >= EVENTS_KEPT_MAX {
+            return;
+        }
+        let namespace = key.rsplit('/').nth(1).unwrap_or_default();
+        let owners = v["why"]["owners"].as_array().map(Vec::as_slice).unwrap_or_default();
+        let notes: Vec<String> = owners
+            .iter()
+            .filter(|o| o["reason"] == "absent-owner-cache")
+            .filter_map(|o| {
+                let (kind_name, name) = (o["kind"].as_str()?, o["name"].as_str()?);
+                let owner_key = kind::Kind::by_name(kind_name)?.key(namespace, name);
+                match self.owner_keys.get(&(host.to_string(), owner_key)) {
+                    Some((t, true)) => Some(format!(
+                        "the absent-owner cache was poisoned: {kind_name} {name} has been on {host} since t={:.3}s",
+                        *t as f64 / 1000.0
+                    )),
+                    _ => None,
+                }
+            })
+            .collect();
+        if !notes.is_empty() {
+            self.poisoned.insert((host.to_string(), key.to_string()), notes.join("; "));
+        }
+    }
 }
 
 fn read_events(o: &Observed) -> std::io::Result<Events> {
@@ -107,6 +153,16 @@ fn read_events(o: &Observed) -> std::io::Result<Events> {
         match event {
             "etcd.commit" => {
                 let rev = v["rev"].as_i64().unwrap_or(0);
+                if host == STANDBY && key == checkpoint_key && ev.standby_sync_revs.len() < EVENTS_KEPT_MAX {
+                    ev.standby_sync_revs.insert(rev);
+                }
+                let leases = [kind::LEASE.prefix(), leader::MASTERLEASES_PREFIX.to_string()];
+                if host == STANDBY
+                    && leases.iter().any(|p| key.starts_with(p.as_str()))
+                    && ev.standby_lease_commits.len() < EVENTS_KEPT_MAX
+                {
+                    ev.standby_lease_commits.push((rev, key.clone(), v["t_ms"].as_u64().unwrap_or(0)));
+                }
                 if host == STANDBY && key == gate_key {
                     ev.standby_gate_rev = rev;
                     ev.checkpoints_after_gate.clear();
@@ -122,12 +178,21 @@ fn read_events(o: &Observed) -> std::io::Result<Events> {
                 } else if host == STANDBY && ev.phase == Phase::Failback {
                     ev.standby_commits_in_failback.push((rev, key.clone()));
                 }
+                if owns_machines(&key) {
+                    let put = v["op"] == "put";
+                    let t = v["t_ms"].as_u64().unwrap_or(0);
+                    let e = ev.owner_keys.entry((host.clone(), key.clone())).or_insert((t, put));
+                    if put != e.1 {
+                        *e = (t, put);
+                    }
+                }
                 if v["op"] == "delete" && key.starts_with(&machines) {
                     ev.machine_deletions.entry((host, key)).or_insert_with(|| v.clone());
                 }
                 continue;
             }
             "k8s.delete" | "k8s.delete.marked" | "k8s.removed" if key.starts_with(&machines) => {
+                ev.note_poisoned(&host, &key, &v);
                 ev.machine_deletions.entry((host, key)).or_insert_with(|| v.clone());
             }
             "dns.switch" => ev.switches.push((v["t_ms"].as_u64().unwrap_or(0), v["to"].as_str().unwrap_or("").into())),
@@ -138,6 +203,7 @@ fn read_events(o: &Observed) -> std::io::Result<Events> {
                 }
             }
             "iaas.create" => ev.iaas_creates.push(v.clone()),
+            "leader.lost" if ev.leaders_lost.len() < EVENTS_KEPT_MAX => ev.leaders_lost.push(v.clone()),
             "agent.patch" if ev.agent_patches.len() < EVENTS_KEPT_MAX => ev.agent_patches.push(v.clone()),
             "timeline.failover" => ev.phase = Phase::Failover,
             "timeline.failback" => ev.phase = Phase::Failback,
@@ -161,6 +227,12 @@ fn read_events(o: &Observed) -> std::io::Result<Events> {
         }
     }
     Ok(ev)
+}
+
+/// Keys kube-apiserver writes to its etcd itself, below any fence at the API (its compaction
+/// key; its `masterleases` key, under an etcd lease): no client's write, never synced.
+fn server_own(key: &str) -> bool {
+    key == "compact_rev_key" || key.starts_with(leader::MASTERLEASES_PREFIX)
 }
 
 /// The workload cluster an object or VM name belongs to (`wc-03-md-0-1` → `wc-03`).
@@ -249,9 +321,17 @@ pub fn check(s: &Scenario, o: &Observed) -> std::io::Result<Vec<Verdict>> {
         })
         .collect();
     for d in allowed.judge(&deletions, |t| serving_at(&ev, t).to_string()) {
-        let v = &ev.machine_deletions[&(d.host.clone(), d.key.clone())];
+        let at = (d.host.clone(), d.key.clone());
+        let v = &ev.machine_deletions[&at];
         let c = cluster_of(&d.name);
-        problems.push(format!("Machine {} deleted on {}: {}\n{}", d.name, d.host, line(v), chain(&ev, &c, &mut shown)));
+        let poisoned = ev.poisoned.get(&at).map(|n| format!("\n    {n}")).unwrap_or_default();
+        problems.push(format!(
+            "Machine {} deleted on {}: {}{poisoned}\n{}",
+            d.name,
+            d.host,
+            line(v),
+            chain(&ev, &c, &mut shown)
+        ));
     }
     out.push(Verdict::new(Invariant::NoMachineDeleted, problems, None));
 
@@ -352,7 +432,7 @@ pub fn check(s: &Scenario, o: &Observed) -> std::io::Result<Vec<Verdict>> {
         Some(r) => ev
             .primary_commits
             .iter()
-            .filter(|(rev, k, phase)| *rev > r && k != "compact_rev_key" && *phase < Phase::Failback && !by_fault(*rev))
+            .filter(|(rev, k, phase)| *rev > r && !server_own(k) && *phase < Phase::Failback && !by_fault(*rev))
             .collect(),
         None => Vec::new(),
     };
@@ -367,9 +447,9 @@ pub fn check(s: &Scenario, o: &Observed) -> std::io::Result<Vec<Verdict>> {
     // The failback fences the serving cluster at its own R: nothing commits there after it.
     if let Some(rb) = o.failback_progress.as_ref().and_then(|p| p.source_revision) {
         split.extend(
-            ev.standby_commits_in_failback.iter().filter(|(rev, k)| *rev > rb && k != "compact_rev_key").map(
-                |(rev, k)| format!("the fenced {STANDBY} committed {k} at revision {rev} > the failback's R={rb}"),
-            ),
+            ev.standby_commits_in_failback.iter().filter(|(rev, k)| *rev > rb && !server_own(k)).map(|(rev, k)| {
+                format!("the fenced {STANDBY} committed {k} at revision {rev} > the failback's R={rb}")
+            }),
         );
     }
     out.push(match r {
@@ -440,7 +520,40 @@ pub fn check(s: &Scenario, o: &Observed) -> std::io::Result<Vec<Verdict>> {
     out.push(Verdict::new(Invariant::ClusterSecretsIntact, problems, None));
     out.push(agent_token(&ev, has_failover));
     out.push(sync_writes_after_uninstall(&ev, o));
+    out.push(leases_own(s, &ev));
     Ok(out)
+}
+
+/// standby-leases-own: the standby's controller managers lead with their own Leases and its
+/// API server keeps its own `masterleases` key — no sync txn writes either there (a copied
+/// Lease, renewed on the primary every two seconds, keeps the standby's managers from leading;
+/// a copied masterlease sends its in-cluster clients to the primary), and no manager of the
+/// standby loses its leadership to a holder of another cluster.
+fn leases_own(s: &Scenario, ev: &Events) -> Verdict {
+    let inv = Invariant::StandbyLeasesOwn;
+    if !s.topology.leader_election {
+        return Verdict::na(inv, "the world runs no leader election (topology.leader_election)");
+    }
+    let secs = |t: u64| t as f64 / 1000.0;
+    let written = ev.standby_lease_commits.iter().filter(|(rev, _, _)| ev.standby_sync_revs.contains(rev)).map(
+        |(rev, key, t)| format!("t={:.3}s {key} written on the {STANDBY} by a sync txn at revision {rev}", secs(*t)),
+    );
+    let own = format!("{STANDBY}/");
+    let lost = ev
+        .leaders_lost
+        .iter()
+        .filter(|v| v["host"] == STANDBY && v["holder"].as_str().is_some_and(|h| !h.starts_with(&own)))
+        .map(|v| {
+            format!(
+                "t={:.3}s the {STANDBY}'s {} lost its leadership: its Lease names {}",
+                secs(v["t_ms"].as_u64().unwrap_or(0)),
+                v["identity"].as_str().unwrap_or_default(),
+                v["holder"].as_str().unwrap_or_default()
+            )
+        });
+    let problems: Vec<String> = lost.chain(written).collect();
+    let leases = ev.standby_lease_commits.len();
+    Verdict::new(inv, problems, Some(format!("{leases} Lease and masterleases commits on the {STANDBY}")))
 }
 
 /// no-sync-write-after-uninstall: once the sync's gate on the standby says uninstalled or

@@ -27,7 +27,6 @@ use sim::topology::NS;
 use sim::trace::Trace;
 use sync::conn::{ConnConfig, Connector, Etcd};
 use sync::engine::{Engine, Handle, Settings};
-use sync::rules::{Profile, Rules};
 use tokio::task::JoinHandle;
 
 use crate::failover_sim::{Job, PlatformView, Reach, Runs};
@@ -263,7 +262,7 @@ impl World {
 
 async fn run_async(s: &Scenario, seed: u64, variant: Variant, trace_path: PathBuf) -> Result<Observed, RunError> {
     let (cfg, settings, options) = code_under_test(s, seed, variant, &trace_path)?;
-    let real_rules = Rules::profile(Profile::Immutable);
+    let real_rules = crate::runner::scenario_rules(s);
 
     let launch = |v| async move {
         EtcdServer::start(v, EtcdOptions::default()).await.map_err(|e| backend("etcd")(e.to_string()))

@@ -14,7 +14,7 @@ use sim::platform::{PRIMARY, Platform, PlatformConfig, STANDBY};
 use sim::topology::{NS, Topology};
 use sim::world::WorldError;
 use sync::engine::{Settings, Status};
-use sync::rules::{Profile, Rules};
+use sync::rules::Rules;
 
 use crate::drill::{Diff, platform_config, reverse_sync_settings, sync_settings};
 use crate::failover_sim::{Job, PlatformView, Start, add_orchestrator};
@@ -131,6 +131,7 @@ pub fn platform_config_of(s: &Scenario, seed: u64) -> PlatformConfig {
     cfg.tick_ms = s.tick_ms;
     cfg.dns_ttl_s = t.dns_ttl_s;
     cfg.misnamed_global = t.misnamed_global;
+    cfg.leader_election = t.leader_election;
     cfg.writes_per_s = s.traffic.writes_per_s;
     cfg.gc_lag_ms_max = s.traffic.gc_lag_ms_max;
     cfg.compaction_interval_s = Some(s.traffic.compaction_interval_s).filter(|s| *s > 0);
@@ -173,6 +174,7 @@ pub(crate) fn code_under_test(
     let mut cfg = platform_config_of(s, seed);
     cfg.trace_path = Some(trace.to_path_buf());
     let mut settings = sync_settings(&cfg);
+    settings.rules = scenario_rules(s);
     let mut options = failover::Options::new(PRIMARY, STANDBY);
     apply_variant(variant, &mut settings, &mut options)?;
     if let Some(f) = s.failover() {
@@ -182,10 +184,15 @@ pub(crate) fn code_under_test(
     Ok((cfg, settings, options))
 }
 
+/// The sync's rules in `s` (checked when the scenario was parsed).
+pub(crate) fn scenario_rules(s: &Scenario) -> Rules {
+    s.sync.rules().unwrap_or_else(|e| panic!("a parsed scenario's sync.rules are valid: {e}"))
+}
+
 /// Runs the scenario at `seed` with `variant`, writing the trace to `trace`.
 pub fn run(s: &Scenario, seed: u64, variant: Variant, trace: PathBuf) -> Result<Observed, RunError> {
     let (mut cfg, settings, options) = code_under_test(s, seed, variant, &trace)?;
-    let real_rules = Rules::profile(Profile::Immutable);
+    let real_rules = scenario_rules(s);
     // A failback's reverse sync and failover back run the same variant of the code.
     let mut back = (reverse_sync_settings(&cfg), failover::Options::new(STANDBY, PRIMARY));
     apply_variant(variant, &mut back.0, &mut back.1)?;

@@ -77,6 +77,10 @@ pub struct Topology {
     /// token requirements): the same, or one of them different on the standby.
     #[serde(default)]
     pub agent_auth: AgentAuth,
+    /// Each side's controller managers lead through a Lease and each API server keeps its
+    /// `masterleases` key (off: the managers always act, as in most scenarios).
+    #[serde(default)]
+    pub leader_election: bool,
 }
 
 impl Default for Topology {
@@ -89,6 +93,7 @@ impl Default for Topology {
             encryption: Encryption::Same,
             misnamed_global: false,
             agent_auth: AgentAuth::Same,
+            leader_election: false,
         }
     }
 }
@@ -148,11 +153,26 @@ pub struct SyncSpec {
     /// resumes from the standby's checkpoint and is never frozen, stopped or uninstalled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub zombie_s: Option<f64>,
+    /// A rules file's text (`etcd-sync --rules`), whose rules go ahead of the `immutable`
+    /// profile's; the hard deny list stands whatever it says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rules: Option<String>,
 }
 
 impl Default for SyncSpec {
     fn default() -> Self {
-        SyncSpec { start_s: 1.0, zombie_s: None }
+        SyncSpec { start_s: 1.0, zombie_s: None, rules: None }
+    }
+}
+
+impl SyncSpec {
+    /// The sync's rules: the `immutable` profile behind the scenario's rules file, if any.
+    pub fn rules(&self) -> Result<sync::rules::Rules, sync::rules::RulesError> {
+        let profile = sync::rules::Profile::Immutable;
+        match &self.rules {
+            Some(text) => sync::rules::Rules::with_text(profile, "sync.rules", text),
+            None => Ok(sync::rules::Rules::profile(profile)),
+        }
     }
 }
 
@@ -244,12 +264,13 @@ pub enum Invariant {
     ClusterSecretsIntact,
     AgentTokenWorksAfterFailover,
     NoSyncWriteAfterUninstall,
+    StandbyLeasesOwn,
     /// Needs bare metal (not modelled yet).
     PlansNeverRegress,
 }
 
 impl Invariant {
-    pub const CHECKED: [Invariant; 12] = [
+    pub const CHECKED: [Invariant; 13] = [
         Invariant::NoMachineDeleted,
         Invariant::NoVmDestroyed,
         Invariant::StandbyGlobalsUntouched,
@@ -262,6 +283,7 @@ impl Invariant {
         Invariant::ClusterSecretsIntact,
         Invariant::AgentTokenWorksAfterFailover,
         Invariant::NoSyncWriteAfterUninstall,
+        Invariant::StandbyLeasesOwn,
     ];
 
     pub fn name(self) -> String {
@@ -600,11 +622,36 @@ pub fn parse(path: &str, text: &str) -> Result<Scenario, ScenarioError> {
         let (line, column, message) = sync::rules::yaml_error(&e);
         ScenarioError::Invalid { path: path.into(), line, column, message }
     })?;
+    if let Err(e) = s.sync.rules() {
+        return Err(match e {
+            sync::rules::RulesError::Parse { line, column, message, .. } => {
+                let (line, column) = rules_position(text, line, column);
+                ScenarioError::Invalid { path: path.into(), line, column, message: format!("sync.rules: {message}") }
+            }
+            other => {
+                let (line, column) = key_line(text, "sync");
+                ScenarioError::Invalid { path: path.into(), line, column, message: other.to_string() }
+            }
+        });
+    }
     crate::timeline::validate(&s).map_err(|v| {
         let (line, column) = v.at.map(|l| (l.line(), l.column())).unwrap_or_else(|| key_line(text, v.field));
         ScenarioError::Invalid { path: path.into(), line, column, message: v.message }
     })?;
     Ok(s)
+}
+
+/// Where a position inside `sync.rules` (a block scalar) is in the scenario's text: the rules'
+/// first line is the one after `rules:` in the `sync` section, indented by that line's indent.
+fn rules_position(text: &str, line: u64, column: u64) -> (u64, u64) {
+    let lines: Vec<&str> = text.lines().collect();
+    let sync = lines.iter().position(|l| l.starts_with("sync:")).unwrap_or(0);
+    let Some(at) = lines.iter().skip(sync + 1).position(|l| l.trim_start().starts_with("rules:")) else {
+        return key_line(text, "sync");
+    };
+    let first = sync + 1 + at + 1;
+    let indent = lines.get(first).map(|l| l.len() - l.trim_start().len()).unwrap_or(0);
+    (first as u64 + line, column + indent as u64)
 }
 
 /// The line of a top-level key (for errors about a whole section); 1:1 when absent.

@@ -26,6 +26,7 @@ use crate::k8s::auth::TokenSigning;
 use crate::k8s::capi::{self, CapiConfig, ControllerGate};
 use crate::k8s::gc::{self, GcConfig};
 use crate::k8s::kind;
+use crate::k8s::leader;
 use crate::net::{self, Links};
 use crate::sysagent::SystemAgent;
 use crate::topology::{self, Topology};
@@ -73,6 +74,9 @@ pub struct PlatformConfig {
     pub agents: usize,
     /// Background writes (Machine status heartbeats) per second on the serving cluster.
     pub writes_per_s: f64,
+    /// Each side's controller managers act only while they lead their Lease, and each API
+    /// server keeps its `masterleases` key ([`crate::k8s::leader`]).
+    pub leader_election: bool,
 }
 
 impl Default for PlatformConfig {
@@ -97,6 +101,7 @@ impl Default for PlatformConfig {
             dns_ttl_s: 30,
             agents: 2,
             writes_per_s: 2.0,
+            leader_election: false,
         }
     }
 }
@@ -340,6 +345,7 @@ pub struct ControlPlane {
     pub compaction_interval_s: Option<u64>,
     pub gate: Option<ControllerGate>,
     pub iaas: Iaas,
+    pub leader_election: bool,
 }
 
 impl ControlPlane {
@@ -352,18 +358,35 @@ impl ControlPlane {
             compaction_interval_s: cfg.compaction_interval_s,
             gate,
             iaas: parts.iaas.clone(),
+            leader_election: cfg.leader_election,
         };
         [plane(primary_lags, cfg.primary_gate.clone()), plane(standby_lags, cfg.standby_gate.clone())]
     }
 
     pub fn spawn(self, api: &Arc<ApiServer>, etcd: &etcd_client::Client) {
-        let ControlPlane { gc_lags, capi_lag, compaction_interval_s, gate, iaas } = self;
+        let ControlPlane { gc_lags, capi_lag, compaction_interval_s, gate, iaas, leader_election } = self;
+        let elect = |e: leader::Election, actor: &str| {
+            leader_election.then(|| {
+                let (tx, rx) = watch::channel(false);
+                tokio::spawn(leader::run(Api::new(api.clone(), etcd, actor), e, tx));
+                rx
+            })
+        };
+        if leader_election {
+            tokio::spawn(leader::masterlease(etcd.clone(), api.cluster.clone()));
+        }
         let gc_api = Api::new(api.clone(), etcd, "garbage-collector");
-        tokio::spawn(gc::run(gc_api, etcd.clone(), GcConfig { informer_lags: gc_lags, ..GcConfig::default() }));
+        let leading = elect(leader::KUBE_CONTROLLER_MANAGER, "kube-controller-manager");
+        tokio::spawn(gc::run(
+            gc_api,
+            etcd.clone(),
+            GcConfig { informer_lags: gc_lags, leading, ..GcConfig::default() },
+        ));
         let tokens_api = Api::new(api.clone(), etcd, "serviceaccount-tokens");
         tokio::spawn(crate::k8s::tokens::run(tokens_api, etcd.clone(), capi_lag));
         let capi_api = Api::new(api.clone(), etcd, "capi-controller-manager");
-        tokio::spawn(capi::run(capi_api, etcd.clone(), CapiConfig { informer_lag: capi_lag, gate, iaas }));
+        let leading = elect(leader::CAPI_CONTROLLER_MANAGER, "capi-controller-manager");
+        tokio::spawn(capi::run(capi_api, etcd.clone(), CapiConfig { informer_lag: capi_lag, gate, iaas, leading }));
         if let Some(s) = compaction_interval_s {
             tokio::spawn(compactor(etcd.clone(), Duration::from_secs(s)));
         }

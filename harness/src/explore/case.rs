@@ -309,13 +309,14 @@ impl Case {
                 misnamed_global: false,
                 // A configuration, not a fault: the explorer keeps seed 000's shared token.
                 agent_auth: AgentAuth::Same,
+                leader_election: false,
             },
             traffic: Traffic {
                 writes_per_s: f64::from(self.writes_per_s),
                 gc_lag_ms_max: self.gc_lag_ms_max,
                 compaction_interval_s: self.compaction_interval_s,
             },
-            sync: SyncSpec { start_s: f64::from(self.sync_start_ds) / 10.0, zombie_s: None },
+            sync: SyncSpec { start_s: f64::from(self.sync_start_ds) / 10.0, zombie_s: None, rules: None },
             duration_s,
             tick_ms: 10,
             seeds: vec![self.world_seed],

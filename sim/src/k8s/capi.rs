@@ -66,6 +66,8 @@ pub struct CapiConfig {
     pub informer_lag: Duration,
     pub gate: Option<ControllerGate>,
     pub iaas: Iaas,
+    /// Whether the manager leads its election (None: no leader election, it always acts).
+    pub leading: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 struct Manager {
@@ -100,12 +102,13 @@ pub async fn run(api: Api, etcd: etcd_client::Client, cfg: CapiConfig) {
     };
     let mut unsynced = WATCHED.len();
     let mut open = *gate_rx.borrow_and_update();
+    let mut leading = cfg.leading;
     loop {
         while let Ok(d) = rx.try_recv() {
             unsynced -= usize::from(matches!(d, Delta::Synced(_)));
             m.delta(d);
         }
-        let working = open && unsynced == 0;
+        let working = open && unsynced == 0 && super::gc::leads(&leading);
         if working && let Some(key) = m.queue.pop() {
             if let Err(e) = m.reconcile(&key).await {
                 m.api.trace_error(&key, &e);
@@ -132,6 +135,13 @@ pub async fn run(api: Api, etcd: etcd_client::Client, cfg: CapiConfig) {
                     keys.iter().for_each(|k| m.enqueue(k));
                 }
                 open = now_open;
+            }
+            // A manager that (again) leads looks at everything, as a restarted one would.
+            _ = super::gc::leadership_changed(&mut leading) => {
+                if super::gc::leads(&leading) {
+                    let keys: Vec<String> = m.cache.keys().cloned().collect();
+                    keys.iter().for_each(|k| m.enqueue(k));
+                }
             }
             // Only while working: a due retry cannot be taken otherwise (no busy loop).
             _ = m.queue.retry_due(), if working => {}

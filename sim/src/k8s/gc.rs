@@ -22,7 +22,7 @@ use std::time::Duration;
 use indexmap::IndexSet;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use serde_json::{Value, json};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use super::api::{Api, ApiError, FOREGROUND_FINALIZER, Propagation, Stored};
 use super::informer::{self, Delta};
@@ -43,11 +43,30 @@ pub struct GcConfig {
     /// Lag of each kind's informer (in [`kind::ALL`] order; missing entries mean no lag).
     pub informer_lags: Vec<Duration>,
     pub absent_owner_cache_max: usize,
+    /// Whether kube-controller-manager leads (None: no leader election, it always acts).
+    pub leading: Option<watch::Receiver<bool>>,
 }
 
 impl Default for GcConfig {
     fn default() -> Self {
-        GcConfig { informer_lags: Vec::new(), absent_owner_cache_max: ABSENT_OWNER_CACHE_MAX }
+        GcConfig { informer_lags: Vec::new(), absent_owner_cache_max: ABSENT_OWNER_CACHE_MAX, leading: None }
+    }
+}
+
+/// Whether a manager gated by `leading` may act now.
+pub fn leads(leading: &Option<watch::Receiver<bool>>) -> bool {
+    leading.as_ref().is_none_or(|r| *r.borrow())
+}
+
+/// Resolves when leadership changes (never without an election; ends quietly once the election
+/// is gone, as the host is stopping).
+pub async fn leadership_changed(leading: &mut Option<watch::Receiver<bool>>) {
+    let changed = match leading {
+        Some(r) => r.changed().await.is_ok(),
+        None => false,
+    };
+    if !changed {
+        std::future::pending::<()>().await;
     }
 }
 
@@ -121,16 +140,17 @@ pub async fn run(api: Api, etcd: etcd_client::Client, cfg: GcConfig) {
         absent: AbsentOwners { uids: IndexSet::new(), max: cfg.absent_owner_cache_max },
         queue: WorkQueue::new(RETRY_DELAY),
     };
-    // Workers start once every informer has listed, as the real collector waits for its caches.
+    // Workers start once every informer has listed, as the real collector waits for its caches,
+    // and only while kube-controller-manager leads (the graph is kept up to date regardless).
     let mut unsynced = kind::ALL.len();
+    let mut leading = cfg.leading;
     loop {
         while let Ok(d) = rx.try_recv() {
             unsynced -= usize::from(matches!(d, Delta::Synced(_)));
             gc.graph_change(d);
         }
-        if unsynced == 0
-            && let Some(uid) = gc.queue.pop()
-        {
+        let working = unsynced == 0 && leads(&leading);
+        if working && let Some(uid) = gc.queue.pop() {
             if let Err(e) = gc.attempt_to_delete(&uid).await {
                 gc.api.trace_error(&uid, &e);
                 gc.queue.retry_later(uid);
@@ -145,7 +165,8 @@ pub async fn run(api: Api, etcd: etcd_client::Client, cfg: GcConfig) {
                 }
                 None => return,
             },
-            _ = gc.queue.retry_due(), if unsynced == 0 => {}
+            _ = leadership_changed(&mut leading) => {}
+            _ = gc.queue.retry_due(), if working => {}
         }
     }
 }

@@ -1,7 +1,8 @@
 //! The control-plane model of one global cluster, running against that cluster's etcd through
 //! the real etcd-client: kube-apiserver storage rules ([`api`]), informers, the garbage
 //! collector ([`gc`]), the ServiceAccount tokens controller ([`tokens`]), token authentication and
-//! RBAC ([`auth`]) and the Cluster API controllers ([`capi`]).
+//! RBAC ([`auth`]), the Cluster API controllers ([`capi`]) and the leader election that lets each
+//! controller manager act ([`leader`]).
 
 pub mod api;
 pub mod atrest;
@@ -10,6 +11,7 @@ pub mod capi;
 pub mod gc;
 pub mod informer;
 pub mod kind;
+pub mod leader;
 pub mod object;
 pub mod queue;
 pub mod tokens;

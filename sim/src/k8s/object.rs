@@ -38,6 +38,8 @@ pub enum Body {
     },
     Lease {
         holder: Option<String>,
+        /// spec.renewTime in milliseconds of the world's clock (changes on every renewal).
+        renew_ms: u64,
     },
 }
 
@@ -225,10 +227,14 @@ impl Object {
                     .collect(),
             }
             .encode_to_vec(),
-            Body::Lease { holder } => k8s_pb::api::coordination::v1::Lease {
+            Body::Lease { holder, renew_ms } => k8s_pb::api::coordination::v1::Lease {
                 metadata: pm,
                 spec: Some(k8s_pb::api::coordination::v1::LeaseSpec {
                     holder_identity: holder.clone(),
+                    renew_time: Some(k8s_pb::apimachinery::pkg::apis::meta::v1::MicroTime {
+                        seconds: Some((renew_ms / 1000) as i64),
+                        nanos: Some(((renew_ms % 1000) * 1_000_000) as i32),
+                    }),
                     ..Default::default()
                 }),
             }
@@ -286,7 +292,12 @@ impl Object {
             (b.metadata, Body::RoleBinding { role, subjects })
         } else {
             let l = k8s_pb::api::coordination::v1::Lease::decode(raw).map_err(perr)?;
-            (l.metadata, Body::Lease { holder: l.spec.and_then(|s| s.holder_identity) })
+            let spec = l.spec.unwrap_or_default();
+            let renew_ms = spec
+                .renew_time
+                .map(|t| t.seconds.unwrap_or(0).max(0) as u64 * 1000 + t.nanos.unwrap_or(0).max(0) as u64 / 1_000_000)
+                .unwrap_or(0);
+            (l.metadata, Body::Lease { holder: spec.holder_identity, renew_ms })
         };
         Ok(Object { kind, meta: meta_from_pb(pm.unwrap_or_default()), body })
     }
