@@ -83,7 +83,7 @@ enum Command {
     },
     /// Preflight by the real code (seeds 000 and 002) on the simulated platform: the global
     /// cluster's naming, both sides' encryption configurations and ServiceAccount token signing,
-    /// the agent Role, what the sync does not copy. Exit 0: nothing blocking or warned; 1: findings; 2: bad input or setup error.
+    /// the agent Role, the platform certificate's names, what the sync does not copy. Exit 0: nothing blocking or warned; 1: findings; 2: bad input or setup error.
     Preflight {
         #[arg(long, default_value_t = 1)]
         seed: u64,
@@ -100,6 +100,9 @@ enum Command {
         /// The standby signs ServiceAccount tokens with another key than the primary.
         #[arg(long)]
         sa_key_differs: bool,
+        /// The platform certificate covers the domain and the primary's VIP, not the standby's.
+        #[arg(long)]
+        cert_without_standby_vip: bool,
     },
     /// Run a scenario: print each invariant's verdict, the seed and the run directory.
     /// Exit 0: as expected; 1: an invariant was not; 2: bad input or setup error.
@@ -231,7 +234,15 @@ fn main() -> ExitCode {
                 failback_at_s: failback_at,
             })
         }
-        Command::Preflight { seed, clusters, machines, misnamed_global, keys_differ, sa_key_differs } => {
+        Command::Preflight {
+            seed,
+            clusters,
+            machines,
+            misnamed_global,
+            keys_differ,
+            sa_key_differs,
+            cert_without_standby_vip,
+        } => {
             let drill = harness::drill::DrillOptions {
                 seed,
                 sim_secs: harness::drill::PREFLIGHT_AT.as_secs() + 5,
@@ -246,6 +257,7 @@ fn main() -> ExitCode {
                 misnamed_global,
                 keys_differ,
                 sa_key_differs,
+                cert_without_standby_vip,
             })
         }
         Command::Run { scenario, seed, variant, backend, out } => {

@@ -19,6 +19,9 @@ pub fn preflight(f: PreflightDrill) -> ExitCode {
     if f.sa_key_differs {
         reproduce.push_str(" --sa-key-differs");
     }
+    if f.cert_without_standby_vip {
+        reproduce.push_str(" --cert-without-standby-vip");
+    }
     if !(1..=sim::topology::CLUSTERS_MAX).contains(&o.clusters)
         || !(2..=sim::topology::MACHINES_PER_CLUSTER_MAX).contains(&o.machines)
     {

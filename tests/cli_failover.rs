@@ -77,7 +77,8 @@ fn preflight_names_misnamed_globals_and_differing_keys_by_fingerprint_only() {
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("preflight: 0 blocking, 0 warnings"), "{out}");
     assert!(out.contains("checked: primary: 12 global resources, 1 agent Roles, encryption fingerprint read"), "{out}");
-    assert!(out.contains("not checked: primary: platform certificate"), "what the world lacks is said: {out}");
+    assert!(out.contains("token signing read, platform certificate: 3 names"), "{out}");
+    assert!(out.contains("not checked: primary: etcd server certificate SANs"), "what the world lacks is said: {out}");
     let (code, out) = drlab(&["preflight", "--seed", "2", "--misnamed-global", "--keys-differ"]);
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("BLOCKING primary MachineDeployment workers: lacks the `global-` prefix"), "{out}");
@@ -97,4 +98,38 @@ fn preflight_names_misnamed_globals_and_differing_keys_by_fingerprint_only() {
     assert!(!out.contains("CAgICAgI") && !out.contains("0808080808"), "no key material: {out}");
     let (code, out) = drlab(&["preflight", "--clusters", "0"]);
     assert_eq!(code, 2, "{out}");
+}
+
+/// Seed 000: the platform certificate must cover the domain and both VIPs. One issued before the
+/// standby existed blocks, on both sides (the standby's is the same certificate), with what it
+/// covers; its private key never shows.
+#[test]
+fn preflight_blocks_a_platform_certificate_without_the_standby_vip() {
+    let (code, out) = drlab(&["preflight", "--cert-without-standby-vip"]);
+    assert_eq!(code, 1, "{out}");
+    for side in ["primary", "standby"] {
+        let line = format!(
+            "BLOCKING {side} Secret cpaas-system/dex.tls: the platform certificate does not cover `standby` (it \
+             covers platform.example.com, primary)"
+        );
+        assert!(out.contains(&line), "{out}");
+    }
+    assert!(!out.contains("PRIVATE KEY"), "no key material: {out}");
+    assert!(out.contains("--cert-without-standby-vip"), "the reproduce line names the flag: {out}");
+}
+
+/// The names preflight reads are the certificate's own (parsed from its PEM), and what is not a
+/// certificate is said so rather than read as "covers nothing".
+#[test]
+fn certificate_names_are_read_from_the_pem() {
+    let names: Vec<String> = ["platform.example.com", "primary", "10.0.0.7"].map(String::from).to_vec();
+    let secret = sim::topology::platform_certificate(&names, 7);
+    let sim::k8s::Body::Secret { data, .. } = &secret.body else { panic!("a Secret") };
+    assert_eq!(failover::preflight::certificate_names(&data["tls.crt"]), Ok(names.clone()));
+    assert_eq!(sim::topology::platform_certificate(&names, 7).body, secret.body, "same seed, same bytes");
+    assert!(
+        failover::preflight::certificate_names(b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n")
+            .is_err()
+    );
+    assert!(failover::preflight::certificate_names(b"kubeconfig").is_err());
 }

@@ -147,7 +147,9 @@ pub async fn preflight<P: Ports>(ports: &P, o: &Options) -> Result<Preflight, Fa
         sides.push(ports.inventory(&o.primary).await?);
     }
     sides.push(ports.inventory(&o.standby).await?);
-    let mut pf = crate::preflight::decide(&sides);
+    let domain = ports.platform_domain().await?;
+    let names = [domain, o.primary.clone(), o.standby.clone()];
+    let mut pf = crate::preflight::decide_covering(&sides, &names);
     if o.unplanned {
         pf.not_checked.push(format!("{}: the primary is lost", o.primary));
     }

@@ -82,6 +82,8 @@ pub trait Ports {
     async fn remove_replication_path(&self) -> Result<(), PortError>;
     /// Where the platform domain points now (the authoritative answer).
     async fn dns_target(&self) -> Result<String, PortError>;
+    /// The platform domain whose record [`Ports::switch_dns`] points at a VIP.
+    async fn platform_domain(&self) -> Result<String, PortError>;
     async fn switch_dns(&self, to: &str) -> Result<(), PortError>;
     async fn probe(&self, vip: &str) -> Result<Probe, PortError>;
     /// Pauses (or unpauses) workload CAPI Clusters on the standby; returns the names touched.

@@ -54,6 +54,50 @@ pub struct TokenSigning {
     pub audiences: Vec<String>,
 }
 
+/// The platform certificate a side serves (seed 000: e.g. `cpaas-system/dex.tls`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlatformCertificate {
+    /// Where it was read, e.g. `Secret cpaas-system/dex.tls`.
+    pub source: String,
+    /// The names it covers (DNS and IP subject alternative names), or why they could not be read.
+    pub names: Result<Vec<String>, String>,
+}
+
+/// Names a certificate bounds (a certificate with thousands of names is reported, not copied).
+pub const CERT_NAMES_MAX: usize = 100;
+
+/// The DNS and IP subject alternative names of the first certificate in `pem`.
+pub fn certificate_names(pem: &[u8]) -> Result<Vec<String>, String> {
+    use x509_parser::extensions::GeneralName;
+    let (_, pem) = x509_parser::pem::parse_x509_pem(pem).map_err(|e| format!("not a PEM certificate: {e}"))?;
+    let cert = pem.parse_x509().map_err(|e| format!("not an X.509 certificate: {e}"))?;
+    let san = cert.subject_alternative_name().map_err(|e| format!("its subjectAltName does not parse: {e}"))?;
+    let Some(san) = san else { return Ok(Vec::new()) };
+    let names = san.value.general_names.iter().filter_map(|n| match n {
+        GeneralName::DNSName(d) => Some(d.to_string()),
+        GeneralName::IPAddress(b) => match b.len() {
+            4 => <[u8; 4]>::try_from(*b).ok().map(|a| std::net::Ipv4Addr::from(a).to_string()),
+            16 => <[u8; 16]>::try_from(*b).ok().map(|a| std::net::Ipv6Addr::from(a).to_string()),
+            _ => None,
+        },
+        _ => None,
+    });
+    Ok(names.take(CERT_NAMES_MAX).collect())
+}
+
+/// Whether a certificate naming `names` is valid for `host` (RFC 6125: a wildcard stands for
+/// exactly one leftmost label; names compare without case).
+pub fn covers(names: &[String], host: &str) -> bool {
+    let host = host.to_ascii_lowercase();
+    names.iter().any(|n| {
+        let n = n.to_ascii_lowercase();
+        match n.strip_prefix("*.") {
+            Some(rest) => host.split_once('.').is_some_and(|(first, tail)| !first.is_empty() && tail == rest),
+            None => n == host,
+        }
+    })
+}
+
 /// What preflight reads from one side.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Inventory {
@@ -68,6 +112,8 @@ pub struct Inventory {
     pub excluded: BTreeMap<String, u64>,
     /// Checks this side cannot answer, and why.
     pub not_checked: Vec<String>,
+    /// The platform certificate it serves (None: it has none where it should be).
+    pub platform_certificate: Option<PlatformCertificate>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -166,10 +212,52 @@ fn agent_roles(inv: &Inventory) -> Vec<Finding> {
     bounded(out, "agent Role findings")
 }
 
-/// Decides over the sides read (the primary first; a lost primary is simply absent).
+/// Decides over the sides read (the primary first; a lost primary is simply absent), without
+/// the platform certificate check (see [`decide_covering`]).
 pub fn decide(sides: &[Inventory]) -> Preflight {
+    decide_covering(sides, &[])
+}
+
+/// Seed 000: the platform certificate each side serves covers every name clients use to reach
+/// the platform — its domain and both VIPs — or clients going by a name it lacks fail TLS
+/// verification once the other side serves.
+fn platform_certificate(inv: &Inventory, names: &[String]) -> Vec<Finding> {
+    let at = |source: &str| format!("{} {source}", inv.side);
+    match &inv.platform_certificate {
+        None if inv.not_checked.iter().any(|n| n.starts_with("platform certificate")) => Vec::new(),
+        None => vec![Finding {
+            what: "no platform certificate: the ingress cannot serve the platform domain over TLS".into(),
+            where_: at("platform certificate"),
+        }],
+        Some(PlatformCertificate { source, names: Err(e) }) => {
+            vec![Finding { what: format!("the platform certificate cannot be read: {e}"), where_: at(source) }]
+        }
+        Some(PlatformCertificate { source, names: Ok(has) }) => names
+            .iter()
+            .filter(|n| !covers(has, n))
+            .map(|n| Finding {
+                what: format!(
+                    "the platform certificate does not cover `{n}` (it covers {}): clients reaching the platform \
+                     by that name fail TLS verification",
+                    if has.is_empty() { "no name".to_string() } else { has.join(", ") }
+                ),
+                where_: at(source),
+            })
+            .collect(),
+    }
+}
+
+/// [`decide`], and the platform certificate of each side must cover `names` (the platform
+/// domain and both VIPs; empty: not checked).
+pub fn decide_covering(sides: &[Inventory], names: &[String]) -> Preflight {
     let mut pf = Preflight::default();
+    if names.is_empty() {
+        pf.not_checked.push("platform certificate: the platform domain and VIPs were not given".into());
+    }
     for inv in sides {
+        if !names.is_empty() {
+            pf.blocking.extend(platform_certificate(inv, names));
+        }
         pf.blocking.extend(naming(inv));
         pf.blocking.extend(agent_roles(inv));
         for (ns, n) in &inv.excluded {
@@ -180,8 +268,13 @@ pub fn decide(sides: &[Inventory]) -> Preflight {
         }
         pf.not_checked.extend(inv.not_checked.iter().map(|n| format!("{}: {n}", inv.side)));
         let read = |known: bool| if known { "read" } else { "unknown" };
+        let cert = match &inv.platform_certificate {
+            Some(PlatformCertificate { names: Ok(n), .. }) => format!(", platform certificate: {} names", n.len()),
+            Some(PlatformCertificate { names: Err(_), .. }) => ", platform certificate unreadable".into(),
+            None => String::new(),
+        };
         pf.checked.push(format!(
-            "{}: {} global resources, {} agent Roles, encryption fingerprint {}, token signing {}",
+            "{}: {} global resources, {} agent Roles, encryption fingerprint {}, token signing {}{cert}",
             inv.side,
             inv.global_objects.len(),
             inv.agent_roles.len(),
@@ -278,6 +371,40 @@ mod tests {
             obj("DCSCluster", "global", true, &[("ownerReferences", "global")]),
             obj("KubeadmControlPlane", "global-kcp", false, &[("ownerReferences", "global")]),
         ]
+    }
+
+    #[test]
+    fn a_wildcard_covers_one_label_and_names_compare_without_case() {
+        let names = vec!["*.Example.com".to_string(), "primary".to_string()];
+        assert!(covers(&names, "platform.example.com"));
+        assert!(covers(&names, "PRIMARY"));
+        assert!(!covers(&names, "a.platform.example.com"), "one label only");
+        assert!(!covers(&names, "example.com"));
+        assert!(!covers(&names, "standby"));
+    }
+
+    #[test]
+    fn the_platform_certificate_must_cover_the_domain_and_both_vips() {
+        let names = ["platform.example.com", "primary", "standby"].map(String::from);
+        let with = |side_name: &str, cert: Option<Result<Vec<String>, String>>| Inventory {
+            platform_certificate: cert.map(|names| PlatformCertificate { source: "Secret ns/tls".into(), names }),
+            ..side(side_name, well_named(), "ab")
+        };
+        let all = Some(Ok(names.to_vec()));
+        let pf = decide_covering(&[with("primary", all.clone()), with("standby", all.clone())], &names);
+        assert!(pf.blocking.is_empty(), "{:?}", pf.lines());
+        let lacking = Some(Ok(vec!["*.example.com".to_string(), "primary".to_string()]));
+        let pf = decide_covering(&[with("primary", all.clone()), with("standby", lacking)], &names);
+        let text = pf.lines().join("\n");
+        assert_eq!(pf.blocking.len(), 1, "{text}");
+        assert!(text.contains("BLOCKING standby Secret ns/tls: the platform certificate does not cover `standby`"));
+        let pf = decide_covering(&[with("primary", None), with("standby", Some(Err("not PEM".into())))], &names);
+        let text = pf.lines().join("\n");
+        assert!(text.contains("BLOCKING primary platform certificate: no platform certificate"), "{text}");
+        assert!(text.contains("BLOCKING standby Secret ns/tls: the platform certificate cannot be read: not PEM"));
+        // Without the names to cover, it is said not to be checked, never passed.
+        let pf = decide(&[with("primary", all.clone()), with("standby", all)]);
+        assert!(pf.not_checked.iter().any(|n| n.starts_with("platform certificate")), "{:?}", pf.lines());
     }
 
     #[test]

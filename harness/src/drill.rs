@@ -162,6 +162,9 @@ pub struct PreflightDrill {
     pub misnamed_global: bool,
     pub keys_differ: bool,
     pub sa_key_differs: bool,
+    /// The platform certificate covers the domain and the primary's VIP only (issued before
+    /// the standby existed).
+    pub cert_without_standby_vip: bool,
 }
 
 /// When the drill's preflight runs (after the sync's first copy).
@@ -177,6 +180,9 @@ pub fn preflight_drill(
     }
     if f.sa_key_differs {
         sa_key_differs(&mut cfg);
+    }
+    if f.cert_without_standby_vip {
+        cfg.platform_cert_names.retain(|n| n != STANDBY);
     }
     let settings = sync_settings(&cfg);
     let (p, mut sim) = Platform::build(cfg)?;

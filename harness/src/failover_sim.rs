@@ -323,6 +323,10 @@ impl Ports for SimPorts {
         Ok(self.dns.answer().0)
     }
 
+    async fn platform_domain(&self) -> Result<String, PortError> {
+        Ok(self.dns.domain.clone())
+    }
+
     async fn switch_dns(&self, to: &str) -> Result<(), PortError> {
         self.dns.switch(to, "failover");
         Ok(())

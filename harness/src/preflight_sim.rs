@@ -2,13 +2,14 @@
 //! provider resources (labelled `cluster.x-k8s.io/cluster-name: global`) with their references,
 //! the API server's EncryptionConfiguration as a fingerprint, the workload agents' Roles, and the
 //! keys the sync's rules leave out, per namespace, and the API server's ServiceAccount token
-//! signing (key fingerprint, issuer, audiences). The world has no platform or etcd server
-//! certificates: those checks are listed as not done.
+//! signing (key fingerprint, issuer, audiences), and the platform certificate's names (the
+//! `kubernetes.io/tls` Secret `cpaas-system/dex.tls`). The world's etcd serves plain TCP: its
+//! server certificate check is listed as not done.
 
 use std::collections::BTreeMap;
 
 use failover::ports::PortError;
-use failover::preflight::{AgentRole, GLOBAL, GlobalObject, Inventory, RoleRule, TokenSigning};
+use failover::preflight::{AgentRole, GLOBAL, GlobalObject, Inventory, PlatformCertificate, RoleRule, TokenSigning};
 use sim::k8s::api::Api;
 use sim::k8s::capi::CLUSTER_NAME_LABEL;
 use sim::k8s::kind;
@@ -89,9 +90,28 @@ pub async fn inventory(api: &Api, etcd: &etcd_client::Client, rules: &Rules) -> 
     if listed.more() {
         inv.not_checked.push(format!("excluded namespaces: only the first {KEYS_MAX} keys were read"));
     }
-    inv.not_checked.extend([
-        "platform certificate (e.g. cpaas-system/dex.tls) covering the domain and both VIPs: the world has none".into(),
-        "etcd server certificate SANs: the world's etcd serves plain TCP".into(),
-    ]);
+    inv.platform_certificate = platform_certificate(api).await.map_err(|e| port(&side, e))?;
+    inv.not_checked.push("etcd server certificate SANs: the world's etcd serves plain TCP".into());
     Ok(inv)
+}
+
+/// The platform certificate's names, read (and decrypted) through the side's API: None when the
+/// Secret is missing; the names, or why they cannot be read (no `tls.crt`, not a certificate, a
+/// Secret sealed with a key this side lacks). Only names leave this function, never key bytes.
+async fn platform_certificate(api: &Api) -> Result<Option<PlatformCertificate>, sim::k8s::ApiError> {
+    let name = sim::topology::PLATFORM_CERT_SECRET;
+    let source = format!("Secret {}/{name}", sim::topology::NS);
+    let names = match api.get(&kind::SECRET, sim::topology::NS, name).await {
+        Ok(None) => return Ok(None),
+        Ok(Some(s)) => match &s.obj.body {
+            Body::Secret { data, .. } => match data.get("tls.crt") {
+                Some(pem) => failover::preflight::certificate_names(pem),
+                None => Err("it has no tls.crt".to_string()),
+            },
+            _ => Err("not a Secret".to_string()),
+        },
+        Err(sim::k8s::ApiError::Undecryptable(_)) => Err("sealed with a key this side lacks".to_string()),
+        Err(e) => return Err(e),
+    };
+    Ok(Some(PlatformCertificate { source, names }))
 }

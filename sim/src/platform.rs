@@ -77,6 +77,9 @@ pub struct PlatformConfig {
     /// Each side's controller managers act only while they lead their Lease, and each API
     /// server keeps its `masterleases` key ([`crate::k8s::leader`]).
     pub leader_election: bool,
+    /// The names the platform certificate (`cpaas-system/dex.tls`, the same on both sides)
+    /// covers: the platform domain and both VIPs when installed as seed 000 asks.
+    pub platform_cert_names: Vec<String>,
 }
 
 impl Default for PlatformConfig {
@@ -102,6 +105,7 @@ impl Default for PlatformConfig {
             agents: 2,
             writes_per_s: 2.0,
             leader_election: false,
+            platform_cert_names: [DOMAIN, PRIMARY, STANDBY].map(String::from).to_vec(),
         }
     }
 }
@@ -207,11 +211,14 @@ impl Parts {
             token: bundle.token,
             period: SYSTEM_AGENT_PERIOD,
         };
+        let cert = topology::platform_certificate(&cfg.platform_cert_names, cfg.seed.wrapping_add(14));
         let mut on_primary = workload.objects.clone();
         on_primary.extend(bundle.objects);
         on_primary.extend(g_primary.objects);
+        on_primary.push(cert.clone());
         let primary_kvs = encode(&primary_api, &on_primary);
         let mut on_standby = g_standby.objects;
+        on_standby.push(cert);
         if cfg.standby_preloaded {
             on_standby.extend(workload.objects);
         }

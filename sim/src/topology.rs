@@ -291,6 +291,42 @@ pub fn agent_bundle(side: &Side, seed: u64, signing: &crate::k8s::auth::TokenSig
     AgentBundle { objects: vec![sa, token, role, binding], token: signed, plans }
 }
 
+/// Where the platform certificate lives (seed 000's example: dex's TLS Secret).
+pub const PLATFORM_CERT_SECRET: &str = "dex.tls";
+
+/// The platform certificate, as a `kubernetes.io/tls` Secret in [`NS`] covering `names` (the
+/// platform domain and both VIPs, when installed right). Ed25519 under a key drawn from `seed`,
+/// with a fixed serial and validity, so the same seed gives the same bytes.
+pub fn platform_certificate(names: &[String], seed: u64) -> Object {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let (mut secret_key, mut uid) = ([0u8; 32], [0u8; 16]);
+    rng.fill_bytes(&mut secret_key);
+    rng.fill_bytes(&mut uid);
+    // PKCS#8 v1 of an Ed25519 private key (RFC 8410): a fixed prefix, then the 32 key bytes.
+    let mut pkcs8 = hex::decode("302e020100300506032b657004220420").expect("hex");
+    pkcs8.extend_from_slice(&secret_key);
+    let key = rcgen::KeyPair::try_from(pkcs8.as_slice()).expect("an Ed25519 PKCS#8 key");
+    let mut params = rcgen::CertificateParams::new(names.to_vec()).expect("valid certificate names");
+    params.serial_number = Some(rcgen::SerialNumber::from(vec![1]));
+    params.distinguished_name.push(rcgen::DnType::CommonName, names.first().map(String::as_str).unwrap_or("platform"));
+    let cert = params.self_signed(&key).expect("a self-signed certificate");
+    let mut secret = Object::new(
+        &kind::SECRET,
+        NS,
+        PLATFORM_CERT_SECRET,
+        Body::Secret {
+            type_: Some("kubernetes.io/tls".into()),
+            data: [
+                ("tls.crt".to_string(), cert.pem().into_bytes()),
+                ("tls.key".to_string(), key.serialize_pem().into_bytes()),
+            ]
+            .into(),
+        },
+    );
+    secret.meta.uid = Some(crate::k8s::object::uuid(uid));
+    secret
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
