@@ -407,12 +407,17 @@ pub fn check(s: &Scenario, o: &Observed) -> std::io::Result<Vec<Verdict>> {
     });
 
     // no-dependent-before-owner
+    // What the observer did not see cannot pass: it says which revisions.
     let problems = o
         .orphaned
         .iter()
         .map(|v| {
             format!("{} landed at standby revision {} before its owner uid {}", v.key, v.revision, v.missing_owner_uid)
         })
+        .chain(o.unobserved.iter().map(|(a, b)| {
+            let to = if *b == i64::MAX { "the end".to_string() } else { b.to_string() };
+            format!("standby revisions {a} to {to} were not observed (compacted while the observer was away)")
+        }))
         .collect();
     out.push(Verdict::new(Invariant::NoDependentBeforeOwner, problems, None));
 

@@ -385,6 +385,7 @@ async fn run_async(s: &Scenario, seed: u64, variant: Variant, trace_path: PathBu
         keys_in_scope: after.keys_in_scope,
         standby_gate: after.standby_gate,
         orphaned: observer.violations(),
+        unobserved: observer.gaps(),
         failover,
         abort: None,
         failover_progress: after.failover_progress,

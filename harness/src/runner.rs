@@ -78,6 +78,8 @@ pub struct Observed {
     /// The sync's gate on the standby at the end.
     pub standby_gate: Option<sync::target::Gate>,
     pub orphaned: Vec<Orphaned>,
+    /// Standby revisions the owner-order observer never saw (compacted while it was away).
+    pub unobserved: Vec<(i64, i64)>,
     /// The orchestrator's first finished run (a crashed run records none).
     pub failover: Option<Result<failover::Outcome, String>>,
     /// The operator's abort, when the timeline has one and it finished.
@@ -331,6 +333,7 @@ pub fn run(s: &Scenario, seed: u64, variant: Variant, trace: PathBuf) -> Result<
         keys_in_scope: after.keys_in_scope,
         standby_gate: after.standby_gate,
         orphaned: observer.violations(),
+        unobserved: observer.gaps(),
         failover,
         abort,
         failover_progress: after.failover_progress,
