@@ -2,7 +2,7 @@
 //! standby succeeds with RPO = 0 and no Machine or VM lost; on an inconsistent standby the guard
 //! refuses before the gate is cleared, and without the guard (`uninstall-guard-off`) the same
 //! world loses VMs. An abort gives a refused failover's primary back; after the gate is cleared
-//! it is refused.
+//! it is refused. A crashed failover or failback orchestrator resumes and finishes.
 
 use std::time::Duration;
 
@@ -463,4 +463,109 @@ fn a_second_failover_cycle_archives_the_first_and_starts_afresh() {
     let archived: Vec<&serde_json::Value> = audit.iter().filter(|r| r["step"] == "archive-progress").collect();
     assert_eq!(archived.len(), 1, "one archived record: {audit:?}");
     assert_eq!(archived[0]["progress"]["started_ms"], serde_json::json!(first.progress.started_ms));
+}
+
+/// When the failback starts in [`failback_crashed_at`]'s world.
+const FAILBACK_S: u64 = 80;
+
+/// A failback's orchestrator crashed at any point — installing the reverse sync, waiting for
+/// it, anywhere in the failover back — and restarted 1 s later resumes and finishes: every step
+/// of the failover back once, in order; the old primary serves again; no VM is lost.
+#[test]
+fn a_failback_orchestrator_crashed_at_any_point_resumes_and_finishes() {
+    let (reference, _, _) = failback_crashed_at(None);
+    let took_ms = reference[0].as_ref().map(|o| o.progress.step_ms.last().unwrap().1).unwrap_or_else(|e| {
+        panic!("the uncrashed failback: {e} (seed=31)");
+    });
+    let mut mid_failback = 0;
+    for i in 0..12u64 {
+        let crash_ms = FAILBACK_S * 1000 + 50 + i * 700;
+        let (runs, dns, deletions) = failback_crashed_at(Some(crash_ms));
+        mid_failback += usize::from(runs.len() == 1);
+        let last = runs.last().unwrap_or_else(|| panic!("crash at {crash_ms} ms: no failback finished (seed=31)"));
+        let outcome = last.as_ref().unwrap_or_else(|e| panic!("crash at {crash_ms} ms: {e} (seed=31)"));
+        let steps: Vec<Step> = outcome.progress.step_ms.iter().map(|(s, _)| *s).collect();
+        assert_eq!(steps, Step::ALL, "crash at {crash_ms} ms: each step of the failover back once (seed=31)");
+        assert_eq!(dns, PRIMARY, "crash at {crash_ms} ms: the old primary serves again");
+        assert_eq!(deletions, vec![], "crash at {crash_ms} ms: no VM deleted (seed=31)");
+    }
+    assert!(mid_failback >= 4, "only {mid_failback} crash points fell inside the failback ({took_ms} ms long)");
+}
+
+/// Seed 31: a planned failover at `START_S`, the failback at [`FAILBACK_S`], its orchestrator
+/// crashed at `crash_ms` (if any) and restarted 1 s later. The failback's runs, where the platform
+/// domain points at the end, the VM deletions.
+fn failback_crashed_at(
+    crash_ms: Option<u64>,
+) -> (Vec<Result<failover::Outcome, String>>, String, Vec<sim::iaas::VmDeletion>) {
+    let options = Options::new(PRIMARY, STANDBY);
+    let tweak = |cfg: &mut sim::platform::PlatformConfig| {
+        cfg.primary_gate = Some(harness::drill::primary_gate());
+        cfg.writes_per_s = 1.0;
+    };
+    let topology = Topology { clusters: 2, machines: 3 };
+    let (p, mut sim, _) = orchestrated(31, 200, topology.clone(), tweak, options, Duration::from_secs(START_S));
+    let mut cfg = platform_config(31, 200, topology);
+    tweak(&mut cfg);
+    let back = harness::drill::reverse_sync_settings(&cfg);
+    let failbacks = harness::failover_sim::add_failback(
+        &mut sim,
+        &p,
+        back,
+        Options::new(STANDBY, PRIMARY),
+        Duration::from_secs(FAILBACK_S),
+    );
+    let mut steps = Vec::new();
+    if let Some(t) = crash_ms {
+        steps.push(At::new(Duration::from_millis(t), |sim| p.faults.crash(sim, "orchestrator-failback")));
+        steps.push(At::new(Duration::from_millis(t + 1000), |sim| p.faults.restart(sim, "orchestrator-failback")));
+    }
+    p.run(&mut sim, steps).expect("runs");
+    drop(sim);
+    let runs = failbacks.lock().unwrap().clone();
+    (runs, p.dns.answer().0, p.iaas.deletions())
+}
+
+/// The DR-aware upgrade's guarded uninstall crashed at any point and restarted 1 s later ends
+/// with the sync uninstalled behind a clean pinned check, while the primary keeps taking writes:
+/// a restart after the freeze must not wait for a frozen sync to reach a newer head.
+#[test]
+fn an_upgrade_uninstall_crashed_at_any_point_resumes_and_finishes() {
+    let (reference, _, _) = uninstall_crashed_at(None);
+    reference[0].as_ref().unwrap_or_else(|e| panic!("the uncrashed uninstall: {e} (seed=37)"));
+    for i in 0..16u64 {
+        let crash_ms = START_S * 1000 + 20 + i * 60;
+        let (runs, gate, deletions) = uninstall_crashed_at(Some(crash_ms));
+        let last = runs.last().unwrap_or_else(|| panic!("crash at {crash_ms} ms: no uninstall finished (seed=37)"));
+        last.as_ref().unwrap_or_else(|e| panic!("crash at {crash_ms} ms: {e} (seed=37)"));
+        assert_eq!(gate.state, GateState::Uninstalled, "crash at {crash_ms} ms (seed=37)");
+        // Behind a clean pinned check: the gate keeps its proof (a forced one would have none).
+        assert!(gate.proven_at.is_some(), "crash at {crash_ms} ms: {gate:?} (seed=37)");
+        assert_eq!(deletions, vec![], "crash at {crash_ms} ms: no VM deleted (seed=37)");
+    }
+}
+
+/// Seed 37 with heartbeat traffic: the upgrade's uninstall at `START_S`, its host crashed at
+/// `crash_ms` (if any) and restarted 1 s later. Its runs, the gate's state, the VM deletions.
+fn uninstall_crashed_at(
+    crash_ms: Option<u64>,
+) -> (Vec<Result<failover::Outcome, String>>, Gate, Vec<sim::iaas::VmDeletion>) {
+    let mut cfg = platform_config(37, 90, Topology { clusters: 2, machines: 3 });
+    cfg.writes_per_s = 4.0;
+    let settings = sync_settings(&cfg);
+    let (p, mut sim) = Platform::build(cfg).expect("world builds");
+    let handle = SyncHost::new(PRIMARY, STANDBY, settings.clone()).add(&mut sim, p.links.clone());
+    let options = Options::new(PRIMARY, STANDBY);
+    let start = Duration::from_secs(START_S);
+    let runs =
+        add_orchestrator(&mut sim, Job::UpgradeUninstall, PlatformView::of(&p), settings, handle, options, start);
+    let mut steps = Vec::new();
+    if let Some(t) = crash_ms {
+        steps.push(At::new(Duration::from_millis(t), |sim| p.faults.crash(sim, "orchestrator-uninstall")));
+        steps.push(At::new(Duration::from_millis(t + 1000), |sim| p.faults.restart(sim, "orchestrator-uninstall")));
+    }
+    p.run(&mut sim, steps).expect("runs");
+    drop(sim);
+    let runs = runs.lock().unwrap().clone();
+    (runs, gate(&p), p.iaas.deletions())
 }

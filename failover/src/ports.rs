@@ -49,6 +49,8 @@ pub trait Ports {
     async fn sync_source_seen(&self) -> Result<i64, PortError>;
     /// Whether the sync is running and may write (its gate says syncing).
     async fn sync_running(&self) -> Result<bool, PortError>;
+    /// Whether the sync's gate on the standby says uninstalled.
+    async fn sync_uninstalled(&self) -> Result<bool, PortError>;
     async fn freeze_sync(&self, at: i64) -> Result<(), PortError>;
     /// The sync applies again after a freeze (an abort).
     async fn resume_sync(&self) -> Result<(), PortError>;

@@ -14,16 +14,34 @@ use crate::ports::Ports;
 use crate::step::{Progress, Step};
 
 /// The guarded uninstall before the upgrade. Refused (the sync resumes) unless the pinned check
-/// is clean or the run is forced.
+/// is clean or the run is forced. Restartable: a restart after the uninstall reports it done; one
+/// after an earlier attempt froze the sync lets it go on first (under the lock nobody else froze
+/// it, and a frozen sync would never reach the head the restart reads).
 pub async fn uninstall<P: Ports>(ports: &P, o: &Options) -> Result<Outcome, FailoverError> {
     locked(ports, o, "upgrade", async {
+        if let Some(p) = ports.load_progress().await?.filter(|p| p.done.is_some() && !p.complete()) {
+            let what = format!("a failover is in progress (done: {:?}): resume or abort it first", p.done);
+            return Err(FailoverError::Precondition { step: Step::Preflight, what });
+        }
         if !ports.sync_running().await? {
+            if ports.sync_uninstalled().await? {
+                ports.audit(&json!({"step": "upgrade-uninstall", "outcome": "already-done"})).await?;
+                return Ok(Outcome::default());
+            }
             let what = "the sync is not running: nothing to uninstall (reinstall it after the upgrade)".to_string();
             return Err(FailoverError::Precondition { step: Step::Preflight, what });
         }
-        let r = ports.source_head().await?;
-        wait_within(o, Step::WaitCaughtUp, || async { Ok(ports.sync_checkpoint().await? >= r) }).await?;
-        ports.freeze_sync(r).await?;
+        ports.resume_sync().await?;
+        // The primary keeps taking writes: the freeze is asked for before the sync reaches the
+        // head read, or it could come after the sync applied a later revision and the check
+        // pinned at that head would find the standby ahead of it. A sync that was past the head
+        // when the freeze arrived stops where it is: R is where it stopped.
+        let head = ports.source_head().await?;
+        if ports.freeze_sync(head).await.is_err() {
+            wait_within(o, Step::WaitCaughtUp, || async { Ok(ports.sync_checkpoint().await? >= head) }).await?;
+            ports.freeze_sync(head).await?;
+        }
+        let r = ports.sync_checkpoint().await?.max(head);
         let t = ports.target_head().await?;
         let report = ports.pinned_check(r, t).await?;
         let mut progress = Progress { source_revision: Some(r), target_revision: Some(t), ..Progress::default() };

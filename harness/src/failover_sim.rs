@@ -235,6 +235,11 @@ impl Ports for SimPorts {
         Ok(gate.is_some_and(|g| g.state == GateState::Syncing))
     }
 
+    async fn sync_uninstalled(&self) -> Result<bool, PortError> {
+        let gate = self.control.gate().await.map_err(port("sync"))?;
+        Ok(gate.is_some_and(|g| g.state == GateState::Uninstalled))
+    }
+
     async fn freeze_sync(&self, at: i64) -> Result<(), PortError> {
         let f = self.control.freeze(Some(at), Duration::from_secs(30)).await.map_err(port("sync"))?;
         if !f.reached {

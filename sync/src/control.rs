@@ -153,14 +153,18 @@ impl Control {
         if !report.is_clean() && force.is_none() {
             return Err(ControlError::Refused { report: report.text() });
         }
-        self.handle.command(Command::Stop);
         let target = self.target().await?;
         let gate = target::read_gate(&target).await?.ok_or(ControlError::NoGate)?;
         // A clean check pinned against the source proves the standby a copy at its revision; a
         // forced or target-only one proves nothing new.
         let proof = (report.is_clean() && report.source_revision.is_some()).then_some(report.target_revision);
         let next = Gate { state: GateState::Uninstalled, proven_at: proof.max(gate.proven_at), ..gate.clone() };
+        // The gate first, then the engine: the gate is the commit point. A caller that dies
+        // between the two leaves an uninstalled gate — every later sync txn is refused by its
+        // compare, so the engine stops by itself — never a stopped engine behind a gate that
+        // still says syncing, which a restarted caller could neither resume nor uninstall.
         let gate = target::replace_gate(&target, &gate, next).await?;
+        self.handle.command(Command::Stop);
         let out = Uninstalled {
             forced_by: if report.is_clean() { None } else { force.map(str::to_string) },
             gate,
