@@ -515,14 +515,7 @@ fn failback_crashed_at(
         Options::new(STANDBY, PRIMARY),
         Duration::from_secs(FAILBACK_S),
     );
-    let mut steps = Vec::new();
-    if let Some(t) = crash_ms {
-        steps.push(At::new(Duration::from_millis(t), |sim| p.faults.crash(sim, "orchestrator-failback")));
-        steps.push(At::new(Duration::from_millis(t + 1000), |sim| p.faults.restart(sim, "orchestrator-failback")));
-    }
-    p.run(&mut sim, steps).expect("runs");
-    drop(sim);
-    let runs = failbacks.lock().unwrap().clone();
+    let runs = run_crashing(&p, sim, &failbacks, "orchestrator-failback", crash_ms);
     (runs, p.dns.answer().0, p.iaas.deletions())
 }
 
@@ -559,13 +552,25 @@ fn uninstall_crashed_at(
     let start = Duration::from_secs(START_S);
     let runs =
         add_orchestrator(&mut sim, Job::UpgradeUninstall, PlatformView::of(&p), settings, handle, options, start);
+    let runs = run_crashing(&p, sim, &runs, "orchestrator-uninstall", crash_ms);
+    (runs, gate(&p), p.iaas.deletions())
+}
+
+/// Runs `p`'s world with `host` crashed at `crash_ms` (if any) and restarted 1 s later; the runs
+/// its orchestrator job recorded.
+fn run_crashing<'a>(
+    p: &'a Platform,
+    mut sim: turmoil::Sim<'a>,
+    runs: &Runs,
+    host: &'static str,
+    crash_ms: Option<u64>,
+) -> Vec<Result<failover::Outcome, String>> {
     let mut steps = Vec::new();
     if let Some(t) = crash_ms {
-        steps.push(At::new(Duration::from_millis(t), |sim| p.faults.crash(sim, "orchestrator-uninstall")));
-        steps.push(At::new(Duration::from_millis(t + 1000), |sim| p.faults.restart(sim, "orchestrator-uninstall")));
+        steps.push(At::new(Duration::from_millis(t), move |sim| p.faults.crash(sim, host)));
+        steps.push(At::new(Duration::from_millis(t + 1000), move |sim| p.faults.restart(sim, host)));
     }
     p.run(&mut sim, steps).expect("runs");
     drop(sim);
-    let runs = runs.lock().unwrap().clone();
-    (runs, gate(&p), p.iaas.deletions())
+    runs.lock().unwrap().clone()
 }
