@@ -105,11 +105,6 @@ struct Events {
     leaders_lost: Vec<Value>,
 }
 
-/// The kinds whose objects own Machines (what a poisoned cache can name).
-fn owns_machines(key: &str) -> bool {
-    [&kind::MACHINE_SET, &kind::KUBEADM_CONTROL_PLANE].iter().any(|k| key.starts_with(&k.prefix()))
-}
-
 impl Events {
     /// A collector deletion citing its absent-owner cache for an owner that is on this host
     /// now: the cache outlived the owner's absence (owners the cache wrongly remembers).
@@ -144,6 +139,10 @@ fn read_events(o: &Observed) -> std::io::Result<Events> {
     let file = std::fs::File::open(&o.trace)?;
     let mut ev = Events::default();
     let machines = kind::MACHINE.prefix();
+    // Key prefixes, made once: every commit of the trace is matched against them.
+    // The kinds whose objects own Machines (what a poisoned cache can name).
+    let machine_owners = [kind::MACHINE_SET.prefix(), kind::KUBEADM_CONTROL_PLANE.prefix()];
+    let leases = [kind::LEASE.prefix(), leader::MASTERLEASES_PREFIX.to_string()];
     let (gate_key, checkpoint_key) = (sync::target::gate_key(), sync::target::checkpoint_key());
     for line in std::io::BufReader::new(file).lines() {
         let v: Value = serde_json::from_str(&line?).map_err(std::io::Error::other)?;
@@ -156,7 +155,6 @@ fn read_events(o: &Observed) -> std::io::Result<Events> {
                 if host == STANDBY && key == checkpoint_key && ev.standby_sync_revs.len() < EVENTS_KEPT_MAX {
                     ev.standby_sync_revs.insert(rev);
                 }
-                let leases = [kind::LEASE.prefix(), leader::MASTERLEASES_PREFIX.to_string()];
                 if host == STANDBY
                     && leases.iter().any(|p| key.starts_with(p.as_str()))
                     && ev.standby_lease_commits.len() < EVENTS_KEPT_MAX
@@ -178,7 +176,7 @@ fn read_events(o: &Observed) -> std::io::Result<Events> {
                 } else if host == STANDBY && ev.phase == Phase::Failback {
                     ev.standby_commits_in_failback.push((rev, key.clone()));
                 }
-                if owns_machines(&key) {
+                if machine_owners.iter().any(|p| key.starts_with(p.as_str())) {
                     let put = v["op"] == "put";
                     let t = v["t_ms"].as_u64().unwrap_or(0);
                     let e = ev.owner_keys.entry((host.clone(), key.clone())).or_insert((t, put));

@@ -108,7 +108,7 @@ pub async fn run(api: Api, etcd: etcd_client::Client, cfg: CapiConfig) {
             unsynced -= usize::from(matches!(d, Delta::Synced(_)));
             m.delta(d);
         }
-        let working = open && unsynced == 0 && super::gc::leads(&leading);
+        let working = open && unsynced == 0 && super::leader::leads(&leading);
         if working && let Some(key) = m.queue.pop() {
             if let Err(e) = m.reconcile(&key).await {
                 m.api.trace_error(&key, &e);
@@ -137,8 +137,8 @@ pub async fn run(api: Api, etcd: etcd_client::Client, cfg: CapiConfig) {
                 open = now_open;
             }
             // A manager that (again) leads looks at everything, as a restarted one would.
-            _ = super::gc::leadership_changed(&mut leading) => {
-                if super::gc::leads(&leading) {
+            _ = super::leader::leadership_changed(&mut leading) => {
+                if super::leader::leads(&leading) {
                     let keys: Vec<String> = m.cache.keys().cloned().collect();
                     keys.iter().for_each(|k| m.enqueue(k));
                 }

@@ -24,6 +24,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, watch};
 
+use super::leader::{leadership_changed, leads};
+
 use super::api::{Api, ApiError, FOREGROUND_FINALIZER, Propagation, Stored};
 use super::informer::{self, Delta};
 use super::kind::{self, Kind};
@@ -50,23 +52,6 @@ pub struct GcConfig {
 impl Default for GcConfig {
     fn default() -> Self {
         GcConfig { informer_lags: Vec::new(), absent_owner_cache_max: ABSENT_OWNER_CACHE_MAX, leading: None }
-    }
-}
-
-/// Whether a manager gated by `leading` may act now.
-pub fn leads(leading: &Option<watch::Receiver<bool>>) -> bool {
-    leading.as_ref().is_none_or(|r| *r.borrow())
-}
-
-/// Resolves when leadership changes (never without an election; ends quietly once the election
-/// is gone, as the host is stopping).
-pub async fn leadership_changed(leading: &mut Option<watch::Receiver<bool>>) {
-    let changed = match leading {
-        Some(r) => r.changed().await.is_ok(),
-        None => false,
-    };
-    if !changed {
-        std::future::pending::<()>().await;
     }
 }
 

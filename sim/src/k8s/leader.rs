@@ -148,6 +148,23 @@ pub async fn run(api: Api, election: Election, leading: watch::Sender<bool>) {
     }
 }
 
+/// Whether a manager gated by `leading` may act now (None: no election, it always acts).
+pub fn leads(leading: &Option<watch::Receiver<bool>>) -> bool {
+    leading.as_ref().is_none_or(|r| *r.borrow())
+}
+
+/// Resolves when leadership changes (never without an election; ends quietly once the election
+/// is gone, as the host is stopping).
+pub async fn leadership_changed(leading: &mut Option<watch::Receiver<bool>>) {
+    let changed = match leading {
+        Some(r) => r.changed().await.is_ok(),
+        None => false,
+    };
+    if !changed {
+        std::future::pending::<()>().await;
+    }
+}
+
 /// kube-apiserver's endpoint lease: `/registry/masterleases/<address>` under an etcd lease,
 /// refreshed every [`MASTERLEASE_PERIOD`] until the host stops. Errors wait for the next period
 /// (a fenced or unreachable etcd).
