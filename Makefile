@@ -25,8 +25,9 @@ test: lint
 	cargo check --release -p drlab-harness --features containers
 	$(MAKE) ship
 
-# The shipped daemon, built as users build it: it must carry no mutant.
+# The shipped daemon and orchestrator, built as users build them: they must carry no mutant.
 ship:
 	cargo build --release -p drlab-sync --bin etcd-sync
-	@v="$$(./target/release/etcd-sync --version)"; echo "$$v"; \
-	case "$$v" in *"features: none"*) ;; *) echo "the shipped etcd-sync carries test features" >&2; exit 1;; esac
+	cargo build --release -p drlab-failover --bin dr-failover
+	@for b in etcd-sync dr-failover; do v="$$(./target/release/$$b --version)"; echo "$$v"; \
+	case "$$v" in *"features: none"*) ;; *) echo "the shipped $$b carries test features" >&2; exit 1;; esac; done

@@ -77,6 +77,14 @@ enum Command {
         /// reverse onto the fenced old primary, then a planned failover back.
         #[arg(long, value_name = "S")]
         failback_at: Option<u64>,
+        /// A DR-aware upgrade instead of a failover: the guarded uninstall of the sync at --at
+        /// (the primary keeps serving), its reinstall — a new epoch that resyncs onto the
+        /// standby without a blind delete — at --reinstall-at.
+        #[arg(long)]
+        upgrade: bool,
+        /// With --upgrade: when the sync is reinstalled (default: --at + 60).
+        #[arg(long, value_name = "S", requires = "upgrade")]
+        reinstall_at: Option<u64>,
         /// Write the JSON-lines trace here.
         #[arg(long)]
         trace: Option<PathBuf>,
@@ -213,6 +221,8 @@ fn main() -> ExitCode {
             abort_at,
             unplanned,
             failback_at,
+            upgrade,
+            reinstall_at,
             trace,
         } => {
             let drill = harness::drill::DrillOptions {
@@ -232,6 +242,7 @@ fn main() -> ExitCode {
                 abort_at_s: abort_at,
                 unplanned,
                 failback_at_s: failback_at,
+                reinstall_at_s: upgrade.then(|| reinstall_at.unwrap_or(at + 60)),
             })
         }
         Command::Preflight {
@@ -355,14 +366,30 @@ fn failover(f: harness::drill::FailoverDrill) -> ExitCode {
     if let Some(t) = f.failback_at_s {
         reproduce.push_str(&format!(" --failback-at {t}"));
     }
+    if let Some(t) = f.reinstall_at_s {
+        reproduce.push_str(&format!(" --upgrade --reinstall-at {t}"));
+    }
+    let upgrade_in_run = f.reinstall_at_s.is_none_or(|t| {
+        f.at_s < t
+            && t < o.sim_secs
+            && !f.dry_run
+            && !f.unplanned
+            && f.abort_at_s.is_none()
+            && f.failback_at_s.is_none()
+    });
     let abort_in_run = f.abort_at_s.is_none_or(|t| f.at_s <= t && t < o.sim_secs)
         && f.failback_at_s.is_none_or(|t| f.at_s < t && t < o.sim_secs && !f.dry_run);
     let loss_in_run = !f.unplanned || f.at_s >= harness::drill::UNPLANNED_LOSS_S;
-    if f.at_s >= o.sim_secs || !abort_in_run || !loss_in_run || !(1..=sim::topology::CLUSTERS_MAX).contains(&o.clusters)
+    if f.at_s >= o.sim_secs
+        || !abort_in_run
+        || !loss_in_run
+        || !upgrade_in_run
+        || !(1..=sim::topology::CLUSTERS_MAX).contains(&o.clusters)
     {
         eprintln!(
             "error: --at must be before --sim-secs (and at least {} with --unplanned), --abort-at from --at to \
-             --sim-secs, --failback-at after --at and before --sim-secs (not with --dry-run), and --clusters 1..={}",
+             --sim-secs, --failback-at after --at and before --sim-secs (not with --dry-run), --reinstall-at after --at \
+             and before --sim-secs (--upgrade alone: no dry run, abort, failback or unplanned), and --clusters 1..={}",
             harness::drill::UNPLANNED_LOSS_S,
             sim::topology::CLUSTERS_MAX
         );
@@ -377,37 +404,36 @@ fn failover(f: harness::drill::FailoverDrill) -> ExitCode {
         }
     };
     let mut ok = r.vm_deletions.is_empty();
-    match finished("failover", &r.runs) {
-        None => ok = false,
-        Some(out) if f.dry_run => {
+    if f.reinstall_at_s.is_some() {
+        // A DR-aware upgrade: both halves must finish and the new epoch catch up.
+        for (what, runs) in [("upgrade uninstall", &r.uninstalls), ("upgrade reinstall", &r.reinstalls)] {
+            match finished(what, runs) {
+                None => ok = false,
+                Some(out) => {
+                    println!("{what}: done");
+                    for line in &out.plan {
+                        println!("  {line}");
+                    }
+                }
+            }
+        }
+        let s = &r.drill.sync;
+        println!("sync: {:?}, checkpoint {} of source head {}", s.phase, s.checkpoint, r.drill.source_head);
+        ok &= r.drill.caught_up();
+    }
+    let failover = if f.reinstall_at_s.is_some() { None } else { Some(finished("failover", &r.runs)) };
+    match failover {
+        None => {}
+        Some(None) => ok = false,
+        Some(Some(out)) if f.dry_run => {
             println!("failover: dry run, nothing changed");
             for line in &out.plan {
                 println!("  {line}");
             }
         }
-        Some(out) => {
-            let mut last = 0;
-            for (step, ms) in &out.progress.step_ms {
-                println!("  {:<24} +{:>6} ms", step.name(), ms - last);
-                last = *ms;
-            }
-            let missed = out.report.as_ref().map(|r| r.missed.count).unwrap_or(0);
-            match (out.progress.source_known, out.progress.source_revision) {
-                (Some(known), Some(r)) => println!(
-                    "failover: done (unplanned); RPO {} revisions known lost (R {r}, the sync had seen {known}; \
-                     keys written after R are known once the old primary is back), RTO {last} ms",
-                    known - r
-                ),
-                _ => println!("failover: done; RPO {missed} keys, RTO {last} ms"),
-            }
-            if let Some(w) = &out.progress.forced_by {
-                println!("forced by: {w}");
-            }
-            if !out.progress.orphan_vms.is_empty() {
-                println!(
-                    "orphan VMs (no Machine on the standby; left for the operator): {:?}",
-                    out.progress.orphan_vms
-                );
+        Some(Some(out)) => {
+            for line in out.lines("failover") {
+                println!("{line}");
             }
         }
     }

@@ -133,3 +133,18 @@ fn certificate_names_are_read_from_the_pem() {
     );
     assert!(failover::preflight::certificate_names(b"kubeconfig").is_err());
 }
+
+#[test]
+fn a_dr_aware_upgrade_drill_uninstalls_and_reinstalls_the_sync() {
+    let (code, out) = drlab(&["failover", "--seed", "3", "--upgrade", "--at", "30", "--reinstall-at", "70"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("upgrade uninstall: done") && out.contains("upgrade reinstall: done"), "{out}");
+    assert!(!out.contains("failover:"), "no failover runs in an upgrade drill: {out}");
+    assert!(out.contains("sync: Streaming"), "the new epoch streams: {out}");
+    assert!(out.contains("platform domain -> primary") && out.contains("vm-deletions: 0"), "{out}");
+    let (code, out) = drlab(&["failover", "--upgrade", "--at", "30", "--reinstall-at", "20"]);
+    assert_eq!(code, 2, "a reinstall before the uninstall: {out}");
+    assert!(out.contains("--reinstall-at after --at"), "{out}");
+    let (code, out) = drlab(&["failover", "--reinstall-at", "70"]);
+    assert_eq!(code, 2, "--reinstall-at needs --upgrade: {out}");
+}

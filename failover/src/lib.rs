@@ -8,6 +8,9 @@
 //! - [`step`]: the planned-failover steps, in order, and the persisted [`step::Progress`].
 //! - [`guard`]: the check a failover decides on, and the refusal it prints.
 //! - [`ports`]: what the orchestrator needs from the world.
+//! - [`real`]: the ports on a real platform (`dr-failover`): etcd, the `etcd-sync` monitor, hooks,
+//!   an HTTP(S) probe.
+//! - [`store`]: progress, audit and the orchestrator lock on the standby's etcd.
 //! - [`preflight`]: naming, encryption, agent Role and backup checks of both sides (seeds 000, 002).
 //! - [`orchestrator`]: runs the steps — each with a timeout and an audit record — and resumes
 //!   from persisted progress after a crash.
@@ -18,7 +21,9 @@ pub mod guard;
 pub mod orchestrator;
 pub mod ports;
 pub mod preflight;
+pub mod real;
 pub mod step;
+pub mod store;
 pub mod upgrade;
 
 pub use abort::abort;

@@ -88,6 +88,38 @@ pub struct Outcome {
     pub plan: Vec<String>,
 }
 
+impl Outcome {
+    /// What an operator reads of a finished run of `what` (failover, failback): each step's
+    /// time, the RPO and RTO, who forced it, the orphan VMs left alone.
+    pub fn lines(&self, what: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut last = 0;
+        for (step, ms) in &self.progress.step_ms {
+            out.push(format!("  {:<24} +{:>6} ms", step.name(), ms.saturating_sub(last)));
+            last = *ms;
+        }
+        let missed = self.report.as_ref().map(|r| r.missed.count).unwrap_or(0);
+        out.push(match (self.progress.source_known, self.progress.source_revision) {
+            (Some(known), Some(r)) => format!(
+                "{what}: done (unplanned); RPO {} revisions known lost (R {r}, the sync had seen {known}; keys \
+                 written after R are known once the old primary is back), RTO {last} ms",
+                known - r
+            ),
+            _ => format!("{what}: done; RPO {missed} keys, RTO {last} ms"),
+        });
+        if let Some(w) = &self.progress.forced_by {
+            out.push(format!("forced by: {w}"));
+        }
+        if !self.progress.orphan_vms.is_empty() {
+            out.push(format!(
+                "orphan VMs (no Machine on the standby; left for the operator): {:?}",
+                self.progress.orphan_vms
+            ));
+        }
+        out
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum FailoverError {
     #[error(transparent)]

@@ -1,6 +1,6 @@
 //! What the orchestrator needs from the world. The simulator's adapters live in `harness`; the
-//! real ones (the `etcd-sync` control API, configured DNS and fence commands, HTTP probes) are
-//! the next step of the failover issue.
+//! real ones in [`crate::real`]. Both answer the sync's state (heads, checkpoint, gate, pinned
+//! checks) with the sync's own control code, [`sync::control::Control`]: [`from_control`].
 
 use serde::{Deserialize, Serialize};
 use sync::check::Report;
@@ -109,4 +109,38 @@ pub trait Ports {
     async fn save_progress(&self, p: &Progress) -> Result<(), PortError>;
     /// Appends an audit record (step, outcome) on the standby.
     async fn audit(&self, record: &serde_json::Value) -> Result<(), PortError>;
+}
+
+/// The answers every adapter gives from the sync's control operations on both etcds.
+pub mod from_control {
+    use sync::control::Control;
+    use sync::target::GateState;
+
+    use super::PortError;
+
+    fn sync_port(e: impl std::fmt::Display) -> PortError {
+        PortError::new("sync", e)
+    }
+
+    pub async fn source_head(c: &Control) -> Result<i64, PortError> {
+        c.source_head().await.map_err(|e| PortError::new("primary", e))
+    }
+
+    pub async fn target_head(c: &Control) -> Result<i64, PortError> {
+        c.target_head().await.map_err(|e| PortError::new("standby", e))
+    }
+
+    /// The last source revision the sync applied (0: none yet).
+    pub async fn checkpoint(c: &Control) -> Result<i64, PortError> {
+        Ok(c.checkpoint().await.map_err(sync_port)?.map(|c| c.revision).unwrap_or(0))
+    }
+
+    /// Whether the standby's sync gate is in `state` (false when there is no gate).
+    pub async fn gate_is(c: &Control, state: GateState) -> Result<bool, PortError> {
+        Ok(c.gate().await.map_err(sync_port)?.is_some_and(|g| g.state == state))
+    }
+
+    pub async fn clear_gate(c: &Control, who: &str) -> Result<(), PortError> {
+        c.set_gate(GateState::Cleared, who).await.map(|_| ()).map_err(sync_port)
+    }
 }

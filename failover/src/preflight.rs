@@ -68,9 +68,14 @@ pub const CERT_NAMES_MAX: usize = 100;
 
 /// The DNS and IP subject alternative names of the first certificate in `pem`.
 pub fn certificate_names(pem: &[u8]) -> Result<Vec<String>, String> {
-    use x509_parser::extensions::GeneralName;
     let (_, pem) = x509_parser::pem::parse_x509_pem(pem).map_err(|e| format!("not a PEM certificate: {e}"))?;
-    let cert = pem.parse_x509().map_err(|e| format!("not an X.509 certificate: {e}"))?;
+    certificate_names_der(&pem.contents)
+}
+
+/// [`certificate_names`] of a DER certificate (what a TLS peer presents).
+pub fn certificate_names_der(der: &[u8]) -> Result<Vec<String>, String> {
+    use x509_parser::extensions::GeneralName;
+    let (_, cert) = x509_parser::parse_x509_certificate(der).map_err(|e| format!("not an X.509 certificate: {e}"))?;
     let san = cert.subject_alternative_name().map_err(|e| format!("its subjectAltName does not parse: {e}"))?;
     let Some(san) = san else { return Ok(Vec::new()) };
     let names = san.value.general_names.iter().filter_map(|n| match n {
@@ -114,6 +119,9 @@ pub struct Inventory {
     pub not_checked: Vec<String>,
     /// The platform certificate it serves (None: it has none where it should be).
     pub platform_certificate: Option<PlatformCertificate>,
+    /// The certificate its etcd serves (None: not read — plain TCP, or not asked).
+    #[serde(default)]
+    pub etcd_certificate: Option<PlatformCertificate>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -247,6 +255,29 @@ fn platform_certificate(inv: &Inventory, names: &[String]) -> Vec<Finding> {
     }
 }
 
+/// Seed 000: each side's etcd server certificate names both VIPs and the platform domain, so
+/// the replication path (the 2379 forwarding on the VIPs) and the failover's reads reach it under
+/// any of them. Checked only where the certificate was read.
+fn etcd_certificate(inv: &Inventory, names: &[String]) -> Vec<Finding> {
+    let Some(PlatformCertificate { source, names: has }) = &inv.etcd_certificate else { return Vec::new() };
+    let at = format!("{} {source}", inv.side);
+    match has {
+        Err(e) => vec![Finding { what: format!("the etcd server certificate cannot be read: {e}"), where_: at }],
+        Ok(has) => names
+            .iter()
+            .filter(|n| !covers(has, n))
+            .map(|n| Finding {
+                what: format!(
+                    "the etcd server certificate does not cover `{n}` (it covers {}): the replication path \
+                     through that name fails TLS verification",
+                    if has.is_empty() { "no name".to_string() } else { has.join(", ") }
+                ),
+                where_: at.clone(),
+            })
+            .collect(),
+    }
+}
+
 /// [`decide`], and the platform certificate of each side must cover `names` (the platform
 /// domain and both VIPs; empty: not checked).
 pub fn decide_covering(sides: &[Inventory], names: &[String]) -> Preflight {
@@ -257,6 +288,7 @@ pub fn decide_covering(sides: &[Inventory], names: &[String]) -> Preflight {
     for inv in sides {
         if !names.is_empty() {
             pf.blocking.extend(platform_certificate(inv, names));
+            pf.blocking.extend(etcd_certificate(inv, names));
         }
         pf.blocking.extend(naming(inv));
         pf.blocking.extend(agent_roles(inv));
@@ -273,8 +305,13 @@ pub fn decide_covering(sides: &[Inventory], names: &[String]) -> Preflight {
             Some(PlatformCertificate { names: Err(_), .. }) => ", platform certificate unreadable".into(),
             None => String::new(),
         };
+        let etcd = match &inv.etcd_certificate {
+            Some(PlatformCertificate { names: Ok(n), .. }) => format!(", etcd certificate: {} names", n.len()),
+            Some(PlatformCertificate { names: Err(_), .. }) => ", etcd certificate unreadable".into(),
+            None => String::new(),
+        };
         pf.checked.push(format!(
-            "{}: {} global resources, {} agent Roles, encryption fingerprint {}, token signing {}{cert}",
+            "{}: {} global resources, {} agent Roles, encryption fingerprint {}, token signing {}{cert}{etcd}",
             inv.side,
             inv.global_objects.len(),
             inv.agent_roles.len(),
@@ -371,6 +408,31 @@ mod tests {
             obj("DCSCluster", "global", true, &[("ownerReferences", "global")]),
             obj("KubeadmControlPlane", "global-kcp", false, &[("ownerReferences", "global")]),
         ]
+    }
+
+    #[test]
+    fn each_etcd_server_certificate_must_cover_the_domain_and_both_vips_where_it_was_read() {
+        let names = ["platform.example.com", "primary", "standby"].map(String::from);
+        let with = |side_name: &str, cert: Option<Result<Vec<String>, String>>| Inventory {
+            etcd_certificate: cert.map(|names| PlatformCertificate { source: "etcd at https://e".into(), names }),
+            platform_certificate: Some(PlatformCertificate {
+                source: "Secret ns/tls".into(),
+                names: Ok(names.to_vec()),
+            }),
+            ..side(side_name, well_named(), "ab")
+        };
+        let all = Some(Ok(names.to_vec()));
+        let narrow = Some(Ok(vec!["127.0.0.1".to_string()]));
+        let pf = decide_covering(&[with("primary", all.clone()), with("standby", None)], &names);
+        assert!(!pf.lines().join("\n").contains("etcd server certificate"), "{:?}", pf.lines());
+        let pf = decide_covering(&[with("primary", all), with("standby", narrow)], &names);
+        let text = pf.lines().join("\n");
+        assert_eq!(pf.blocking.len(), 3, "{text}");
+        assert!(
+            text.contains("BLOCKING standby etcd at https://e: the etcd server certificate does not cover `primary`")
+        );
+        let pf = decide_covering(&[with("primary", Some(Err("handshake".into())))], &names);
+        assert!(pf.lines().join("\n").contains("the etcd server certificate cannot be read: handshake"));
     }
 
     #[test]

@@ -2,8 +2,6 @@
 //! monitor over plain HTTP/1.1, a free loopback port for it, and its peak memory. Used by the
 //! daemon tests and `drlab bench` (real processes, real time: never inside the simulator).
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
 /// A loopback port free at the time of asking.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
@@ -12,14 +10,7 @@ pub fn free_port() -> u16 {
 /// One request to the monitor at `addr`: the status code and the body, or None when it does
 /// not answer (yet).
 pub async fn http(addr: &str, method: &str, path: &str) -> Option<(u16, String)> {
-    let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
-    let req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
-    s.write_all(req.as_bytes()).await.ok()?;
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf).await.ok()?;
-    let text = String::from_utf8_lossy(&buf).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n")?;
-    Some((head.split_whitespace().nth(1)?.parse().ok()?, body.to_string()))
+    sync::remote::request(addr, method, path, std::time::Duration::from_secs(120)).await.ok()
 }
 
 /// The daemon's `/status`, when it answers with one.

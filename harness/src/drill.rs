@@ -210,6 +210,9 @@ pub struct FailoverDrill {
     /// When the real failback starts (`drlab failover --failback-at`), if ever: the reverse sync
     /// onto the old primary, then the planned failover back.
     pub failback_at_s: Option<u64>,
+    /// A DR-aware upgrade instead of a failover (`drlab failover --upgrade`): the guarded
+    /// uninstall at `at_s`, the reinstall (a new sync epoch) at this second.
+    pub reinstall_at_s: Option<u64>,
 }
 
 /// How long before an unplanned failover's start the drill loses the primary.
@@ -224,6 +227,9 @@ pub struct FailoverDrillReport {
     pub aborts: Vec<Result<failover::Outcome, String>>,
     /// The failback, when there was one.
     pub failbacks: Vec<Result<failover::Outcome, String>>,
+    /// A DR-aware upgrade's uninstall and reinstall, when the drill is one.
+    pub uninstalls: Vec<Result<failover::Outcome, String>>,
+    pub reinstalls: Vec<Result<failover::Outcome, String>>,
     pub dns_target: String,
     pub vm_deletions: Vec<sim::iaas::VmDeletion>,
 }
@@ -245,15 +251,37 @@ pub fn failover_drill(f: &FailoverDrill) -> Result<FailoverDrillReport, WorldErr
     options.unplanned = f.unplanned;
     let view = crate::failover_sim::PlatformView::of(&p);
     let start = std::time::Duration::from_secs(f.at_s);
-    let runs = add_orchestrator(
-        &mut sim,
-        Job::Failover,
-        view.clone(),
-        settings.clone(),
-        handle.clone(),
-        options.clone(),
-        start,
-    );
+    // A DR-aware upgrade: the guarded uninstall at `at_s`, then a new sync epoch (the reinstall
+    // starts it through `install`) over the uninstalled gate.
+    let mut upgrade = None;
+    if let Some(t) = f.reinstall_at_s {
+        let (install, installed) = crate::simsync::install_channel();
+        let host = SyncHost {
+            name: "sync-reinstalled".into(),
+            install: Some(installed),
+            ..SyncHost::new(PRIMARY, STANDBY, Settings { reinstall: true, ..settings.clone() })
+        };
+        let reinstalled = host.add(&mut sim, p.links.clone());
+        let view = view.clone().with_install(install);
+        let (s, h, o) = (&settings, &handle, &options);
+        let uninstalls =
+            add_orchestrator(&mut sim, Job::UpgradeUninstall, view.clone(), s.clone(), h.clone(), o.clone(), start);
+        let at = std::time::Duration::from_secs(t);
+        let reinstalls = add_orchestrator(&mut sim, Job::UpgradeReinstall, view, s.clone(), h.clone(), o.clone(), at);
+        upgrade = Some((reinstalled, uninstalls, reinstalls));
+    }
+    let runs = match &upgrade {
+        Some(_) => crate::failover_sim::Runs::default(),
+        None => add_orchestrator(
+            &mut sim,
+            Job::Failover,
+            view.clone(),
+            settings.clone(),
+            handle.clone(),
+            options.clone(),
+            start,
+        ),
+    };
     let aborts = match f.abort_at_s {
         Some(t) => add_orchestrator(
             &mut sim,
@@ -283,11 +311,19 @@ pub fn failover_drill(f: &FailoverDrill) -> Result<FailoverDrillReport, WorldErr
     let runs = runs.lock().expect("runs lock").clone();
     let aborts = aborts.lock().expect("runs lock").clone();
     let failbacks = failbacks.lock().expect("runs lock").clone();
+    let taken = |r: &crate::failover_sim::Runs| r.lock().expect("runs lock").clone();
+    let (sync, uninstalls, reinstalls) = match &upgrade {
+        // The sync that runs at the end is the reinstalled one.
+        Some((h, u, r)) => (h.status(), taken(u), taken(r)),
+        None => (handle.status(), Vec::new(), Vec::new()),
+    };
     Ok(FailoverDrillReport {
-        drill: DrillReport { platform, sync: handle.status(), source_head: p.primary.etcd.revision() },
+        drill: DrillReport { platform, sync, source_head: p.primary.etcd.revision() },
         runs,
         aborts,
         failbacks,
+        uninstalls,
+        reinstalls,
         dns_target: p.dns.answer().0,
         vm_deletions: p.iaas.deletions(),
     })

@@ -7,7 +7,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use failover::ports::{Finding, PortError, Ports, Probe};
+use failover::ports::{Finding, PortError, Ports, Probe, from_control};
 use failover::preflight::Inventory;
 use failover::step::Progress;
 use failover::{FailoverError, Options, Outcome};
@@ -24,12 +24,7 @@ use sync::target::GateState;
 
 use crate::simsync::{Install, InstallTx, conn_config};
 
-pub const PROGRESS_KEY: &str = "/drlab/failover/progress";
-pub const AUDIT_PREFIX: &str = "/drlab/failover/audit/";
-pub const LOCK_KEY: &str = "/drlab/failover/lock";
-/// The lock's lease: a crashed orchestrator's lock lapses after this long.
-const LOCK_TTL_S: i64 = 10;
-const LOCK_KEEPALIVE: Duration = Duration::from_secs(3);
+pub use failover::store::{AUDIT_PREFIX, LOCK_KEY, PROGRESS_KEY, decode_progress};
 
 pub struct SimPorts {
     control: Control,
@@ -43,18 +38,9 @@ pub struct SimPorts {
     standby_etcd: etcd_client::Client,
     /// The primary's etcd, for preflight's key listing.
     primary_etcd: etcd_client::Client,
-    /// The held lock's lease and its keep-alive task.
-    lock: Mutex<Option<(i64, tokio::task::JoinHandle<()>)>>,
+    lock: failover::store::Lock,
     /// Starts the sync primary → standby (a failback's reverse sync), when the world has one.
     install: Option<InstallTx>,
-}
-
-impl Drop for SimPorts {
-    fn drop(&mut self) {
-        if let Some((_, keeper)) = self.lock.lock().expect("lock").take() {
-            keeper.abort();
-        }
-    }
 }
 
 fn port<E: std::fmt::Display>(p: &'static str) -> impl Fn(E) -> PortError {
@@ -101,7 +87,7 @@ impl SimPorts {
             iaas: p.iaas.clone(),
             standby_etcd: etcd,
             primary_etcd,
-            lock: Mutex::new(None),
+            lock: failover::store::Lock::default(),
             install: p.install.clone(),
         })
     }
@@ -143,11 +129,6 @@ async fn progress_on(api: &Api, side: &'static str) -> Result<Option<Progress>, 
 /// too): a failover's on the standby, a failback's on the old primary.
 pub fn saved_progress(p: &Platform, side: &str) -> Option<Progress> {
     p.side(side).etcd.get(PROGRESS_KEY.as_bytes()).map(|v| decode_progress(&v))
-}
-
-/// A persisted progress record (the orchestrator wrote it: it is JSON).
-pub fn decode_progress(v: &[u8]) -> Progress {
-    serde_json::from_slice(v).expect("the orchestrator's progress is JSON")
 }
 
 /// How the orchestrator reaches the two etcds: the simulated network, or real servers (the real
@@ -214,16 +195,15 @@ impl PlatformView {
 
 impl Ports for SimPorts {
     async fn source_head(&self) -> Result<i64, PortError> {
-        self.control.source_head().await.map_err(port("primary"))
+        from_control::source_head(&self.control).await
     }
 
     async fn target_head(&self) -> Result<i64, PortError> {
-        self.control.target_head().await.map_err(port("standby"))
+        from_control::target_head(&self.control).await
     }
 
     async fn sync_checkpoint(&self) -> Result<i64, PortError> {
-        let c = self.control.checkpoint().await.map_err(port("sync"))?;
-        Ok(c.map(|c| c.revision).unwrap_or(0))
+        from_control::checkpoint(&self.control).await
     }
 
     async fn sync_source_seen(&self) -> Result<i64, PortError> {
@@ -231,13 +211,11 @@ impl Ports for SimPorts {
     }
 
     async fn sync_running(&self) -> Result<bool, PortError> {
-        let gate = self.control.gate().await.map_err(port("sync"))?;
-        Ok(gate.is_some_and(|g| g.state == GateState::Syncing))
+        from_control::gate_is(&self.control, GateState::Syncing).await
     }
 
     async fn sync_uninstalled(&self) -> Result<bool, PortError> {
-        let gate = self.control.gate().await.map_err(port("sync"))?;
-        Ok(gate.is_some_and(|g| g.state == GateState::Uninstalled))
+        from_control::gate_is(&self.control, GateState::Uninstalled).await
     }
 
     async fn freeze_sync(&self, at: i64) -> Result<(), PortError> {
@@ -268,7 +246,7 @@ impl Ports for SimPorts {
     }
 
     async fn clear_gate(&self, who: &str) -> Result<(), PortError> {
-        self.control.set_gate(GateState::Cleared, who).await.map(|_| ()).map_err(port("sync"))
+        from_control::clear_gate(&self.control, who).await
     }
 
     async fn pause_primary(&self) -> Result<Vec<String>, PortError> {
@@ -389,49 +367,11 @@ impl Ports for SimPorts {
     }
 
     async fn try_lock(&self, holder: &str) -> Result<Option<String>, PortError> {
-        use etcd_client::{Compare, CompareOp, PutOptions, Txn, TxnOp, TxnOpResponse};
-        let mut c = self.standby_etcd.clone();
-        let lease = c.lease_grant(LOCK_TTL_S, None).await.map_err(port("standby"))?.id();
-        let value = json!({"holder": holder}).to_string();
-        let txn = Txn::new()
-            .when([Compare::create_revision(LOCK_KEY, CompareOp::Equal, 0)])
-            .and_then([TxnOp::put(LOCK_KEY, value, Some(PutOptions::new().with_lease(lease)))])
-            .or_else([TxnOp::get(LOCK_KEY, None)]);
-        let r = c.txn(txn).await.map_err(port("standby"))?;
-        if !r.succeeded() {
-            let _ = c.lease_revoke(lease).await;
-            let held = r.op_responses().into_iter().find_map(|op| match op {
-                TxnOpResponse::Get(g) => g.kvs().first().map(|kv| kv.value().to_vec()),
-                _ => None,
-            });
-            let holder = held
-                .and_then(|v| serde_json::from_slice::<serde_json::Value>(&v).ok())
-                .and_then(|v| v["holder"].as_str().map(str::to_string))
-                .unwrap_or_else(|| "unknown".into());
-            return Ok(Some(holder));
-        }
-        let keeper = tokio::spawn(async move {
-            // Ends with the host (a crash) or at unlock; the lease then lapses or is revoked.
-            let Ok((mut keeper, mut answers)) = c.lease_keep_alive(lease).await else { return };
-            loop {
-                tokio::time::sleep(LOCK_KEEPALIVE).await;
-                if keeper.keep_alive().await.is_err() || answers.message().await.is_err() {
-                    return;
-                }
-            }
-        });
-        *self.lock.lock().expect("lock") = Some((lease, keeper));
-        Ok(None)
+        self.lock.try_lock(&self.standby_etcd, "standby", holder).await
     }
 
     async fn unlock(&self) -> Result<(), PortError> {
-        let held = self.lock.lock().expect("lock").take();
-        if let Some((lease, keeper)) = held {
-            keeper.abort();
-            // Revoking the lease deletes the lock key with it.
-            self.standby_etcd.clone().lease_revoke(lease).await.map_err(port("standby"))?;
-        }
-        Ok(())
+        self.lock.unlock(&self.standby_etcd, "standby").await
     }
 
     async fn now_ms(&self) -> Result<u64, PortError> {

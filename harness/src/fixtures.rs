@@ -55,6 +55,24 @@ pub fn secret(name: &str, uid: &str, owners: &[OwnerOf<'_>], data: &[u8]) -> (St
     (format!("/registry/secrets/{NS}/{name}"), sync::object::encode_protobuf("v1", "Secret", s.encode_to_vec()))
 }
 
+/// A `kubernetes.io/tls` Secret as stored protobuf (unencrypted): a platform certificate.
+pub fn tls_secret(name: &str, uid: &str, cert_pem: &[u8]) -> (String, Vec<u8>) {
+    let s = Secret {
+        metadata: Some(meta(name, uid, &[])),
+        r#type: Some("kubernetes.io/tls".into()),
+        data: [("tls.crt".to_string(), cert_pem.to_vec())].into(),
+        ..Default::default()
+    };
+    (format!("/registry/secrets/{NS}/{name}"), sync::object::encode_protobuf("v1", "Secret", s.encode_to_vec()))
+}
+
+/// A Cluster API object labelled as one cluster's (`cluster.x-k8s.io/cluster-name`).
+pub fn labelled(object: (String, Vec<u8>), cluster: &str) -> (String, Vec<u8>) {
+    let mut v: serde_json::Value = serde_json::from_slice(&object.1).expect("a CAPI fixture is JSON");
+    v["metadata"]["labels"] = json!({"cluster.x-k8s.io/cluster-name": cluster});
+    (object.0, serde_json::to_vec(&v).expect("json"))
+}
+
 /// A ServiceAccount and its token Secret (which the token controller deletes without it).
 pub fn service_account_with_token(name: &str, uid: &str, token_uid: &str) -> [(String, Vec<u8>); 2] {
     let sa = ServiceAccount { metadata: Some(meta(name, uid, &[])), ..Default::default() };

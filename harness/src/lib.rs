@@ -15,7 +15,8 @@
 //! - [`observe`]: watchers that record what invariant checks need (e.g. owner order).
 //! - [`real_etcd`]: real etcd servers on loopback (the conformance suite's reference);
 //!   [`real_backend`]: a scenario on two of them (`drlab run --backend etcd`), its sync links
-//!   through [`proxy`]; [`state`]: the stored state the checkers read, for both backends.
+//!   through [`proxy`]; [`real_ingress`]: a TLS ingress stand-in for the real orchestrator's
+//!   tests; [`state`]: the stored state the checkers read, for both backends.
 //! - [`simsync`]: the real sync engine as a host of the simulated world.
 //! - [`allowance`]: which Machine deletions the scenario's own scale-downs and deletes explain.
 //! - [`containers`]: the same behind testcontainers, for machines with Docker (feature `containers`).
@@ -35,6 +36,7 @@ pub mod preflight_sim;
 pub mod proxy;
 pub mod real_backend;
 pub mod real_etcd;
+pub mod real_ingress;
 pub mod report;
 pub mod runner;
 pub mod scenario;

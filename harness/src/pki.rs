@@ -51,6 +51,11 @@ fn leaf(
 impl Pki {
     /// A new CA named `name` and the two leaf certificates it signs.
     pub fn generate(name: &str) -> Result<Pki, PkiError> {
+        Pki::generate_for(name, &["127.0.0.1", "localhost"])
+    }
+
+    /// The same, the server certificate naming `server_names` (DNS names or IP addresses).
+    pub fn generate_for(name: &str, server_names: &[&str]) -> Result<Pki, PkiError> {
         let dir = tempfile::Builder::new()
             .prefix("drlab-pki-")
             .tempdir()
@@ -65,7 +70,7 @@ impl Pki {
         // etcd's gRPC gateway dials the server with its own certificate: it needs clientAuth too.
         let (server_cert, server_key) = leaf(
             "etcd",
-            &["127.0.0.1", "localhost"],
+            server_names,
             &[ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth],
             &issuer,
         )?;

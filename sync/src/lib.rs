@@ -9,6 +9,7 @@
 pub mod anchor;
 pub mod batch;
 pub mod check;
+pub mod config;
 pub mod conn;
 pub mod control;
 pub mod crypto;
@@ -18,6 +19,7 @@ pub mod ledger;
 pub mod monitor;
 pub mod object;
 pub mod plan;
+pub mod remote;
 pub mod rules;
 pub mod scan;
 pub mod target;

@@ -5,11 +5,15 @@
 //! | `GET /healthz` | 200 `ok`, 503 when the engine has failed |
 //! | `GET /status` | JSON: phase, checkpoint, source head, gate epoch, frozen, counters, held |
 //! | `GET /metrics` | Prometheus text |
-//! | `GET /check[?output=json][&target_only=true]` | the consistency check (200 clean, 409 not) |
+//! | `GET /check[?output=json][&target_only=true][&PIN]` | the consistency check (200 clean, 409 not) |
 //! | `POST /freeze[?revision=R]` | stop after R (default: the source head now), JSON |
 //! | `POST /resume` | resume applying |
-//! | `POST /uninstall[?force=WHO]` | guarded uninstall (409 with the report when refused) |
+//! | `POST /uninstall[?force=WHO][&target_only=true][&PIN]` | guarded uninstall (409 with the report when refused) |
 //! | `POST /gate?state=cleared&who=WHO` | move the gate |
+//!
+//! `PIN` is `source_revision=R&target_revision=T` (with `target_only=true`, `target_revision=T`
+//! alone): the check reads both sides at those revisions — what a failover decides on, since
+//! the standby's own writes after T (its Clusters paused) must not count against it.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -21,6 +25,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 
+use crate::check as sync_check;
 use crate::control::{Control, ControlError};
 use crate::engine::{Phase, Status};
 use crate::target::GateState;
@@ -169,9 +174,43 @@ pub fn prometheus(s: &Status) -> String {
     out
 }
 
-async fn check(State(c): State<Arc<Control>>, Query(q): Params) -> Response {
+/// Where a check reads: now, or pinned at revisions.
+enum Pin {
+    Now { target_only: bool },
+    Both { source: i64, target: i64 },
+    Target(i64),
+}
+
+/// The pin a request asks for, or why it is malformed (answered 400).
+fn pin(q: &BTreeMap<String, String>) -> Result<Pin, String> {
     let target_only = q.get("target_only").is_some_and(|v| v == "true");
-    match c.check(target_only).await {
+    let rev = |name: &str| match q.get(name).map(|r| r.parse::<i64>()) {
+        None => Ok(None),
+        Some(Ok(r)) if r > 0 => Ok(Some(r)),
+        Some(_) => Err(format!("{name} must be a positive integer\n")),
+    };
+    match (rev("source_revision")?, rev("target_revision")?, target_only) {
+        (None, None, target_only) => Ok(Pin::Now { target_only }),
+        (Some(source), Some(target), false) => Ok(Pin::Both { source, target }),
+        (None, Some(target), true) => Ok(Pin::Target(target)),
+        _ => Err("pin both source_revision and target_revision, or target_only=true with target_revision\n".into()),
+    }
+}
+
+async fn pinned_check(c: &Control, pin: Pin) -> Result<sync_check::Report, ControlError> {
+    match pin {
+        Pin::Now { target_only } => c.check(target_only).await,
+        Pin::Both { source, target } => c.check_pinned(source, target).await,
+        Pin::Target(target) => c.check_target_pinned(target).await,
+    }
+}
+
+async fn check(State(c): State<Arc<Control>>, Query(q): Params) -> Response {
+    let pin = match pin(&q) {
+        Ok(p) => p,
+        Err(why) => return (StatusCode::BAD_REQUEST, why).into_response(),
+    };
+    match pinned_check(&c, pin).await {
         Err(e) => error(e),
         Ok(r) => {
             let code = if r.is_clean() { StatusCode::OK } else { StatusCode::CONFLICT };
@@ -202,7 +241,15 @@ async fn resume(State(c): State<Arc<Control>>) -> Response {
 }
 
 async fn uninstall(State(c): State<Arc<Control>>, Query(q): Params) -> Response {
-    match c.uninstall(q.get("force").map(String::as_str)).await {
+    let pin = match pin(&q) {
+        Ok(p) => p,
+        Err(why) => return (StatusCode::BAD_REQUEST, why).into_response(),
+    };
+    let report = match pinned_check(&c, pin).await {
+        Ok(r) => r,
+        Err(e) => return error(e),
+    };
+    match c.uninstall_checked(&report, q.get("force").map(String::as_str)).await {
         Ok(u) => json(u),
         Err(e) => error(e),
     }

@@ -12,13 +12,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use serde::Deserialize;
-use sync::conn::{ConnConfig, Connector, TlsFiles};
-use sync::control::Control;
-use sync::crypto::{Boundary, Keyring};
+use sync::config::{Resolved, SyncConfig};
+use sync::conn::Connector;
 use sync::engine::{Command as EngineCommand, Engine, Handle, Settings};
-use sync::rules::{Profile, Rules};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// The features this binary was built with: the shipped daemon must say "none".
 const VERSION: &str = if cfg!(feature = "mutants") {
@@ -146,110 +142,30 @@ struct ConnArgs {
     target_encryption_config: Option<PathBuf>,
 }
 
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct FileConfig {
-    source_endpoints: Option<Vec<String>>,
-    target_endpoints: Option<Vec<String>>,
-    source_cacert: Option<PathBuf>,
-    source_cert: Option<PathBuf>,
-    source_key: Option<PathBuf>,
-    target_cacert: Option<PathBuf>,
-    target_cert: Option<PathBuf>,
-    target_key: Option<PathBuf>,
-    profile: Option<String>,
-    rules: Option<PathBuf>,
-    target_max_txn_ops: Option<usize>,
-    page_keys: Option<i64>,
-    source_encryption_config: Option<PathBuf>,
-    target_encryption_config: Option<PathBuf>,
-}
-
-struct Resolved {
-    boundary: Boundary,
-    source: ConnConfig,
-    target: ConnConfig,
-    rules: Rules,
-    txn_ops_max: usize,
-    page_keys: i64,
-}
-
-impl Resolved {
-    /// The control operations over real TCP, reporting on `handle`'s engine.
-    fn control(&self, handle: Handle) -> Control {
-        Control {
-            source: self.source.clone(),
-            target: self.target.clone(),
-            source_connector: Connector::Tcp,
-            target_connector: Connector::Tcp,
-            rules: self.rules.clone(),
-            boundary: self.boundary.clone(),
-            handle,
-            page_keys: self.page_keys,
-        }
-    }
-}
-
-fn tls(cacert: Option<PathBuf>, cert: Option<PathBuf>, key: Option<PathBuf>) -> Option<TlsFiles> {
-    (cacert.is_some() || cert.is_some() || key.is_some()).then_some(TlsFiles { cacert, cert, key })
-}
-
 impl ConnArgs {
+    /// The flags over the `--config` file's settings.
     fn resolve(self) -> Result<Resolved, String> {
         let file = match &self.config {
-            None => FileConfig::default(),
-            Some(p) => {
-                let text = std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?;
-                serde_saphyr::from_str::<FileConfig>(&text).map_err(|e| {
-                    let (l, c) = e.location().map(|l| (l.line(), l.column())).unwrap_or((1, 1));
-                    format!("{}:{l}:{c}: {}", p.display(), e.to_string().lines().next().unwrap_or("invalid config"))
-                })?
-            }
+            None => SyncConfig::default(),
+            Some(p) => SyncConfig::load(p)?,
         };
-        let pick =
-            |flag: Vec<String>, f: Option<Vec<String>>| if flag.is_empty() { f.unwrap_or_default() } else { flag };
-        let source_endpoints = pick(self.source_endpoints, file.source_endpoints);
-        let target_endpoints = pick(self.target_endpoints, file.target_endpoints);
-        if source_endpoints.is_empty() || target_endpoints.is_empty() {
-            return Err("both --source-endpoints and --target-endpoints are required".into());
-        }
-        let profile_name = self.profile.or(file.profile).unwrap_or_else(|| "immutable".into());
-        let profile = Profile::parse(&profile_name)
-            .ok_or_else(|| format!("unknown profile {profile_name:?} (immutable or traditional)"))?;
-        let rules = match self.rules.or(file.rules) {
-            Some(p) => Rules::with_file(profile, &p).map_err(|e| e.to_string())?,
-            None => Rules::profile(profile),
+        let flags = SyncConfig {
+            source_endpoints: Some(self.source_endpoints),
+            target_endpoints: Some(self.target_endpoints),
+            source_cacert: self.source_cacert,
+            source_cert: self.source_cert,
+            source_key: self.source_key,
+            target_cacert: self.target_cacert,
+            target_cert: self.target_cert,
+            target_key: self.target_key,
+            profile: self.profile,
+            rules: self.rules,
+            target_max_txn_ops: self.target_max_txn_ops,
+            page_keys: self.page_keys,
+            source_encryption_config: self.source_encryption_config,
+            target_encryption_config: self.target_encryption_config,
         };
-        let mut source = ConnConfig::new(source_endpoints);
-        source.tls = tls(
-            self.source_cacert.or(file.source_cacert),
-            self.source_cert.or(file.source_cert),
-            self.source_key.or(file.source_key),
-        );
-        let mut target = ConnConfig::new(target_endpoints);
-        target.tls = tls(
-            self.target_cacert.or(file.target_cacert),
-            self.target_cert.or(file.target_cert),
-            self.target_key.or(file.target_key),
-        );
-        let keyring = |p: Option<PathBuf>| p.map(|p| Keyring::load(&p).map_err(|e| e.to_string())).transpose();
-        let boundary = Boundary::new(
-            keyring(self.source_encryption_config.or(file.source_encryption_config))?,
-            keyring(self.target_encryption_config.or(file.target_encryption_config))?,
-        );
-        if boundary.source.is_some() != boundary.target.is_some() {
-            tracing::warn!(
-                "only one side's encryption configuration given: ciphertext will be reported undecryptable, not copied"
-            );
-        }
-        Ok(Resolved {
-            boundary,
-            source,
-            target,
-            rules,
-            txn_ops_max: self.target_max_txn_ops.or(file.target_max_txn_ops).unwrap_or(128),
-            page_keys: self.page_keys.or(file.page_keys).unwrap_or(1000),
-        })
+        flags.over(file).resolve()
     }
 }
 
@@ -278,23 +194,12 @@ async fn main() -> ExitCode {
         }
         Cmd::Resume(m) => http(&m.monitor, "POST", "/resume").await,
         Cmd::Uninstall { monitor, force } => {
-            let path =
-                force.map(|w| format!("/uninstall?force={}", urlencode(&w))).unwrap_or_else(|| "/uninstall".into());
+            let path = force
+                .map(|w| format!("/uninstall?force={}", sync::remote::urlencode(&w)))
+                .unwrap_or_else(|| "/uninstall".into());
             http(&monitor.monitor, "POST", &path).await
         }
     }
-}
-
-fn urlencode(s: &str) -> String {
-    s.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
 }
 
 async fn run(conn: ConnArgs, monitor_addr: String, reinstall: bool, baseline_revision: Option<i64>) -> ExitCode {
@@ -386,36 +291,21 @@ async fn check(conn: ConnArgs, output: Output, target_only: bool) -> ExitCode {
     }
 }
 
-/// A minimal HTTP/1.1 request to the monitor (no TLS: it listens on a local address).
+/// One request to the monitor; its body on stdout. Exit 0 for 2xx, 1 for a refusal (409), 2
+/// otherwise.
 async fn http(monitor: &str, method: &str, path: &str) -> ExitCode {
-    let addr = monitor.trim_start_matches("http://").trim_end_matches('/');
-    let result = tokio::time::timeout(Duration::from_secs(60), async {
-        let mut s = tokio::net::TcpStream::connect(addr).await?;
-        let req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
-        s.write_all(req.as_bytes()).await?;
-        let mut buf = Vec::new();
-        s.read_to_end(&mut buf).await?;
-        Ok::<_, std::io::Error>(buf)
-    })
-    .await;
-    let buf = match result {
-        Ok(Ok(b)) => b,
-        Ok(Err(e)) => {
-            eprintln!("etcd-sync: monitor at {addr}: {e}");
-            return ExitCode::from(2);
+    match sync::remote::request(monitor, method, path, Duration::from_secs(60)).await {
+        Err(e) => {
+            eprintln!("etcd-sync: {e}");
+            ExitCode::from(2)
         }
-        Err(_) => {
-            eprintln!("etcd-sync: monitor at {addr} did not answer within 60 s");
-            return ExitCode::from(2);
+        Ok((code, body)) => {
+            print!("{body}");
+            match code {
+                200..=299 => ExitCode::SUCCESS,
+                409 => ExitCode::from(1),
+                _ => ExitCode::from(2),
+            }
         }
-    };
-    let text = String::from_utf8_lossy(&buf);
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let code: u16 = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    print!("{body}");
-    match code {
-        200..=299 => ExitCode::SUCCESS,
-        409 => ExitCode::from(1),
-        _ => ExitCode::from(2),
     }
 }

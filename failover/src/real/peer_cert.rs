@@ -1,0 +1,63 @@
+//! The certificate an etcd endpoint serves, read in a TLS handshake the way the sync connects:
+//! verified against the configured CA, presenting the configured client certificate. Only its
+//! names leave this module (seed 000: they must include both VIPs and the platform domain).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use sync::conn::TlsFiles;
+
+use crate::preflight::PlatformCertificate;
+
+/// The names of the certificate `endpoint` (`https://host:port`) serves, or why they could
+/// not be read (a handshake the configured CA does not verify is such a reason).
+pub async fn etcd_certificate(endpoint: &str, tls: &TlsFiles, within: Duration) -> PlatformCertificate {
+    let source = format!("etcd server certificate at {endpoint}");
+    let names = match tokio::time::timeout(within, names(endpoint, tls)).await {
+        Err(_) => Err(format!("no TLS handshake within {} s", within.as_secs())),
+        Ok(r) => r,
+    };
+    PlatformCertificate { source, names }
+}
+
+async fn names(endpoint: &str, tls: &TlsFiles) -> Result<Vec<String>, String> {
+    let authority = endpoint.strip_prefix("https://").ok_or("not an https endpoint")?.trim_end_matches('/');
+    let host = match authority.rsplit_once(':') {
+        Some((h, _)) => h.trim_start_matches('[').trim_end_matches(']'),
+        None => authority,
+    };
+    let addr = if authority.contains(':') { authority.to_string() } else { format!("{authority}:2379") };
+    let ca = tls.cacert.as_ref().ok_or("no CA certificate configured to verify it with")?;
+    let file = |p: &std::path::Path, e: &dyn std::fmt::Display| format!("{}: {e}", p.display());
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca).map_err(|e| file(ca, &e))? {
+        roots.add(cert.map_err(|e| file(ca, &e))?).map_err(|e| file(ca, &e))?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots);
+    let config = match (&tls.cert, &tls.key) {
+        (Some(cert), Some(key)) => {
+            let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+                .map_err(|e| file(cert, &e))?
+                .collect::<Result<_, _>>()
+                .map_err(|e| file(cert, &e))?;
+            let key = PrivateKeyDer::from_pem_file(key).map_err(|e| file(key, &e))?;
+            builder.with_client_auth_cert(chain, key).map_err(|e| e.to_string())?
+        }
+        _ => builder.with_no_client_auth(),
+    };
+    let name = ServerName::try_from(host.to_string()).map_err(|e| e.to_string())?;
+    let tcp = tokio::net::TcpStream::connect(&addr).await.map_err(|e| format!("{addr}: {e}"))?;
+    let stream = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .map_err(|e| format!("TLS handshake as {host}: {e}"))?;
+    let (_, session) = stream.get_ref();
+    let leaf = session.peer_certificates().and_then(|c| c.first()).ok_or("it presented no certificate")?;
+    crate::preflight::certificate_names_der(leaf)
+}
