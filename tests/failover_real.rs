@@ -74,6 +74,11 @@ struct World {
 
 impl World {
     async fn start() -> World {
+        World::start_with("", 60).await
+    }
+
+    /// `extra` goes into the orchestrator's config as written; steps time out after `step_s`.
+    async fn start_with(extra: &str, step_s: u64) -> World {
         let primary =
             EtcdServer::start(EtcdVersion::V34, EtcdOptions::default()).await.unwrap_or_else(|e| panic!("{e}"));
         let standby =
@@ -87,6 +92,9 @@ impl World {
             put_all(&source, fixtures::workload_cluster(c, 5)).await;
         }
         put_all(&source, vec![fixtures::tls_secret("dex.tls", "uid-dex-tls", &cert)]).await;
+        // The standby runs its own components (the sync's rules leave Deployments out).
+        put_all(&target, vec![fixtures::deployment("cpaas-system", "capi-controller-manager", 2, 2)]).await;
+        put_all(&target, vec![fixtures::deployment("cpaas-system", "elemental-operator", 1, 0)]).await;
         // Each side's own global cluster, named as seed 002 asks.
         for (side, uid) in [(&source, "uid-primary"), (&target, "uid-standby")] {
             let cluster = fixtures::capi("clusters", "Cluster", "global", &format!("{uid}-global"), &[]);
@@ -145,7 +153,7 @@ if [ -z "$DRLAB_CLUSTERS" ]; then printf 'wl-a\nwl-b\nwl-c\n'; else echo "$DRLAB
                  hooks:\n  fence_primary: [./fence, a, on]\n  unfence_primary: [./fence, a, off]\n  primary_fenced: [./fence, a, status]\n  \
                  pause_clusters: [./pause]\n  dns_target: [./dns, show]\n  switch_dns: [./dns, set]\n\
                  probe:\n  url: \"https://{{vip}}:{}/kubernetes/global/version\"\n  ca_file: {}\n\
-                 timeouts: {{step_s: 60, quiesce_s: 1, poll_ms: 100}}\n",
+                 timeouts: {{step_s: {step_s}, quiesce_s: 1, poll_ms: 100}}\n{extra}",
                 port,
                 pki.ca.display()
             ),
@@ -255,7 +263,7 @@ impl Drop for World {
 #[test]
 fn planned_failover_with_the_shipped_daemon_and_orchestrator() {
     runtime().block_on(async {
-        let mut w = World::start().await;
+        let mut w = World::start_with("required_components: [cpaas-system/capi-controller-manager]\n", 60).await;
         let writer = w.writer();
         let (code, out) = w.cli(&["run", "--dry-run"]);
         assert_eq!(code, 0, "{out}");
@@ -419,6 +427,43 @@ fn a_failover_stopped_by_a_failing_hook_resumes_where_it_stopped() {
         assert_eq!(w.state("dns").trim(), STANDBY_VIP);
         let log = w.state("pause.log");
         assert_eq!(log.matches("primary true").count(), 1, "the primary paused once: {log}");
+    });
+}
+
+/// Seed 000's `dig +short`: the switch is done when the name answers with the standby. A DNS
+/// API that accepts the change and never applies it times the step out; DNS stays as it was.
+#[test]
+fn a_dns_switch_that_does_not_take_times_out() {
+    runtime().block_on(async {
+        let w = World::start_with("", 3).await;
+        std::fs::write(
+            w.dir.path().join("dns"),
+            "#!/bin/sh\ncase \"$1\" in show) cat \"$(dirname \"$0\")/state/dns\";; set) exit 0;; esac\n",
+        )
+        .expect("a DNS that ignores changes");
+        let (code, out) = w.cli(&["run"]);
+        assert_eq!(code, 1, "{out}");
+        assert!(out.contains("SwitchDns: timed out"), "{out}");
+        assert_eq!(w.state("dns").trim(), PRIMARY_VIP);
+    });
+}
+
+/// Seed 000 step 6: the standby must run the provider components before its Clusters are
+/// unpaused. One not ready fails the validation: the Clusters stay paused.
+#[test]
+fn a_required_component_not_running_fails_the_validation() {
+    runtime().block_on(async {
+        let w = World::start_with(
+            "required_components: [cpaas-system/capi-controller-manager, cpaas-system/elemental-operator]\n",
+            60,
+        )
+        .await;
+        let (code, out) = w.cli(&["run"]);
+        assert_eq!(code, 1, "{out}");
+        assert!(out.contains("validation failed; clusters stay paused"), "{out}");
+        assert!(out.contains("0 of 1 replicas ready (Deployment cpaas-system/elemental-operator)"), "{out}");
+        assert!(!out.contains("capi-controller-manager"), "the running one passes: {out}");
+        assert!(!w.state("pause.log").contains("standby false"), "nothing unpaused: {}", w.state("pause.log"));
     });
 }
 

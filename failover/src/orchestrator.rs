@@ -412,7 +412,12 @@ async fn run_step<P: Ports>(
             ports.clear_gate("failover").await?;
         }
         Step::RemoveReplicationPath => ports.remove_replication_path().await?,
-        Step::SwitchDns => ports.switch_dns(&o.standby).await?,
+        Step::SwitchDns => {
+            ports.switch_dns(&o.standby).await?;
+            // Postcondition (seed 000's `dig +short <platform-domain>`): the name answers with
+            // the standby — a DNS API may take its time; the step's timeout bounds the wait.
+            wait_until(o, || async { Ok(ports.dns_target().await? == o.standby) }).await?;
+        }
         Step::VerifyIngress => {
             let standby = o.standby.clone();
             wait_until(o, || async {

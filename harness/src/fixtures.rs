@@ -66,6 +66,23 @@ pub fn tls_secret(name: &str, uid: &str, cert_pem: &[u8]) -> (String, Vec<u8>) {
     (format!("/registry/secrets/{NS}/{name}"), sync::object::encode_protobuf("v1", "Secret", s.encode_to_vec()))
 }
 
+/// A Deployment as stored protobuf, `ready` of its `replicas` ready (a platform component).
+pub fn deployment(namespace: &str, name: &str, replicas: i32, ready: i32) -> (String, Vec<u8>) {
+    use k8s_pb::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStatus};
+    let d = Deployment {
+        metadata: Some(ObjectMeta {
+            name: Some(name.into()),
+            namespace: Some(namespace.into()),
+            uid: Some(format!("uid-{namespace}-{name}")),
+            ..Default::default()
+        }),
+        spec: Some(DeploymentSpec { replicas: Some(replicas), ..Default::default() }),
+        status: Some(DeploymentStatus { replicas: Some(replicas), ready_replicas: Some(ready), ..Default::default() }),
+    };
+    let value = sync::object::encode_protobuf("apps/v1", "Deployment", d.encode_to_vec());
+    (format!("/registry/deployments/{namespace}/{name}"), value)
+}
+
 /// A Cluster API object labelled as one cluster's (`cluster.x-k8s.io/cluster-name`).
 pub fn labelled(object: (String, Vec<u8>), cluster: &str) -> (String, Vec<u8>) {
     let mut v: serde_json::Value = serde_json::from_slice(&object.1).expect("a CAPI fixture is JSON");

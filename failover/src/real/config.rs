@@ -44,6 +44,11 @@ pub struct Config {
     /// The Secret holding the platform certificate, `namespace/name`.
     #[serde(default = "default_platform_certificate")]
     pub platform_certificate: String,
+    /// Deployments (`namespace/name`) the standby must run before its workload Clusters are
+    /// unpaused (seed 000: CAPI core, the kubeadm and infrastructure providers, …): each must
+    /// exist on the standby with a ready replica, or the validation fails and they stay paused.
+    #[serde(default)]
+    pub required_components: Vec<String>,
     /// Each side's ServiceAccount token signing (kube-apiserver's flags, not in etcd); absent:
     /// preflight lists the check as not done.
     #[serde(default)]
@@ -251,6 +256,9 @@ impl Config {
         if !self.probe.url.starts_with("https://") && !self.probe.url.starts_with("http://") {
             return Err("probe.url must be http:// or https://".into());
         }
+        if let Some(c) = self.required_components.iter().find(|c| split_name(c).is_none()) {
+            return Err(format!("required_components: {c:?} is not namespace/name"));
+        }
         if self.certificate().is_none() {
             return Err(format!("platform_certificate {:?}: namespace/name", self.platform_certificate));
         }
@@ -261,10 +269,15 @@ impl Config {
     }
 }
 
+/// `namespace/name` split, None when it is not one.
+pub fn split_name(s: &str) -> Option<(&str, &str)> {
+    s.split_once('/').filter(|(ns, n)| !ns.is_empty() && !n.is_empty() && !n.contains('/'))
+}
+
 impl Config {
     /// The platform certificate's Secret as (namespace, name).
     pub fn certificate(&self) -> Option<(&str, &str)> {
-        self.platform_certificate.split_once('/').filter(|(ns, n)| !ns.is_empty() && !n.is_empty() && !n.contains('/'))
+        split_name(&self.platform_certificate)
     }
 }
 

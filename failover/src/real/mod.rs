@@ -299,6 +299,10 @@ impl Ports for RealPorts {
 
     async fn validate(&self) -> Result<Vec<Finding>, PortError> {
         let mut out = deleting_machines(&self.standby).await?;
+        for c in &self.config.required_components {
+            let (ns, name) = config::split_name(c).expect("validated when loaded");
+            out.extend(inventory::component(&self.standby, ns, name).await?);
+        }
         if let Some(argv) = &self.config.hooks.validate {
             let lines = self.act("validate", argv, &[]).await?;
             out.extend(lines.into_iter().take(HOOK_FINDINGS_MAX).map(|l| match l.split_once('\t') {
