@@ -131,8 +131,21 @@ case "$2" in on) echo "on $side" >> "$STATE/fence.log"; touch "$STATE/fenced-$si
         script(
             d,
             "pause",
-            r#"echo "$DRLAB_SIDE $DRLAB_PAUSED $DRLAB_CLUSTERS" >> "$STATE/pause.log"
-if [ -z "$DRLAB_CLUSTERS" ]; then printf 'wl-a\nwl-b\nwl-c\n'; else echo "$DRLAB_CLUSTERS" | tr , '\n'; fi"#,
+            // As `kubectl patch cluster` would: through the side's store (here its etcd, with
+            // etcdctl), so the orchestrator reads back that the pause took.
+            r#"if [ "$DRLAB_SIDE" = primary ]; then ep=$1; else ep=$2; fi
+echo "$DRLAB_SIDE $DRLAB_PAUSED $DRLAB_CLUSTERS" >> "$STATE/pause.log"
+list=$(echo "$DRLAB_CLUSTERS" | tr , ' ')
+# A pause that does not take at first (a controller reverting it): the last Cluster is skipped once.
+if [ -e "$STATE/pause-skips-once" ]; then rm "$STATE/pause-skips-once"; list=${list% *}; fi
+for c in $list; do
+  key=/registry/cluster.x-k8s.io/clusters/$c
+  v=$(ETCDCTL_API=3 etcdctl --endpoints="$ep" get --print-value-only "$key")
+  [ -n "$v" ] || { echo "no Cluster $c" >&2; exit 3; }
+  p=$DRLAB_PAUSED
+  printf '%s' "$v" | sed -e 's/"paused":[a-z]*/"paused":'$p'/' -e t -e 's/"spec":{}/"spec":{"paused":'$p'}/' \
+    | ETCDCTL_API=3 etcdctl --endpoints="$ep" put "$key" > /dev/null
+done"#,
         );
         let monitor = format!("127.0.0.1:{}", free_port());
         std::fs::write(
@@ -151,9 +164,11 @@ if [ -z "$DRLAB_CLUSTERS" ]; then printf 'wl-a\nwl-b\nwl-c\n'; else echo "$DRLAB
                 "primary: {PRIMARY_VIP}\nstandby: {STANDBY_VIP}\nplatform_domain: {DOMAIN}\n\
                  sync_config: etcd-sync.yaml\nsync_monitor: {monitor}\n\
                  hooks:\n  fence_primary: [./fence, a, on]\n  unfence_primary: [./fence, a, off]\n  primary_fenced: [./fence, a, status]\n  \
-                 pause_clusters: [./pause]\n  dns_target: [./dns, show]\n  switch_dns: [./dns, set]\n\
+                 pause_clusters: [./pause, {}, {}]\n  dns_target: [./dns, show]\n  switch_dns: [./dns, set]\n\
                  probe:\n  url: \"https://{{vip}}:{}/kubernetes/global/version\"\n  ca_file: {}\n\
                  timeouts: {{step_s: {step_s}, quiesce_s: 1, poll_ms: 100}}\n{extra}",
+                primary.endpoint(),
+                standby.endpoint(),
                 port,
                 pki.ca.display()
             ),
@@ -285,7 +300,13 @@ fn planned_failover_with_the_shipped_daemon_and_orchestrator() {
         let exit = w.daemon_exit().expect("the uninstalled daemon exits");
         assert!(exit.success(), "{exit}");
         let log = w.state("pause.log");
-        assert_eq!(log, "primary true \nstandby true \nstandby false wl-a,wl-b,wl-c\n", "{log}");
+        let all = "cpaas-system/wl-a,cpaas-system/wl-b,cpaas-system/wl-c";
+        assert_eq!(log, format!("primary true {all}\nstandby true {all}\nstandby false {all}\n"), "{log}");
+        let mut kv = w.target.kv.clone();
+        let wl =
+            w.target.call(kv.get("/registry/cluster.x-k8s.io/clusters/cpaas-system/wl-a", None)).await.expect("get");
+        let wl: serde_json::Value = serde_json::from_slice(wl.kvs()[0].value()).expect("json");
+        assert_eq!(wl["spec"]["paused"], false, "unpaused on the new primary after validation: {wl}");
 
         // No write after R, and the standby holds all of it: an independent check, now.
         let (code, status_out) = w.cli(&["status"]);
@@ -296,8 +317,14 @@ fn planned_failover_with_the_shipped_daemon_and_orchestrator() {
         let resolved = sync::config::SyncConfig::load(&w.dir.path().join("etcd-sync.yaml"))
             .and_then(|c| c.resolve())
             .expect("sync config");
+        // The two sides differ now only where they should: the old primary's workload Clusters
+        // stay paused (quiesced), the new primary's run again.
         let report = resolved.control(sync::engine::Handle::default()).check(false).await.expect("check");
-        assert!(report.is_clean(), "{}", report.text());
+        let text = report.text();
+        assert_eq!((report.missed.count, report.surplus.count, report.dangling.count), (0, 0, 0), "{text}");
+        let clusters =
+            ["wl-a", "wl-b", "wl-c"].map(|c| format!("/registry/cluster.x-k8s.io/clusters/cpaas-system/{c}"));
+        assert_eq!(report.stale.keys, clusters, "{text}");
         let mut kv = w.target.kv.clone();
         let traffic = w
             .target
@@ -368,6 +395,10 @@ echo $! > "$STATE/reverse.pid""#,
                 &format!("primary: {STANDBY_VIP}\nstandby: {PRIMARY_VIP}"),
             )
             .replace("sync_config: etcd-sync.yaml", "sync_config: reverse.yaml")
+            .replace(
+                &format!("[./pause, {}, {}]", w.primary.endpoint(), w.standby.endpoint()),
+                &format!("[./pause, {}, {}]", w.standby.endpoint(), w.primary.endpoint()),
+            )
             .replace(&w.monitor, &monitor)
             .replace("[./fence, a, on]", "[./fence, b, on]")
             .replace("[./fence, a, off]", "[./fence, b, off]")
@@ -467,6 +498,26 @@ fn a_required_component_not_running_fails_the_validation() {
     });
 }
 
+/// The quiesce's postcondition: every workload Cluster on the primary reads back paused before
+/// the fence. A pause that did not take at first is made again.
+#[test]
+fn a_pause_that_did_not_take_is_made_again_before_the_fence() {
+    runtime().block_on(async {
+        let w = World::start().await;
+        std::fs::write(w.dir.path().join("state/pause-skips-once"), "").expect("flaky pause");
+        let (code, out) = w.cli(&["run"]);
+        assert_eq!(code, 0, "{out}");
+        let log = w.state("pause.log");
+        let all = "cpaas-system/wl-a,cpaas-system/wl-b,cpaas-system/wl-c";
+        assert!(log.starts_with(&format!("primary true {all}\nprimary true cpaas-system/wl-c\n")), "{log}");
+        let mut kv = w.source.kv.clone();
+        let wl =
+            w.source.call(kv.get("/registry/cluster.x-k8s.io/clusters/cpaas-system/wl-c", None)).await.expect("get");
+        let wl: serde_json::Value = serde_json::from_slice(wl.kvs()[0].value()).expect("json");
+        assert_eq!(wl["spec"]["paused"], true, "quiesced on the old primary: {wl}");
+    });
+}
+
 #[test]
 fn unplanned_failover_after_the_primary_is_lost() {
     runtime().block_on(async {
@@ -523,7 +574,8 @@ fn the_guard_refuses_an_inconsistent_standby_and_abort_undoes_the_failover() {
         assert!(!w.fenced().exists(), "the abort unfenced the primary");
         let st = status(&w.monitor).await.expect("the daemon still runs");
         assert!(st["frozen_at"].is_null(), "the abort resumed the sync: {st}");
-        assert!(w.state("pause.log").contains("primary false wl-a,wl-b,wl-c\n"), "{}", w.state("pause.log"));
+        let log = w.state("pause.log");
+        assert!(log.contains("primary false cpaas-system/wl-a,cpaas-system/wl-b,cpaas-system/wl-c\n"), "{log}");
         use failover::ports::Ports;
         let cleared = ports.load_progress().await.expect("progress");
         assert!(cleared.as_ref().is_none_or(|p| p.done.is_none()), "progress cleared: {cleared:?}");

@@ -338,6 +338,15 @@ async fn run_step<P: Ports>(
             p.paused_primary.extend(paused);
             ports.save_progress(p).await?;
             tokio::time::sleep(o.quiesce).await;
+            // Postcondition: every workload Cluster on the primary reads back paused — one
+            // created or unpaused meanwhile (a pause the hook did not make stick) is paused
+            // again, within the step's timeout; the fence then finds no controller mid-reconcile.
+            while !ports.primary_unpaused().await?.is_empty() {
+                let paused = ports.pause_primary().await?;
+                p.paused_primary.extend(paused);
+                ports.save_progress(p).await?;
+                tokio::time::sleep(o.poll).await;
+            }
         }
         Step::FencePrimary => {
             if !o.fencing_off() {
@@ -451,6 +460,27 @@ async fn run_step<P: Ports>(
     Ok(())
 }
 
+/// Reads of a live sync made consistent: the checkpoint (the source revision applied) and a
+/// target revision T at which it held, read when no target write came between — else a check
+/// pinned at them sees a write the sync made after the checkpoint it read as surplus.
+const CONSISTENT_READS_MAX: usize = 20;
+
+async fn checkpoint_and_target<P: Ports>(ports: &P) -> Result<(i64, i64), FailoverError> {
+    let mut t = ports.target_head().await?;
+    for _ in 0..CONSISTENT_READS_MAX {
+        let cp = ports.sync_checkpoint().await?;
+        let after = ports.target_head().await?;
+        if after == t {
+            return Ok((cp, t));
+        }
+        t = after;
+    }
+    Err(FailoverError::Port(PortError::new(
+        "sync",
+        format!("the standby changed under {CONSISTENT_READS_MAX} reads of the checkpoint: try the dry run again"),
+    )))
+}
+
 /// Every precondition evaluated, nothing changed: the check runs at the current heads.
 async fn dry_run<P: Ports>(ports: &P, o: &Options) -> Result<Outcome, FailoverError> {
     let mut plan = Vec::new();
@@ -459,8 +489,7 @@ async fn dry_run<P: Ports>(ports: &P, o: &Options) -> Result<Outcome, FailoverEr
     plan.push(format!("preflight: sync running = {}", ports.sync_running().await?));
     plan.push(format!("preflight: platform domain → {} (expected {})", ports.dns_target().await?, o.primary));
     plan.extend(preflight(ports, o).await?.lines().into_iter().map(|l| format!("preflight: {l}")));
-    let cp = ports.sync_checkpoint().await?;
-    let t = ports.target_head().await?;
+    let (cp, t) = checkpoint_and_target(ports).await?;
     let r = if o.unplanned {
         let known = ports.sync_source_seen().await?;
         plan.push("quiesce-primary: skipped (the primary is lost)".into());

@@ -62,6 +62,8 @@ pub trait Ports {
     async fn clear_gate(&self, who: &str) -> Result<(), PortError>;
     /// Pauses every workload CAPI Cluster on the primary that is not paused; returns their names.
     async fn pause_primary(&self) -> Result<Vec<String>, PortError>;
+    /// The primary's workload CAPI Clusters not paused, as read back (the quiesce's postcondition).
+    async fn primary_unpaused(&self) -> Result<Vec<String>, PortError>;
     /// Refuses writes on the primary at the owning resource layer, or cuts its write path / VIP
     /// through the fence hook when the primary is lost; the fence outlasts the primary's restart.
     async fn fence_primary(&self) -> Result<(), PortError>;

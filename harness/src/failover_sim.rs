@@ -256,6 +256,14 @@ impl Ports for SimPorts {
         set_paused_on(&self.primary, "primary", unpaused_workload, true).await
     }
 
+    async fn primary_unpaused(&self) -> Result<Vec<String>, PortError> {
+        let (all, _) = self.primary.list(&kind::CLUSTER).await.map_err(port("primary"))?;
+        let unpaused = all.iter().filter(|c| {
+            !sim::topology::is_global_name(c.obj.name()) && c.obj.field(&["spec", "paused"]) != Some(&json!(true))
+        });
+        Ok(unpaused.map(|c| c.obj.name().to_string()).collect())
+    }
+
     async fn fence_primary(&self) -> Result<(), PortError> {
         self.primary.server.set_fenced(true);
         Ok(())

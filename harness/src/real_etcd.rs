@@ -18,6 +18,8 @@ use sync::conn::{ConnConfig, Connector, TlsFiles};
 
 /// How long a started server may take to answer Status.
 const HEALTHY_WITHIN: Duration = Duration::from_secs(20);
+/// Starts on fresh ports after a server exited while starting (its port was taken).
+const START_ATTEMPTS: u32 = 3;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EtcdVersion {
@@ -154,9 +156,22 @@ impl EtcdServer {
             opts,
             child: None,
         };
-        s.spawn()?;
-        s.wait_healthy().await?;
-        Ok(s)
+        // A free port can be taken by another process between asking and etcd binding it (tests
+        // run in parallel): a server that exits while starting is started again on new ports.
+        for attempt in 1..=START_ATTEMPTS {
+            s.spawn()?;
+            match s.wait_healthy().await {
+                Ok(()) => return Ok(s),
+                Err(e) if attempt == START_ATTEMPTS || !s.exited() => return Err(e),
+                Err(_) => {
+                    // Its member data names the old ports: start from nothing.
+                    let _ = std::fs::remove_dir_all(s.dir.path().join("data"));
+                    s.client_port = free_port()?;
+                    s.peer_port = free_port()?;
+                }
+            }
+        }
+        unreachable!("the last attempt returns")
     }
 
     pub fn endpoint(&self) -> String {
@@ -211,11 +226,12 @@ impl EtcdServer {
         Ok(())
     }
 
-    async fn wait_healthy(&self) -> Result<(), LaunchError> {
+    /// Waits until the server answers; gives up early when its process has exited.
+    async fn wait_healthy(&mut self) -> Result<(), LaunchError> {
         let mut cfg = self.conn_config();
         cfg.request_timeout = Duration::from_millis(500);
         let deadline = tokio::time::Instant::now() + HEALTHY_WITHIN;
-        while tokio::time::Instant::now() < deadline {
+        while tokio::time::Instant::now() < deadline && !self.exited() {
             if sync::conn::connect(&cfg, &Connector::Tcp, 0).await.is_ok() {
                 return Ok(());
             }
@@ -255,6 +271,14 @@ impl EtcdServer {
 
     pub fn is_running(&self) -> bool {
         self.child.is_some()
+    }
+
+    /// Whether the process has ended (reaping it), or was never started.
+    fn exited(&mut self) -> bool {
+        match &mut self.child {
+            None => true,
+            Some(c) => matches!(c.try_wait(), Ok(Some(_))),
+        }
     }
 }
 

@@ -105,9 +105,10 @@ pub struct Hooks {
     pub standby_fenced: Option<Vec<String>>,
     #[serde(default)]
     pub unfence_standby: Option<Vec<String>>,
-    /// Sets `spec.paused` on CAPI Clusters: `DRLAB_SIDE` (primary / standby), `DRLAB_PAUSED`
-    /// (true / false), `DRLAB_CLUSTERS` (comma-separated; empty: every workload Cluster not so
-    /// already). Prints the names it changed, one per line.
+    /// Sets `spec.paused` to `DRLAB_PAUSED` (true / false) on each CAPI Cluster in
+    /// `DRLAB_CLUSTERS` (comma-separated `namespace/name`, never empty) of side `DRLAB_SIDE`
+    /// (primary / standby) — e.g. `kubectl patch cluster`. The orchestrator chooses them from
+    /// etcd and reads back that the pause took.
     pub pause_clusters: Vec<String>,
     /// Prints where the platform domain points now (a VIP, as `primary` / `standby` name them).
     pub dns_target: Vec<String>,

@@ -125,6 +125,26 @@ pub async fn inventory(s: &Side<'_>) -> Result<Inventory, PortError> {
     Ok(inv)
 }
 
+/// The workload CAPI Clusters (JSON under `cluster.x-k8s.io/clusters/`) as `namespace/name`:
+/// all, or only those without `spec.paused: true`.
+pub async fn workload_clusters(etcd: &Etcd, side: &'static str, unpaused_only: bool) -> Result<Vec<String>, PortError> {
+    const PREFIX: &str = "/registry/cluster.x-k8s.io/clusters/";
+    let mut kv = etcd.kv.clone();
+    let opts = GetOptions::new().with_prefix().with_limit(KEYS_MAX);
+    let r = etcd.call(kv.get(PREFIX, Some(opts))).await.map_err(|e| PortError::new(side, e))?;
+    if r.more() {
+        return Err(PortError::new(side, format!("more than {KEYS_MAX} Clusters: not all could be read")));
+    }
+    let chosen = r.kvs().iter().filter_map(|kv| {
+        let o: serde_json::Value = serde_json::from_slice(kv.value()).ok()?;
+        let (ns, name) = (o["metadata"]["namespace"].as_str()?, o["metadata"]["name"].as_str()?);
+        // A side's own global Cluster is not a workload one; a paused one is skipped when asked.
+        let skip = is_global_name(name) || (unpaused_only && o["spec"]["paused"] == serde_json::json!(true));
+        (!skip).then(|| format!("{ns}/{name}"))
+    });
+    Ok(chosen.collect())
+}
+
 /// A required component on `etcd`'s side: a finding unless its Deployment exists with a ready
 /// replica.
 pub async fn component(etcd: &Etcd, ns: &str, name: &str) -> Result<Option<crate::ports::Finding>, PortError> {

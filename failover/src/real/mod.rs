@@ -99,13 +99,19 @@ impl RealPorts {
         Ok(hooks::run(name, argv, &self.env(&[]), self.config.timeouts.hook()).await?.code == 0)
     }
 
-    async fn pause(&self, side: &str, clusters: Option<&[String]>, paused: bool) -> Result<Vec<String>, PortError> {
+    /// Has the pause hook set `spec.paused` on `clusters` (`namespace/name`) of one side;
+    /// returns them. The orchestrator chooses them from etcd; the hook only acts.
+    async fn pause(&self, side: &str, clusters: Vec<String>, paused: bool) -> Result<Vec<String>, PortError> {
+        if clusters.is_empty() {
+            return Ok(clusters);
+        }
         let env = [
             ("DRLAB_SIDE", side.to_string()),
             ("DRLAB_PAUSED", paused.to_string()),
-            ("DRLAB_CLUSTERS", clusters.map(|c| c.join(",")).unwrap_or_default()),
+            ("DRLAB_CLUSTERS", clusters.join(",")),
         ];
-        self.act("pause_clusters", &self.config.hooks.pause_clusters, &env).await
+        self.act("pause_clusters", &self.config.hooks.pause_clusters, &env).await?;
+        Ok(clusters)
     }
 
     async fn monitor(&self, method: &str, path: &str) -> Result<(u16, String), RemoteError> {
@@ -217,7 +223,12 @@ impl Ports for RealPorts {
     }
 
     async fn pause_primary(&self) -> Result<Vec<String>, PortError> {
-        self.pause("primary", None, true).await
+        let unpaused = inventory::workload_clusters(&self.primary().await?, "primary", true).await?;
+        self.pause("primary", unpaused, true).await
+    }
+
+    async fn primary_unpaused(&self) -> Result<Vec<String>, PortError> {
+        inventory::workload_clusters(&self.primary().await?, "primary", true).await
     }
 
     async fn fence_primary(&self) -> Result<(), PortError> {
@@ -229,7 +240,7 @@ impl Ports for RealPorts {
     }
 
     async fn unpause_primary(&self, clusters: &[String]) -> Result<Vec<String>, PortError> {
-        self.pause("primary", Some(clusters), false).await
+        self.pause("primary", clusters.to_vec(), false).await
     }
 
     async fn primary_fenced(&self) -> Result<bool, PortError> {
@@ -294,6 +305,12 @@ impl Ports for RealPorts {
     }
 
     async fn set_paused(&self, clusters: Option<&[String]>, paused: bool) -> Result<Vec<String>, PortError> {
+        let clusters = match clusters {
+            Some(c) => c.to_vec(),
+            // Every workload Cluster: the ones the sync copied paused from the primary too, so
+            // the failover's last step unpauses them all.
+            None => inventory::workload_clusters(&self.standby, "standby", false).await?,
+        };
         self.pause("standby", clusters, paused).await
     }
 
