@@ -334,18 +334,20 @@ async fn run_step<P: Ports>(
         Step::QuiescePrimary => {
             // A resumed run keeps the list of the first (pausing again finds nothing to pause),
             // so it is saved before the grace: a crash in it must not lose what an abort undoes.
-            let paused = ports.pause_primary().await?;
-            p.paused_primary.extend(paused);
-            ports.save_progress(p).await?;
-            tokio::time::sleep(o.quiesce).await;
             // Postcondition: every workload Cluster on the primary reads back paused — one
             // created or unpaused meanwhile (a pause the hook did not make stick) is paused
-            // again, within the step's timeout; the fence then finds no controller mid-reconcile.
-            while !ports.primary_unpaused().await?.is_empty() {
+            // again after a poll, within the step's timeout; the fence then finds no controller
+            // mid-reconcile.
+            let mut wait = o.quiesce;
+            loop {
                 let paused = ports.pause_primary().await?;
                 p.paused_primary.extend(paused);
                 ports.save_progress(p).await?;
-                tokio::time::sleep(o.poll).await;
+                tokio::time::sleep(wait).await;
+                if ports.primary_unpaused().await?.is_empty() {
+                    break;
+                }
+                wait = o.poll;
             }
         }
         Step::FencePrimary => {

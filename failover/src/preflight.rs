@@ -15,6 +15,11 @@ use crate::ports::Finding;
 /// The global cluster's own name; its other resources carry the prefix `global-` (seed 002).
 pub const GLOBAL: &str = "global";
 const PREFIX: &str = "global-";
+
+/// A side's own resources (`global`, `global-*`) keep their names; every other one is synced.
+pub fn is_global_name(name: &str) -> bool {
+    name == GLOBAL || name.starts_with(PREFIX)
+}
 /// Findings kept per kind of check (a side with thousands of misnamed objects stays readable).
 pub const FINDINGS_MAX: usize = 50;
 
@@ -237,21 +242,38 @@ fn platform_certificate(inv: &Inventory, names: &[String]) -> Vec<Finding> {
             what: "no platform certificate: the ingress cannot serve the platform domain over TLS".into(),
             where_: at("platform certificate"),
         }],
-        Some(PlatformCertificate { source, names: Err(e) }) => {
-            vec![Finding { what: format!("the platform certificate cannot be read: {e}"), where_: at(source) }]
+        Some(cert) => {
+            uncovered(inv, cert, names, "platform", "clients reaching the platform by that name fail TLS verification")
         }
-        Some(PlatformCertificate { source, names: Ok(has) }) => names
+    }
+}
+
+/// What a certificate (`what`: platform, etcd server) lacks of `names`: each name it does not
+/// cover, with what happens to a client using it, or why it could not be read.
+fn uncovered(inv: &Inventory, cert: &PlatformCertificate, names: &[String], what: &str, so: &str) -> Vec<Finding> {
+    let at = format!("{} {}", inv.side, cert.source);
+    match &cert.names {
+        Err(e) => vec![Finding { what: format!("the {what} certificate cannot be read: {e}"), where_: at }],
+        Ok(has) => names
             .iter()
             .filter(|n| !covers(has, n))
             .map(|n| Finding {
                 what: format!(
-                    "the platform certificate does not cover `{n}` (it covers {}): clients reaching the platform \
-                     by that name fail TLS verification",
+                    "the {what} certificate does not cover `{n}` (it covers {}): {so}",
                     if has.is_empty() { "no name".to_string() } else { has.join(", ") }
                 ),
-                where_: at(source),
+                where_: at.clone(),
             })
             .collect(),
+    }
+}
+
+/// "checked" words for a certificate read (`what`), or nothing when none was.
+fn read_summary(cert: &Option<PlatformCertificate>, what: &str) -> String {
+    match cert {
+        Some(PlatformCertificate { names: Ok(n), .. }) => format!(", {what}: {} names", n.len()),
+        Some(PlatformCertificate { names: Err(_), .. }) => format!(", {what} unreadable"),
+        None => String::new(),
     }
 }
 
@@ -259,23 +281,8 @@ fn platform_certificate(inv: &Inventory, names: &[String]) -> Vec<Finding> {
 /// the replication path (the 2379 forwarding on the VIPs) and the failover's reads reach it under
 /// any of them. Checked only where the certificate was read.
 fn etcd_certificate(inv: &Inventory, names: &[String]) -> Vec<Finding> {
-    let Some(PlatformCertificate { source, names: has }) = &inv.etcd_certificate else { return Vec::new() };
-    let at = format!("{} {source}", inv.side);
-    match has {
-        Err(e) => vec![Finding { what: format!("the etcd server certificate cannot be read: {e}"), where_: at }],
-        Ok(has) => names
-            .iter()
-            .filter(|n| !covers(has, n))
-            .map(|n| Finding {
-                what: format!(
-                    "the etcd server certificate does not cover `{n}` (it covers {}): the replication path \
-                     through that name fails TLS verification",
-                    if has.is_empty() { "no name".to_string() } else { has.join(", ") }
-                ),
-                where_: at.clone(),
-            })
-            .collect(),
-    }
+    let Some(cert) = &inv.etcd_certificate else { return Vec::new() };
+    uncovered(inv, cert, names, "etcd server", "the replication path through that name fails TLS verification")
 }
 
 /// [`decide`], and the platform certificate of each side must cover `names` (the platform
@@ -300,16 +307,8 @@ pub fn decide_covering(sides: &[Inventory], names: &[String]) -> Preflight {
         }
         pf.not_checked.extend(inv.not_checked.iter().map(|n| format!("{}: {n}", inv.side)));
         let read = |known: bool| if known { "read" } else { "unknown" };
-        let cert = match &inv.platform_certificate {
-            Some(PlatformCertificate { names: Ok(n), .. }) => format!(", platform certificate: {} names", n.len()),
-            Some(PlatformCertificate { names: Err(_), .. }) => ", platform certificate unreadable".into(),
-            None => String::new(),
-        };
-        let etcd = match &inv.etcd_certificate {
-            Some(PlatformCertificate { names: Ok(n), .. }) => format!(", etcd certificate: {} names", n.len()),
-            Some(PlatformCertificate { names: Err(_), .. }) => ", etcd certificate unreadable".into(),
-            None => String::new(),
-        };
+        let cert = read_summary(&inv.platform_certificate, "platform certificate");
+        let etcd = read_summary(&inv.etcd_certificate, "etcd certificate");
         pf.checked.push(format!(
             "{}: {} global resources, {} agent Roles, encryption fingerprint {}, token signing {}{cert}{etcd}",
             inv.side,

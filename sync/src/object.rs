@@ -118,8 +118,8 @@ pub fn decode(value: &[u8]) -> Decoded {
     if let Some((provider, key_name, _)) = envelope(value) {
         return Decoded::Encrypted { provider: provider.into(), key_name: key_name.into() };
     }
-    if let Some(pb) = value.strip_prefix(PROTOBUF_MAGIC) {
-        return decode_protobuf(pb).map(Decoded::Object).unwrap_or(Decoded::Opaque);
+    if value.starts_with(PROTOBUF_MAGIC) {
+        return unwrap_protobuf(value).and_then(decode_protobuf).map(Decoded::Object).unwrap_or(Decoded::Opaque);
     }
     if value.first() == Some(&b'{')
         && let Ok(o) = serde_json::from_slice::<JsonObject>(value)
@@ -143,10 +143,15 @@ pub fn decode(value: &[u8]) -> Decoded {
     Decoded::Opaque
 }
 
-fn decode_protobuf(pb: &[u8]) -> Option<Meta> {
-    let unknown = Unknown::decode(pb).ok()?;
+/// A built-in object as kube-apiserver stores it (`k8s\0` + `runtime.Unknown`): its kind and
+/// the object's own protobuf bytes. None when `value` is not one.
+pub fn unwrap_protobuf(value: &[u8]) -> Option<(String, Vec<u8>)> {
+    let unknown = Unknown::decode(value.strip_prefix(PROTOBUF_MAGIC)?).ok()?;
     let kind = unknown.type_meta.as_ref().and_then(|t| t.kind.clone()).unwrap_or_default();
-    let raw = unknown.raw.unwrap_or_default();
+    Some((kind, unknown.raw?))
+}
+
+fn decode_protobuf((kind, raw): (String, Vec<u8>)) -> Option<Meta> {
     let meta = PartialObjectMetadata::decode(raw.as_slice()).ok()?.metadata?;
     let mut owners: Vec<Owner> = meta
         .owner_references

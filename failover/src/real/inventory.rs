@@ -13,14 +13,15 @@ use etcd_client::GetOptions;
 use k8s_pb::api::apps::v1::Deployment;
 use k8s_pb::api::core::v1::Secret;
 use k8s_pb::api::rbac::v1::Role;
-use k8s_pb::apimachinery::pkg::runtime::Unknown;
 use prost::Message;
 use sync::conn::Etcd;
 use sync::crypto::Keyring;
 use sync::rules::{Decision, Rules};
 
 use crate::ports::PortError;
-use crate::preflight::{AgentRole, GLOBAL, GlobalObject, Inventory, PlatformCertificate, RoleRule, TokenSigning};
+use crate::preflight::{
+    AgentRole, GLOBAL, GlobalObject, Inventory, PlatformCertificate, RoleRule, TokenSigning, is_global_name,
+};
 
 /// Keys read per listing (a keys-only read for the excluded namespaces; values for the CAPI
 /// groups and Roles): what lies past it is reported as unread.
@@ -33,7 +34,6 @@ const CAPI_GROUPS: [&str; 4] = [
     "bootstrap.cluster.x-k8s.io",
 ];
 const CLUSTER_NAME_LABEL: &str = "cluster.x-k8s.io/cluster-name";
-const PROTOBUF_MAGIC: &[u8] = b"k8s\0";
 
 /// What the side's inventory is read with.
 pub struct Side<'a> {
@@ -53,11 +53,6 @@ pub struct Side<'a> {
 
 fn port(side: &str, e: impl std::fmt::Display) -> PortError {
     PortError::new("preflight", format!("{side}: {e}"))
-}
-
-/// A side's own resources keep their names; every other one is synced.
-pub fn is_global_name(name: &str) -> bool {
-    name == GLOBAL || name.starts_with("global-")
 }
 
 pub async fn inventory(s: &Side<'_>) -> Result<Inventory, PortError> {
@@ -195,10 +190,10 @@ fn global_object(value: &[u8]) -> Option<GlobalObject> {
     })
 }
 
-/// A built-in object as kube-apiserver stores it (`k8s\0` + `runtime.Unknown`).
+/// A built-in object of type `M` as kube-apiserver stores it.
 fn decode<M: Message + Default>(value: &[u8]) -> Option<M> {
-    let unknown = Unknown::decode(value.strip_prefix(PROTOBUF_MAGIC)?).ok()?;
-    M::decode(unknown.raw?.as_slice()).ok()
+    let (_, raw) = sync::object::unwrap_protobuf(value)?;
+    M::decode(raw.as_slice()).ok()
 }
 
 fn role_rules(r: &Role) -> Vec<RoleRule> {

@@ -10,6 +10,7 @@ pub mod hooks;
 pub mod inventory;
 pub mod peer_cert;
 pub mod probe;
+pub mod tls;
 
 use std::time::Duration;
 

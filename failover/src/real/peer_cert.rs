@@ -5,8 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::pki_types::ServerName;
 use sync::conn::TlsFiles;
 
 use crate::preflight::PlatformCertificate;
@@ -30,27 +29,11 @@ async fn names(endpoint: &str, tls: &TlsFiles) -> Result<Vec<String>, String> {
     };
     let addr = if authority.contains(':') { authority.to_string() } else { format!("{authority}:2379") };
     let ca = tls.cacert.as_ref().ok_or("no CA certificate configured to verify it with")?;
-    let file = |p: &std::path::Path, e: &dyn std::fmt::Display| format!("{}: {e}", p.display());
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_file_iter(ca).map_err(|e| file(ca, &e))? {
-        roots.add(cert.map_err(|e| file(ca, &e))?).map_err(|e| file(ca, &e))?;
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_root_certificates(roots);
-    let config = match (&tls.cert, &tls.key) {
-        (Some(cert), Some(key)) => {
-            let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
-                .map_err(|e| file(cert, &e))?
-                .collect::<Result<_, _>>()
-                .map_err(|e| file(cert, &e))?;
-            let key = PrivateKeyDer::from_pem_file(key).map_err(|e| file(key, &e))?;
-            builder.with_client_auth_cert(chain, key).map_err(|e| e.to_string())?
-        }
-        _ => builder.with_no_client_auth(),
+    let client = match (&tls.cert, &tls.key) {
+        (Some(cert), Some(key)) => Some((cert.as_path(), key.as_path())),
+        _ => None,
     };
+    let config = super::tls::client_config(ca, client)?;
     let name = ServerName::try_from(host.to_string()).map_err(|e| e.to_string())?;
     let tcp = tokio::net::TcpStream::connect(&addr).await.map_err(|e| format!("{addr}: {e}"))?;
     let stream = tokio_rustls::TlsConnector::from(Arc::new(config))

@@ -7,8 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::config::ProbeConfig;
@@ -32,22 +31,7 @@ impl Prober {
     pub fn new(c: &ProbeConfig, domain: &str) -> Result<Prober, String> {
         let tls = match &c.ca_file {
             Some(ca) if c.url.starts_with("https://") => {
-                let mut roots = rustls::RootCertStore::empty();
-                let certs = CertificateDer::pem_file_iter(ca).map_err(|e| format!("{}: {e}", ca.display()))?;
-                for cert in certs {
-                    let cert = cert.map_err(|e| format!("{}: {e}", ca.display()))?;
-                    roots.add(cert).map_err(|e| format!("{}: {e}", ca.display()))?;
-                }
-                if roots.is_empty() {
-                    return Err(format!("{}: no certificate in it", ca.display()));
-                }
-                let provider = Arc::new(rustls::crypto::ring::default_provider());
-                let config = rustls::ClientConfig::builder_with_provider(provider)
-                    .with_safe_default_protocol_versions()
-                    .map_err(|e| e.to_string())?
-                    .with_root_certificates(roots)
-                    .with_no_client_auth();
-                Some(tokio_rustls::TlsConnector::from(Arc::new(config)))
+                Some(tokio_rustls::TlsConnector::from(Arc::new(super::tls::client_config(ca, None)?)))
             }
             _ => None,
         };
