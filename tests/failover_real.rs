@@ -6,9 +6,13 @@
 //! daemon's own guard holding when the orchestrator's is off (mutant `uninstall-guard-off`);
 //! preflight reading both etcds; bad input and an unreachable standby.
 
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+#[path = "failover_real/world.rs"]
+mod world;
+
+use world::*;
+
+use std::path::Path;
+use std::process::Command;
 use std::time::Duration;
 
 use etcd_client::GetOptions;
@@ -19,261 +23,8 @@ use harness::fixtures;
 use harness::pki::Pki;
 use harness::real_etcd::{EtcdOptions, EtcdServer, EtcdVersion};
 use harness::real_ingress::Ingress;
-use sync::conn::{ConnConfig, Connector, Etcd};
+use sync::conn::Connector;
 use sync::target::GateState;
-
-const WAIT: Duration = Duration::from_secs(60);
-const DOMAIN: &str = "platform.test";
-/// The VIPs: both loopback, so a probe of either reaches this machine.
-const PRIMARY_VIP: &str = "127.0.0.2";
-const STANDBY_VIP: &str = "127.0.0.1";
-
-fn binary(name: &str) -> PathBuf {
-    let p = PathBuf::from(env!("CARGO_BIN_EXE_drlab")).with_file_name(name);
-    assert!(p.is_file(), "{} is missing: build the workspace (`cargo build --release --workspace`)", p.display());
-    p
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime")
-}
-
-fn script(dir: &Path, name: &str, body: &str) -> PathBuf {
-    let p = dir.join(name);
-    std::fs::write(&p, format!("#!/bin/sh\nset -eu\nSTATE={}\n{body}\n", dir.join("state").display()))
-        .expect("write hook");
-    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    p
-}
-
-async fn put_all(e: &Etcd, kvs: Vec<(String, Vec<u8>)>) {
-    let mut kv = e.kv.clone();
-    for (k, v) in kvs {
-        e.call(kv.put(k, v, None)).await.expect("put");
-    }
-}
-
-async fn head(e: &Etcd) -> i64 {
-    e.head().await.expect("head")
-}
-
-/// Two etcds, the daemon between them, hooks, the ingress and the orchestrator's config.
-struct World {
-    dir: tempfile::TempDir,
-    _pki: Pki,
-    /// Each VIP's ingress, on the same port.
-    _ingress: [Ingress; 2],
-    primary: EtcdServer,
-    standby: EtcdServer,
-    source: Etcd,
-    target: Etcd,
-    monitor: String,
-    daemon: Child,
-    config: PathBuf,
-}
-
-impl World {
-    async fn start() -> World {
-        World::start_with("", 60).await
-    }
-
-    /// `extra` goes into the orchestrator's config as written; steps time out after `step_s`.
-    async fn start_with(extra: &str, step_s: u64) -> World {
-        let primary =
-            EtcdServer::start(EtcdVersion::V34, EtcdOptions::default()).await.unwrap_or_else(|e| panic!("{e}"));
-        let standby =
-            EtcdServer::start(EtcdVersion::V35, EtcdOptions::default()).await.unwrap_or_else(|e| panic!("{e}"));
-        let connect = async |ep: String| sync::conn::connect(&ConnConfig::new([ep]), &Connector::Tcp, 0).await;
-        let source = connect(primary.endpoint()).await.expect("primary");
-        let target = connect(standby.endpoint()).await.expect("standby");
-        let pki = Pki::generate_for("platform", &[DOMAIN, PRIMARY_VIP, STANDBY_VIP]).expect("pki");
-        let cert = std::fs::read(&pki.server_cert).expect("cert");
-        for c in ["wl-a", "wl-b", "wl-c"] {
-            put_all(&source, fixtures::workload_cluster(c, 5)).await;
-        }
-        put_all(&source, vec![fixtures::tls_secret("dex.tls", "uid-dex-tls", &cert)]).await;
-        // The standby runs its own components (the sync's rules leave Deployments out).
-        put_all(&target, vec![fixtures::deployment("cpaas-system", "capi-controller-manager", 2, 2)]).await;
-        put_all(&target, vec![fixtures::deployment("cpaas-system", "elemental-operator", 1, 0)]).await;
-        // Each side's own global cluster, named as seed 002 asks.
-        for (side, uid) in [(&source, "uid-primary"), (&target, "uid-standby")] {
-            let cluster = fixtures::capi("clusters", "Cluster", "global", &format!("{uid}-global"), &[]);
-            let md = fixtures::capi("machinedeployments", "MachineDeployment", "global-md", &format!("{uid}-md"), &[]);
-            put_all(side, vec![fixtures::labelled(cluster, "global"), fixtures::labelled(md, "global")]).await;
-        }
-        let ingress =
-            Ingress::start(&format!("{STANDBY_VIP}:0"), &pki.server_cert, &pki.server_key).await.expect("ingress");
-        let port = ingress.addr.port();
-        let primary_ingress = Ingress::start(&format!("{PRIMARY_VIP}:{port}"), &pki.server_cert, &pki.server_key)
-            .await
-            .expect("the primary's ingress");
-
-        let dir = tempfile::Builder::new().prefix("drlab-failover-real-").tempdir().expect("tempdir");
-        let d = dir.path();
-        std::fs::create_dir(d.join("state")).expect("state dir");
-        std::fs::write(d.join("state/dns"), format!("{PRIMARY_VIP}\n")).expect("dns");
-        // The fence waits for in-flight writes to drain, as an API server's does.
-        script(
-            d,
-            "fence",
-            r#"side=$1
-case "$2" in on) echo "on $side" >> "$STATE/fence.log"; touch "$STATE/fenced-$side"; sleep 0.3;;
-  off) rm -f "$STATE/fenced-$side";; status) test -f "$STATE/fenced-$side";; *) exit 2;; esac"#,
-        );
-        script(
-            d,
-            "dns",
-            r#"case "$1" in show) cat "$STATE/dns";;
-  set) if [ -e "$STATE/dns-down" ]; then echo "DNS API unavailable" >&2; exit 1; fi
-       printf '%s\n' "$DRLAB_DNS_TARGET" > "$STATE/dns";;
-  *) exit 2;; esac"#,
-        );
-        script(
-            d,
-            "pause",
-            // As `kubectl patch cluster` would: through the side's store (here its etcd, with
-            // etcdctl), so the orchestrator reads back that the pause took.
-            r#"if [ "$DRLAB_SIDE" = primary ]; then ep=$1; else ep=$2; fi
-echo "$DRLAB_SIDE $DRLAB_PAUSED $DRLAB_CLUSTERS" >> "$STATE/pause.log"
-list=$(echo "$DRLAB_CLUSTERS" | tr , ' ')
-# A pause that does not take at first (a controller reverting it): the last Cluster is skipped once.
-if [ -e "$STATE/pause-skips-once" ]; then rm "$STATE/pause-skips-once"; list=${list% *}; fi
-for c in $list; do
-  key=/registry/cluster.x-k8s.io/clusters/$c
-  v=$(ETCDCTL_API=3 etcdctl --endpoints="$ep" get --print-value-only "$key")
-  [ -n "$v" ] || { echo "no Cluster $c" >&2; exit 3; }
-  p=$DRLAB_PAUSED
-  printf '%s' "$v" | sed -e 's/"paused":[a-z]*/"paused":'$p'/' -e t -e 's/"spec":{}/"spec":{"paused":'$p'}/' \
-    | ETCDCTL_API=3 etcdctl --endpoints="$ep" put "$key" > /dev/null
-done"#,
-        );
-        let monitor = format!("127.0.0.1:{}", free_port());
-        std::fs::write(
-            d.join("etcd-sync.yaml"),
-            format!(
-                "source_endpoints: [{}]\ntarget_endpoints: [{}]\npage_keys: 50\n",
-                primary.endpoint(),
-                standby.endpoint()
-            ),
-        )
-        .expect("sync config");
-        let config = d.join("dr-failover.yaml");
-        std::fs::write(
-            &config,
-            format!(
-                "primary: {PRIMARY_VIP}\nstandby: {STANDBY_VIP}\nplatform_domain: {DOMAIN}\n\
-                 sync_config: etcd-sync.yaml\nsync_monitor: {monitor}\n\
-                 hooks:\n  fence_primary: [./fence, a, on]\n  unfence_primary: [./fence, a, off]\n  primary_fenced: [./fence, a, status]\n  \
-                 pause_clusters: [./pause, {}, {}]\n  dns_target: [./dns, show]\n  switch_dns: [./dns, set]\n\
-                 probe:\n  url: \"https://{{vip}}:{}/kubernetes/global/version\"\n  ca_file: {}\n\
-                 timeouts: {{step_s: {step_s}, quiesce_s: 1, poll_ms: 100}}\n{extra}",
-                primary.endpoint(),
-                standby.endpoint(),
-                port,
-                pki.ca.display()
-            ),
-        )
-        .expect("config");
-        let daemon = Command::new(binary("etcd-sync"))
-            .args(["run", "--config"])
-            .arg(d.join("etcd-sync.yaml"))
-            .args(["--monitor-addr", &monitor])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start etcd-sync");
-        let w = World {
-            dir,
-            _pki: pki,
-            _ingress: [ingress, primary_ingress],
-            primary,
-            standby,
-            source,
-            target,
-            monitor,
-            daemon,
-            config,
-        };
-        w.caught_up().await;
-        w
-    }
-
-    async fn caught_up(&self) {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
-            let want = head(&self.source).await;
-            if let Some(s) = status(&self.monitor).await
-                && s["checkpoint"].as_i64() == Some(want)
-                && s["phase"] == "streaming"
-            {
-                return;
-            }
-            assert!(tokio::time::Instant::now() < deadline, "the sync did not catch up with {want}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    fn state(&self, name: &str) -> String {
-        std::fs::read_to_string(self.dir.path().join("state").join(name)).unwrap_or_default()
-    }
-
-    fn cli(&self, args: &[&str]) -> (i32, String) {
-        let out =
-            Command::new(binary("dr-failover")).arg("--config").arg(&self.config).args(args).output().expect("run");
-        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-        (out.status.code().unwrap_or(-1), text)
-    }
-
-    async fn gate(&self) -> GateState {
-        sync::target::read_gate(&self.target).await.expect("gate").expect("a gate").state
-    }
-
-    /// Writes to the primary every 10 ms until the fence hook fences it (its API would refuse).
-    fn writer(&self) -> tokio::task::JoinHandle<u64> {
-        let (source, fenced) = (self.source.clone(), self.fenced());
-        tokio::spawn(async move {
-            let mut n = 0u64;
-            while !fenced.exists() {
-                let mut kv = source.kv.clone();
-                let name = format!("traffic-{n}");
-                let (key, value) =
-                    fixtures::capi("machinedeployments", "MachineDeployment", &name, &format!("uid-{name}"), &[]);
-                source.call(kv.put(key, value, None)).await.expect("write");
-                n += 1;
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-            n
-        })
-    }
-
-    fn fenced(&self) -> PathBuf {
-        self.dir.path().join("state/fenced-a")
-    }
-
-    fn daemon_exit(&mut self) -> Option<std::process::ExitStatus> {
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        while std::time::Instant::now() < deadline {
-            if let Some(s) = self.daemon.try_wait().expect("wait") {
-                return Some(s);
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        None
-    }
-}
-
-impl Drop for World {
-    fn drop(&mut self) {
-        // A reverse sync an install hook started.
-        if let Ok(pid) = std::fs::read_to_string(self.dir.path().join("state/reverse.pid")) {
-            let _ = Command::new("kill").arg(pid.trim()).status();
-        }
-        let _ = self.daemon.kill();
-        let _ = self.daemon.wait();
-        self.primary.terminate();
-        self.standby.terminate();
-    }
-}
 
 #[test]
 fn planned_failover_with_the_shipped_daemon_and_orchestrator() {
@@ -363,6 +114,8 @@ fn failback_installs_the_reverse_sync_and_hands_the_platform_back() {
         let gone = "/registry/cluster.x-k8s.io/machines/cpaas-system/wl-c-md-0-m4";
         let mut kv = w.target.kv.clone();
         w.target.call(kv.delete("/registry/secrets/cpaas-system/wl-c-md-0-m4-bootstrap", None)).await.expect("delete");
+        let infra = "/registry/infrastructure.cluster.x-k8s.io/dcsmachines/cpaas-system/wl-c-md-0-m4";
+        w.target.call(kv.delete(infra, None)).await.expect("delete");
         w.target.call(kv.delete(gone, None)).await.expect("delete");
 
         let d = w.dir.path();
@@ -498,6 +251,43 @@ fn a_required_component_not_running_fails_the_validation() {
     });
 }
 
+/// Validation reads the standby's workload Clusters and Machine bindings from its etcd: a Cluster
+/// the primary saw not Ready, and a Machine whose DCSMachine is gone (its VM has no object, so
+/// no controller manages it), are named; their Clusters stay paused, the validated one is not.
+#[test]
+fn validation_names_a_cluster_not_ready_and_a_machine_without_its_infrastructure() {
+    runtime().block_on(async {
+        let w = World::start().await;
+        let cluster = "/registry/cluster.x-k8s.io/clusters/cpaas-system/wl-b";
+        let mut kv = w.source.kv.clone();
+        let r = w.source.call(kv.get(cluster, None)).await.expect("get");
+        let mut v: serde_json::Value = serde_json::from_slice(r.kvs()[0].value()).expect("json");
+        v["status"]["conditions"][0] = serde_json::json!({"type": "Ready", "status": "False", "reason": "WaitingForControlPlane"});
+        put_all(&w.source, vec![(cluster.to_string(), serde_json::to_vec(&v).expect("json"))]).await;
+        let infra = "/registry/infrastructure.cluster.x-k8s.io/dcsmachines/cpaas-system/wl-c-md-0-m1";
+        w.source.call(kv.delete(infra, None)).await.expect("delete");
+        w.caught_up().await;
+        let (code, out) = w.cli(&["run"]);
+        assert_eq!(code, 1, "{out}");
+        assert!(out.contains("validation failed; clusters stay paused"), "{out}");
+        assert!(
+            out.contains("the Cluster is not Ready (False): WaitingForControlPlane (cluster.x-k8s.io/clusters/cpaas-system/wl-b)"),
+            "{out}"
+        );
+        assert!(
+            out.contains("its infrastructure machine DCSMachine wl-c-md-0-m1 is missing (cluster.x-k8s.io/machines/cpaas-system/wl-c-md-0-m1)"),
+            "{out}"
+        );
+        assert_eq!(out.matches("(cluster.x-k8s.io/").count(), 2, "nothing else: {out}");
+        assert!(out.contains("clusters stay paused: cpaas-system/wl-b, cpaas-system/wl-c (the others"), "{out}");
+        // Each Cluster is unpaused after its own validation: wl-a passed.
+        let log = w.state("pause.log");
+        assert!(log.lines().any(|l| l == "standby false cpaas-system/wl-a"), "{log}");
+        let mut unpaused = log.lines().filter(|l| l.starts_with("standby false"));
+        assert!(unpaused.all(|l| !l.contains("wl-b") && !l.contains("wl-c")), "{log}");
+    });
+}
+
 /// The quiesce's postcondition: every workload Cluster on the primary reads back paused before
 /// the fence. A pause that did not take at first is made again.
 #[test]
@@ -532,6 +322,31 @@ fn unplanned_failover_after_the_primary_is_lost() {
         assert_eq!(w.gate().await, GateState::Cleared);
         assert_eq!(w.state("dns").trim(), STANDBY_VIP);
         assert!(!w.state("pause.log").contains("primary"), "nothing reaches a lost primary: {}", w.state("pause.log"));
+    });
+}
+
+/// The sync's daemon lost with the primary (same failure domain): R is the checkpoint it left on
+/// the standby, the freeze has nothing to stop, the uninstall goes through the gate, and the RPO
+/// is reported unknown rather than 0.
+#[test]
+fn unplanned_failover_after_the_primary_and_the_sync_are_lost() {
+    runtime().block_on(async {
+        let mut w = World::start().await;
+        let before = head(&w.source).await;
+        w.primary.kill();
+        w.daemon.kill().expect("kill etcd-sync");
+        w.daemon.wait().expect("reaped");
+        let (code, out) = w.cli(&["run", "--unplanned"]);
+        assert_eq!(code, 0, "{out}");
+        assert!(
+            out.contains(&format!("RPO unknown: no sync process answered (R {before} is what it applied")),
+            "{out}"
+        );
+        assert_eq!(w.gate().await, GateState::Cleared);
+        assert_eq!(w.state("dns").trim(), STANDBY_VIP);
+        let (code, out) = w.cli(&["run", "--unplanned"]);
+        assert_eq!(code, 0, "a resume reports the same: {out}");
+        assert!(out.contains("RPO unknown"), "{out}");
     });
 }
 

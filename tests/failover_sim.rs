@@ -377,6 +377,41 @@ fn preflight_refuses_a_misnamed_global_before_anything_is_fenced_and_force_is_re
     }
 }
 
+/// Validation is the last word before the standby's controllers act: a failover forced past its
+/// guard over a standby that lost a Machine's DCSMachine (a missed key) stops at validation, names
+/// the Machine left without its infrastructure machine, and keeps its Cluster paused, so no
+/// controller acts on the broken binding; the other Cluster, validated, is unpaused.
+#[test]
+fn validation_names_a_machine_left_without_its_infrastructure_and_keeps_its_cluster_paused() {
+    let mut options = Options::new(PRIMARY, STANDBY);
+    options.force = Some("ops-oncall".into());
+    let topology = Topology { clusters: 2, machines: 3 };
+    let (p, mut sim, runs) = orchestrated(27, 150, topology, |_| {}, options, Duration::from_secs(START_S));
+    let lost = kind::DCS_MACHINE.key(NS, "wc-01-md-0-0").into_bytes();
+    let standby = p.standby.etcd.clone();
+    let lose = At::new(Duration::from_secs(20), move |_| {
+        standby.remove(std::slice::from_ref(&lost)).expect("the DCSMachine was copied by 20 s");
+    });
+    p.run(&mut sim, vec![lose]).expect("runs");
+    drop(sim);
+    let runs = runs.lock().unwrap();
+    let err = runs[0].as_ref().expect_err("validation fails (seed=27)");
+    assert!(
+        err.starts_with(
+            "validation failed; clusters stay paused: cpaas-system/wc-01 (the others were validated and unpaused)"
+        ),
+        "{err}"
+    );
+    assert!(
+        err.contains("its infrastructure machine DCSMachine wc-01-md-0-0 is missing (cluster.x-k8s.io/machines/cpaas-system/wc-01-md-0-0)"),
+        "names the Machine and what it lost: {err}"
+    );
+    assert_eq!(err.matches("is missing").count(), 1, "and nothing else: {err}");
+    assert!(paused(&p, false, "wc-01"), "the broken Cluster stays paused");
+    assert!(!paused(&p, false, "wc-00"), "the validated one is handed to its controllers");
+    assert_eq!(p.iaas.deletions(), vec![], "no VM deleted");
+}
+
 /// A restarted orchestrator repeats nothing of a completed failover (the crash test above), but
 /// once a sync runs onto the standby again — reinstalled, a new epoch — the completed record is
 /// an earlier cycle's: the next failover archives it in the audit trail and runs from its first

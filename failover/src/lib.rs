@@ -12,6 +12,8 @@
 //!   an HTTP(S) probe.
 //! - [`store`]: progress, audit and the orchestrator lock on the standby's etcd.
 //! - [`preflight`]: naming, encryption, agent Role and backup checks of both sides (seeds 000, 002).
+//! - [`validation`]: the standby's workload Clusters ready and every Machine bound to its
+//!   infrastructure machine and VM, read from etcd.
 //! - [`orchestrator`]: runs the steps — each with a timeout and an audit record — and resumes
 //!   from persisted progress after a crash.
 
@@ -25,6 +27,7 @@ pub mod real;
 pub mod step;
 pub mod store;
 pub mod upgrade;
+pub mod validation;
 
 pub use abort::abort;
 pub use failback::failback;

@@ -99,11 +99,15 @@ impl Outcome {
             last = *ms;
         }
         let missed = self.report.as_ref().map(|r| r.missed.count).unwrap_or(0);
-        out.push(match (self.progress.source_known, self.progress.source_revision) {
-            (Some(known), Some(r)) => format!(
+        out.push(match (self.progress.unplanned, self.progress.source_known, self.progress.source_revision) {
+            (true, Some(known), Some(r)) => format!(
                 "{what}: done (unplanned); RPO {} revisions known lost (R {r}, the sync had seen {known}; keys \
                  written after R are known once the old primary is back), RTO {last} ms",
                 known - r
+            ),
+            (true, None, Some(r)) => format!(
+                "{what}: done (unplanned); RPO unknown: no sync process answered (R {r} is what it applied; keys \
+                 written after R are known once the old primary is back), RTO {last} ms"
             ),
             _ => format!("{what}: done; RPO {missed} keys, RTO {last} ms"),
         });
@@ -130,8 +134,12 @@ pub enum FailoverError {
     Precondition { step: Step, what: String },
     #[error("{step:?}: timed out after {timeout:?}")]
     Timeout { step: Step, timeout: Duration },
-    #[error("validation failed; clusters stay paused: {}", findings_text(.0))]
-    Validation(Vec<Finding>),
+    #[error("validation failed; {}: {}", paused_text(.paused), findings_text(.findings))]
+    Validation {
+        findings: Vec<Finding>,
+        /// The Clusters kept paused (the others were validated and unpaused); None: all of them.
+        paused: Option<Vec<String>>,
+    },
     #[error(
         "cannot abort: the failover got past {done:?} — the sync is uninstalled and the standby may \
          have acted as the primary since; finish the failover, then fail back"
@@ -141,6 +149,13 @@ pub enum FailoverError {
     AbortIncomplete(String),
     #[error("another orchestrator is running ({holder} holds the lock on the standby); stop it first")]
     Locked { holder: String },
+}
+
+fn paused_text(paused: &Option<Vec<String>>) -> String {
+    match paused {
+        None => "clusters stay paused".into(),
+        Some(held) => format!("clusters stay paused: {} (the others were validated and unpaused)", held.join(", ")),
+    }
 }
 
 fn findings_text(f: &[Finding]) -> String {
@@ -233,8 +248,12 @@ pub(crate) async fn run_locked<P: Ports>(ports: &P, o: &Options) -> Result<Outco
         result?;
         progress.done = Some(step);
         let now_ms = ports.now_ms().await?;
-        assert!(now_ms >= started_ms, "the failover's clock went backwards: {now_ms} < {started_ms} ms");
-        progress.step_ms.push((step, now_ms - started_ms));
+        // A wall clock steps back (NTP, or a resume on another host): an operating condition,
+        // not a broken invariant. The step counts from the start as 0 and the audit says why.
+        if now_ms < started_ms {
+            ports.audit(&json!({"step": step, "outcome": "note", "clock_went_back_ms": started_ms - now_ms})).await?;
+        }
+        progress.step_ms.push((step, now_ms.saturating_sub(started_ms)));
         ports.save_progress(&progress).await?;
         ports.audit(&json!({"step": step, "outcome": "done", "forced_by": progress.forced_by})).await?;
     }
@@ -362,22 +381,31 @@ async fn run_step<P: Ports>(
             // R is what the sync applied of what it had seen; it gets a grace to apply what it
             // already received (a lost primary sends nothing more).
             let known = match p.source_known {
-                Some(k) => k,
+                Some(k) => Some(k),
                 None => ports.sync_source_seen().await?,
             };
-            p.source_known = Some(known);
-            let caught_up = tokio::time::timeout(
-                o.quiesce,
-                wait_until(o, || async { Ok(ports.sync_checkpoint().await? >= known) }),
-            )
-            .await;
+            p.source_known = known;
+            let caught_up = match known {
+                Some(known) => tokio::time::timeout(
+                    o.quiesce,
+                    wait_until(o, || async { Ok(ports.sync_checkpoint().await? >= known) }),
+                )
+                .await
+                .is_ok(),
+                // The sync's process is gone too: nothing more is applied, and what it had seen
+                // is unknown.
+                None => false,
+            };
             let r = match p.source_revision {
                 Some(r) => r,
                 None => ports.sync_checkpoint().await?,
             };
             p.source_revision = Some(r);
-            if caught_up.is_err() {
-                let note = "the sync had not applied all it had seen of the lost primary";
+            if !caught_up {
+                let note = match known {
+                    Some(_) => "the sync had not applied all it had seen of the lost primary",
+                    None => "no sync process answers: what it had seen of the lost primary is unknown",
+                };
                 ports.audit(&json!({"step": step, "outcome": "note", "note": note, "known": known, "r": r})).await?;
             }
         }
@@ -450,9 +478,23 @@ async fn run_step<P: Ports>(
             p.orphan_vms = orphans.into_iter().take(crate::step::ORPHAN_VMS_MAX).collect();
             ports.save_progress(p).await?;
             let findings = ports.validate().await?;
-            if !findings.is_empty() {
-                return Err(FailoverError::Validation(findings));
+            if findings.is_empty() {
+                return Ok(());
             }
+            // Each Cluster is unpaused after its own validation: when every finding names its
+            // Cluster, the others go back to their controllers now; a finding about the platform
+            // (agent tokens, components, VMs unread) keeps them all paused.
+            if findings.iter().any(|f| f.cluster.is_none()) {
+                return Err(FailoverError::Validation { findings, paused: None });
+            }
+            let held: std::collections::BTreeSet<&str> = findings.iter().filter_map(|f| f.cluster.as_deref()).collect();
+            let clean: Vec<String> = p.paused.iter().filter(|c| !held.contains(c.as_str())).cloned().collect();
+            if !clean.is_empty() {
+                ports.set_paused(Some(&clean), false).await?;
+                ports.audit(&json!({"step": step, "outcome": "note", "validated_and_unpaused": clean})).await?;
+            }
+            let paused = Some(held.into_iter().map(str::to_string).collect());
+            return Err(FailoverError::Validation { findings, paused });
         }
         Step::UnpauseClusters => {
             let paused = p.paused.clone();
@@ -493,7 +535,10 @@ async fn dry_run<P: Ports>(ports: &P, o: &Options) -> Result<Outcome, FailoverEr
     plan.extend(preflight(ports, o).await?.lines().into_iter().map(|l| format!("preflight: {l}")));
     let (cp, t) = checkpoint_and_target(ports).await?;
     let r = if o.unplanned {
-        let known = ports.sync_source_seen().await?;
+        let known = match ports.sync_source_seen().await? {
+            Some(k) => k.to_string(),
+            None => "unknown (no sync process answers)".into(),
+        };
         plan.push("quiesce-primary: skipped (the primary is lost)".into());
         plan.push("fence-primary: through the fence hook".into());
         plan.push(format!("wait-caught-up: R = the sync's checkpoint {cp}; last primary revision known {known}"));

@@ -34,6 +34,10 @@ pub struct Probe {
 pub struct Finding {
     pub what: String,
     pub where_: String,
+    /// The workload Cluster (`namespace/name`) it is about, which stays paused; None: the
+    /// platform as a whole, which keeps every Cluster paused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<String>,
 }
 
 #[allow(async_fn_in_trait)] // implemented by the harness and the real adapters, used generically
@@ -45,8 +49,9 @@ pub trait Ports {
     /// The last source revision the sync has applied.
     async fn sync_checkpoint(&self) -> Result<i64, PortError>;
     /// The primary's last revision the sync has seen (on its watch), asked of the sync, not the
-    /// primary: an unplanned failover's "last primary revision known".
-    async fn sync_source_seen(&self) -> Result<i64, PortError>;
+    /// primary: an unplanned failover's "last primary revision known". None: no sync process
+    /// answers (it was lost with the primary), so only its checkpoint is known.
+    async fn sync_source_seen(&self) -> Result<Option<i64>, PortError>;
     /// Whether the sync is running and may write (its gate says syncing).
     async fn sync_running(&self) -> Result<bool, PortError>;
     /// Whether the sync's gate on the standby says uninstalled.

@@ -155,7 +155,7 @@ fn bounded(mut v: Vec<Finding>, what: &str) -> Vec<Finding> {
     if v.len() > FINDINGS_MAX {
         let more = v.len() - FINDINGS_MAX;
         v.truncate(FINDINGS_MAX);
-        v.push(Finding { what: format!("… and {more} more {what}"), where_: String::new() });
+        v.push(Finding { what: format!("… and {more} more {what}"), where_: String::new(), cluster: None });
     }
     v
 }
@@ -172,6 +172,7 @@ fn naming(inv: &Inventory) -> Vec<Finding> {
                      etcd-sync listener is only allocated for it"
                 ),
                 where_: at(o),
+                cluster: None,
             });
         } else if !o.cluster_level && !o.name.starts_with(PREFIX) {
             out.push(Finding {
@@ -180,6 +181,7 @@ fn naming(inv: &Inventory) -> Vec<Finding> {
                      and the standby's Machines are deleted the first time DR is exercised"
                 ),
                 where_: at(o),
+                cluster: None,
             });
         }
         for (field, name) in &o.refs {
@@ -187,6 +189,7 @@ fn naming(inv: &Inventory) -> Vec<Finding> {
                 out.push(Finding {
                     what: format!("{field} names `{name}`, which is not one of the global cluster's resources"),
                     where_: at(o),
+                    cluster: None,
                 });
             }
         }
@@ -203,12 +206,14 @@ fn agent_roles(inv: &Inventory) -> Vec<Finding> {
                 out.push(Finding {
                     what: format!("grants `{verb}` on Secrets: the shared agent token could read every Secret"),
                     where_: at.clone(),
+                    cluster: None,
                 });
             }
             if rule.resource_names.is_empty() {
                 out.push(Finding {
                     what: "grants Secrets without resourceNames: only the hosts' plan Secrets may be named".into(),
                     where_: at.clone(),
+                    cluster: None,
                 });
             }
             for name in rule.resource_names.iter().filter(|n| !n.ends_with("-plan")) {
@@ -218,6 +223,7 @@ fn agent_roles(inv: &Inventory) -> Vec<Finding> {
                          not be reachable with the agent token)"
                     ),
                     where_: at.clone(),
+                    cluster: None,
                 });
             }
         }
@@ -241,6 +247,7 @@ fn platform_certificate(inv: &Inventory, names: &[String]) -> Vec<Finding> {
         None => vec![Finding {
             what: "no platform certificate: the ingress cannot serve the platform domain over TLS".into(),
             where_: at("platform certificate"),
+            cluster: None,
         }],
         Some(cert) => {
             uncovered(inv, cert, names, "platform", "clients reaching the platform by that name fail TLS verification")
@@ -253,7 +260,9 @@ fn platform_certificate(inv: &Inventory, names: &[String]) -> Vec<Finding> {
 fn uncovered(inv: &Inventory, cert: &PlatformCertificate, names: &[String], what: &str, so: &str) -> Vec<Finding> {
     let at = format!("{} {}", inv.side, cert.source);
     match &cert.names {
-        Err(e) => vec![Finding { what: format!("the {what} certificate cannot be read: {e}"), where_: at }],
+        Err(e) => {
+            vec![Finding { what: format!("the {what} certificate cannot be read: {e}"), where_: at, cluster: None }]
+        }
         Ok(has) => names
             .iter()
             .filter(|n| !covers(has, n))
@@ -263,6 +272,7 @@ fn uncovered(inv: &Inventory, cert: &PlatformCertificate, names: &[String], what
                     if has.is_empty() { "no name".to_string() } else { has.join(", ") }
                 ),
                 where_: at.clone(),
+                cluster: None,
             })
             .collect(),
     }
@@ -303,6 +313,7 @@ pub fn decide_covering(sides: &[Inventory], names: &[String]) -> Preflight {
             pf.advice.push(Finding {
                 what: format!("{n} objects are not copied by the sync's rules: back up by hand what a failover needs"),
                 where_: format!("{} namespace {ns}", inv.side),
+                cluster: None,
             });
         }
         pf.not_checked.extend(inv.not_checked.iter().map(|n| format!("{}: {n}", inv.side)));
@@ -328,6 +339,7 @@ pub fn decide_covering(sides: &[Inventory], names: &[String]) -> Preflight {
                     a.side, b.side
                 ),
                 where_: "EncryptionConfiguration".into(),
+                cluster: None,
             }),
             (Some(_), Some(_)) => {}
             _ => pf.not_checked.push("encryption configurations: a side's fingerprint is unknown".into()),
@@ -360,6 +372,7 @@ fn token_signing(a: &TokenSigning, b: &TokenSigning, a_side: &str, b_side: &str)
                 a.key_fingerprint, b.key_fingerprint
             ),
             where_: at("/etc/kubernetes/pki/sa.key, sa.pub"),
+            cluster: None,
         });
     }
     if a.issuer != b.issuer {
@@ -369,6 +382,7 @@ fn token_signing(a: &TokenSigning, b: &TokenSigning, a_side: &str, b_side: &str)
                 a.issuer, b.issuer
             ),
             where_: at("kube-apiserver --service-account-issuer"),
+            cluster: None,
         });
     }
     if !a.audiences.iter().any(|x| b.audiences.contains(x)) {
@@ -378,6 +392,7 @@ fn token_signing(a: &TokenSigning, b: &TokenSigning, a_side: &str, b_side: &str)
                 a.audiences, b.audiences
             ),
             where_: at("kube-apiserver --api-audiences"),
+            cluster: None,
         });
     }
     out

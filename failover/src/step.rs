@@ -97,6 +97,7 @@ pub struct Progress {
     pub unplanned: bool,
     /// Unplanned: the primary's last revision the sync had seen when R was taken; the RPO is
     /// the revisions between R and it (and, once the primary is back, the keys written there).
+    /// None in an unplanned failover whose sync process was gone too: only R is known.
     #[serde(default)]
     pub source_known: Option<i64>,
     /// VMs no Machine on the standby owns, found by the validation (at most

@@ -114,9 +114,14 @@ async fn set_paused_on(
     let mut touched = Vec::new();
     for c in all.iter().filter(|c| chosen(c)) {
         api.set_spec(c, "paused", json!(paused)).await.map_err(port(side))?;
-        touched.push(c.obj.name().to_string());
+        touched.push(ns_name(c));
     }
     Ok(touched)
+}
+
+/// A Cluster as the orchestrator names it (and the real adapter does): `namespace/name`.
+fn ns_name(c: &Stored) -> String {
+    format!("{}/{}", c.obj.namespace(), c.obj.name())
 }
 
 /// The progress an orchestrator persisted through one side's API, if any.
@@ -206,8 +211,8 @@ impl Ports for SimPorts {
         from_control::checkpoint(&self.control).await
     }
 
-    async fn sync_source_seen(&self) -> Result<i64, PortError> {
-        Ok(self.control.handle.status().source_head)
+    async fn sync_source_seen(&self) -> Result<Option<i64>, PortError> {
+        Ok(Some(self.control.handle.status().source_head))
     }
 
     async fn sync_running(&self) -> Result<bool, PortError> {
@@ -261,7 +266,7 @@ impl Ports for SimPorts {
         let unpaused = all.iter().filter(|c| {
             !sim::topology::is_global_name(c.obj.name()) && c.obj.field(&["spec", "paused"]) != Some(&json!(true))
         });
-        Ok(unpaused.map(|c| c.obj.name().to_string()).collect())
+        Ok(unpaused.map(ns_name).collect())
     }
 
     async fn fence_primary(&self) -> Result<(), PortError> {
@@ -275,7 +280,7 @@ impl Ports for SimPorts {
     }
 
     async fn unpause_primary(&self, clusters: &[String]) -> Result<Vec<String>, PortError> {
-        set_paused_on(&self.primary, "primary", |c: &Stored| clusters.iter().any(|n| n == c.obj.name()), false).await
+        set_paused_on(&self.primary, "primary", |c: &Stored| clusters.contains(&ns_name(c)), false).await
     }
 
     async fn primary_fenced(&self) -> Result<bool, PortError> {
@@ -336,23 +341,22 @@ impl Ports for SimPorts {
 
     async fn set_paused(&self, clusters: Option<&[String]>, paused: bool) -> Result<Vec<String>, PortError> {
         let chosen = |c: &Stored| match clusters {
-            Some(list) => list.iter().any(|n| n == c.obj.name()),
+            Some(list) => list.contains(&ns_name(c)),
             None => !sim::topology::is_global_name(c.obj.name()),
         };
         set_paused_on(&self.standby, "standby", chosen, paused).await
     }
 
     async fn validate(&self) -> Result<Vec<Finding>, PortError> {
-        let mut out = Vec::new();
-        let (machines, _) = self.standby.list(&kind::MACHINE).await.map_err(port("standby"))?;
-        for m in machines.iter().filter(|m| m.obj.deleting()) {
-            out.push(Finding { what: "Machine is being deleted".into(), where_: m.obj.key() });
-        }
+        // The workload Clusters and the Machines' bindings, as the real adapter reads them.
+        let mut out = failover::validation::read(&self.standby_etcd).await?;
         let (infra, _) = self.standby.list(&kind::DCS_MACHINE).await.map_err(port("standby"))?;
         for i in &infra {
             let vm = i.obj.field(&["spec", "providerID"]).and_then(|v| v.as_str()).unwrap_or_default();
             if !vm.is_empty() && !self.iaas.exists(vm) {
-                out.push(Finding { what: format!("VM {vm} is gone"), where_: i.obj.key() });
+                let cluster =
+                    i.obj.label(sim::k8s::capi::CLUSTER_NAME_LABEL).map(|c| format!("{}/{c}", i.obj.namespace()));
+                out.push(Finding { what: format!("VM {vm} is gone"), where_: i.obj.key(), cluster });
             }
         }
         out.extend(crate::validate_sim::agent_token(&self.standby).await?);

@@ -137,6 +137,54 @@ pub fn workload_cluster(cluster: &str, machines: usize) -> Vec<(String, Vec<u8>)
     out
 }
 
+/// [`workload_cluster`] as a provisioned cluster's objects look: the Cluster Ready, unpaused and
+/// referring to its DCSCluster; each Machine labelled with its cluster, bound to a DCSMachine it
+/// owns and to that DCSMachine's VM (`vm-<machine>`).
+pub fn provisioned_cluster(cluster: &str, machines: usize) -> Vec<(String, Vec<u8>)> {
+    const INFRA: &str = "infrastructure.cluster.x-k8s.io";
+    let json = |v: &serde_json::Value| serde_json::to_vec(v).expect("json");
+    let mut out = Vec::new();
+    for (key, value) in workload_cluster(cluster, machines) {
+        let mut v: serde_json::Value = match serde_json::from_slice(&value) {
+            Ok(v) => v,
+            Err(_) => {
+                out.push((key, value)); // a Secret (protobuf)
+                continue;
+            }
+        };
+        v["metadata"]["labels"] = json!({"cluster.x-k8s.io/cluster-name": cluster});
+        let name = v["metadata"]["name"].as_str().expect("named").to_string();
+        // Its infrastructure object, written after it (owners first, as controllers create them).
+        let infra = match v["kind"].as_str() {
+            Some("Cluster") => {
+                let r = json!({"apiVersion": format!("{INFRA}/v1beta1"), "kind": "DCSCluster", "name": name});
+                v["spec"] = json!({"paused": false, "infrastructureRef": r});
+                v["status"] = json!({"conditions": [{"type": "Ready", "status": "True"}]});
+                let dcs = json!({"apiVersion": format!("{INFRA}/v1beta1"), "kind": "DCSCluster",
+                    "metadata": {"name": name, "namespace": NS, "uid": format!("uid-dcs-{name}")}});
+                Some((format!("/registry/{INFRA}/dcsclusters/{NS}/{name}"), json(&dcs)))
+            }
+            Some("Machine") => {
+                let vm = format!("vm-{name}");
+                let uid = v["metadata"]["uid"].clone();
+                v["spec"] = json!({"clusterName": cluster, "providerID": vm,
+                    "infrastructureRef": {"apiVersion": format!("{INFRA}/v1beta1"), "kind": "DCSMachine", "name": name}});
+                let dcs = json!({"apiVersion": format!("{INFRA}/v1beta1"), "kind": "DCSMachine",
+                    "metadata": {"name": name, "namespace": NS, "uid": format!("uid-dcs-{name}"),
+                        "labels": {"cluster.x-k8s.io/cluster-name": cluster},
+                        "ownerReferences": [{"apiVersion": "cluster.x-k8s.io/v1beta1", "kind": "Machine", "name": name,
+                            "uid": uid, "controller": true, "blockOwnerDeletion": true}]},
+                    "spec": {"providerID": vm}});
+                Some((format!("/registry/{INFRA}/dcsmachines/{NS}/{name}"), json(&dcs)))
+            }
+            _ => None,
+        };
+        out.push((key, json(&v)));
+        out.extend(infra);
+    }
+    out
+}
+
 /// An EncryptionConfiguration for Secrets: aescbc with one key `name` whose 32-byte secret is
 /// `byte` repeated (tests only), then identity.
 pub fn encryption_config(name: &str, byte: u8) -> String {

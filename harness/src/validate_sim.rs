@@ -29,13 +29,13 @@ pub async fn agent_token(api: &Api) -> Result<Vec<Finding>, PortError> {
         Ok(None) => None,
         Err(ApiError::Undecryptable(_)) => {
             let what = "the agent's token Secret cannot be read (sealed with another key)".into();
-            return Ok(vec![Finding { what, where_: at(&format!("Secret {NS}/{secret}")) }]);
+            return Ok(vec![Finding { what, where_: at(&format!("Secret {NS}/{secret}")), cluster: None }]);
         }
         Err(e) => return Err(port(e)),
     };
     let Some(token) = token else {
         let what = "the agent's token Secret is missing: existing hosts cannot authenticate".into();
-        return Ok(vec![Finding { what, where_: at(&format!("Secret {NS}/{secret}")) }]);
+        return Ok(vec![Finding { what, where_: at(&format!("Secret {NS}/{secret}")), cluster: None }]);
     };
     let plans = match api.get(&kind::ROLE, NS, AGENT).await.map_err(port)? {
         Some(r) => match r.obj.body {
@@ -53,10 +53,11 @@ pub async fn agent_token(api: &Api) -> Result<Vec<Finding>, PortError> {
             Err(d @ Denied::Forbidden(_)) => out.push(Finding {
                 what: format!("the agent token cannot patch it: {d}"),
                 where_: at(&format!("Secret {NS}/{plan}")),
+                cluster: None,
             }),
             Err(d) => {
                 let what = format!("the agent token is refused ({}): {d}", d.status());
-                return Ok(vec![Finding { what, where_: at("ServiceAccount token authentication") }]);
+                return Ok(vec![Finding { what, where_: at("ServiceAccount token authentication"), cluster: None }]);
             }
         }
     }
@@ -64,6 +65,7 @@ pub async fn agent_token(api: &Api) -> Result<Vec<Finding>, PortError> {
         out.push(Finding {
             what: "no Role grants the agent its plan Secrets".into(),
             where_: at(&format!("Role {NS}/{AGENT}")),
+            cluster: None,
         });
     }
     Ok(out)

@@ -539,7 +539,12 @@ async fn operate(a: &Action, api_of: &impl Fn(&str) -> Api, serving: &str) -> Re
             };
             let ns = topology::NS;
             let c = api
-                .create(label(crate::k8s::Object::custom(&kind::CLUSTER, ns, cluster, json!({"paused": false}))))
+                .create(label(crate::k8s::Object::custom(
+                    &kind::CLUSTER,
+                    ns,
+                    cluster,
+                    crate::k8s::capi::cluster_spec(cluster),
+                )))
                 .await?;
             let owned = |mut o: crate::k8s::Object| {
                 o.owned_by(&c.obj);

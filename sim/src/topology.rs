@@ -117,7 +117,8 @@ pub fn workload(t: &Topology, seed: u64, created_by: &str) -> Side {
     let mut side = Side::default();
     for i in 0..t.clusters {
         let c = cluster_name(i);
-        let cluster = labelled(Object::custom(&kind::CLUSTER, NS, &c, json!({"paused": false})), &c, &mut uids);
+        let cluster =
+            labelled(Object::custom(&kind::CLUSTER, NS, &c, crate::k8s::capi::cluster_spec(&c)), &c, &mut uids);
         let mut infra = labelled(Object::custom(&kind::DCS_CLUSTER, NS, &c, json!({})), &c, &mut uids);
         infra.owned_by(&cluster);
         let mut kcp = labelled(
@@ -189,7 +190,7 @@ pub fn global(side_name: &str, seed: u64, misnamed: bool) -> Side {
     let mut uids = Uids::new(seed);
     let mut side = Side::default();
     let c = "global";
-    let cluster = labelled(Object::custom(&kind::CLUSTER, NS, c, json!({"paused": false})), c, &mut uids);
+    let cluster = labelled(Object::custom(&kind::CLUSTER, NS, c, crate::k8s::capi::cluster_spec(c)), c, &mut uids);
     let mut infra = labelled(Object::custom(&kind::DCS_CLUSTER, NS, c, json!({})), c, &mut uids);
     infra.owned_by(&cluster);
     let mut kcp =

@@ -159,7 +159,7 @@ pub async fn component(etcd: &Etcd, ns: &str, name: &str) -> Result<Option<crate
             format!("required component not running on the standby: 0 of {want} replicas ready")
         }
     };
-    Ok(Some(crate::ports::Finding { what, where_: at }))
+    Ok(Some(crate::ports::Finding { what, where_: at, cluster: None }))
 }
 
 /// A CAPI / provider object labelled as the global cluster's, with the names it references.

@@ -158,10 +158,16 @@ impl Ports for RealPorts {
         from_control::checkpoint(&self.control).await
     }
 
-    async fn sync_source_seen(&self) -> Result<i64, PortError> {
-        let body = self.monitor_ok("GET", "/status").await?;
+    async fn sync_source_seen(&self) -> Result<Option<i64>, PortError> {
+        let body = match self.monitor("GET", "/status").await {
+            Ok((200, body)) => body,
+            Ok((code, body)) => return Err(PortError::new("sync", format!("GET /status: {code} {}", body.trim()))),
+            Err(e) if daemon_gone(&e) => return Ok(None),
+            Err(e) => return Err(PortError::new("sync", e)),
+        };
         let status: serde_json::Value = serde_json::from_str(&body).map_err(port("sync"))?;
-        status["source_head"].as_i64().ok_or_else(|| PortError::new("sync", "/status has no source_head"))
+        let seen = status["source_head"].as_i64();
+        seen.map(Some).ok_or_else(|| PortError::new("sync", "/status has no source_head"))
     }
 
     async fn sync_running(&self) -> Result<bool, PortError> {
@@ -173,7 +179,23 @@ impl Ports for RealPorts {
     }
 
     async fn freeze_sync(&self, at: i64) -> Result<(), PortError> {
-        let body = self.monitor_ok("POST", &format!("/freeze?revision={at}")).await?;
+        let body = match self.monitor("POST", &format!("/freeze?revision={at}")).await {
+            Ok((200, body)) => body,
+            Ok((code, body)) => return Err(PortError::new("sync", format!("POST /freeze: {code} {}", body.trim()))),
+            // No daemon runs: nothing applies past what it applied. A daemon started again
+            // before the uninstall could; the uninstall's gate stops it from then on.
+            Err(e) if daemon_gone(&e) => {
+                let applied = self.sync_checkpoint().await?;
+                if applied >= at {
+                    return Ok(());
+                }
+                return Err(PortError::new(
+                    "sync",
+                    format!("{e}: no etcd-sync runs, and it applied only {applied} of {at}; start it to catch up"),
+                ));
+            }
+            Err(e) => return Err(PortError::new("sync", e)),
+        };
         let f: serde_json::Value = serde_json::from_str(&body).map_err(port("sync"))?;
         if f["reached"].as_bool() != Some(true) {
             return Err(PortError::new("sync", format!("frozen at {at} but only applied {}", f["checkpoint"])));
@@ -212,7 +234,7 @@ impl Ports for RealPorts {
             Ok((code, body)) => Err(PortError::new("sync", format!("POST {path}: {code} {}", body.trim()))),
             // No daemon answers (it died): the gate is the commit point, and a daemon started
             // again refuses to run over an uninstalled gate.
-            Err(RemoteError::Io { source, .. }) if source.kind() == std::io::ErrorKind::ConnectionRefused => {
+            Err(e) if daemon_gone(&e) => {
                 self.control.uninstall_checked(report, forced_by).await.map(|_| ()).map_err(port("sync"))
             }
             Err(e) => Err(PortError::new("sync", e)),
@@ -316,7 +338,7 @@ impl Ports for RealPorts {
     }
 
     async fn validate(&self) -> Result<Vec<Finding>, PortError> {
-        let mut out = deleting_machines(&self.standby).await?;
+        let mut out = crate::validation::read(&self.standby.client).await?;
         for c in &self.config.required_components {
             let (ns, name) = config::split_name(c).expect("validated when loaded");
             out.extend(inventory::component(&self.standby, ns, name).await?);
@@ -324,8 +346,8 @@ impl Ports for RealPorts {
         if let Some(argv) = &self.config.hooks.validate {
             let lines = self.act("validate", argv, &[]).await?;
             out.extend(lines.into_iter().take(HOOK_FINDINGS_MAX).map(|l| match l.split_once('\t') {
-                Some((at, what)) => Finding { what: what.to_string(), where_: at.to_string() },
-                None => Finding { what: l, where_: "validate hook".into() },
+                Some((at, what)) => Finding { what: what.to_string(), where_: at.to_string(), cluster: None },
+                None => Finding { what: l, where_: "validate hook".into(), cluster: None },
             }));
         }
         Ok(out)
@@ -386,31 +408,8 @@ impl Ports for RealPorts {
     }
 }
 
-/// The standby's Machines with a deletionTimestamp (CAPI stores them as JSON).
-async fn deleting_machines(standby: &Etcd) -> Result<Vec<Finding>, PortError> {
-    const PREFIX: &str = "/registry/cluster.x-k8s.io/machines/";
-    // Bounded: a platform has far fewer Machines; past it the rest are reported unread.
-    const MACHINES_MAX: i64 = 100_000;
-    let mut kv = standby.kv.clone();
-    let opts = etcd_client::GetOptions::new().with_prefix().with_limit(MACHINES_MAX);
-    let r = standby.call(kv.get(PREFIX, Some(opts))).await.map_err(port("standby"))?;
-    let mut out: Vec<Finding> = r
-        .kvs()
-        .iter()
-        .filter(|kv| {
-            serde_json::from_slice::<serde_json::Value>(kv.value())
-                .is_ok_and(|o| !o["metadata"]["deletionTimestamp"].is_null())
-        })
-        .map(|kv| Finding {
-            what: "Machine is being deleted".into(),
-            where_: String::from_utf8_lossy(kv.key()).trim_start_matches("/registry/").to_string(),
-        })
-        .collect();
-    if r.more() {
-        out.push(Finding {
-            what: format!("more than {MACHINES_MAX} Machines: the rest were not read"),
-            where_: PREFIX.into(),
-        });
-    }
-    Ok(out)
+/// No etcd-sync daemon listens on the monitor address (it died): the state on the standby —
+/// its checkpoint and its gate — is all there is to ask.
+fn daemon_gone(e: &RemoteError) -> bool {
+    matches!(e, RemoteError::Io { source, .. } if source.kind() == std::io::ErrorKind::ConnectionRefused)
 }

@@ -6,8 +6,8 @@ use proptest::prelude::*;
 use serde_saphyr::{Location, Spanned};
 
 use crate::scenario::{
-    AgentAuth, Condition, CreateWorkload, Delay, Encryption, Entry, Expect, FailoverEnd, FailoverSpec, Host, ObjectRef,
-    Provider, Scale, Scenario, Side, SlowDisk, SyncSpec, Topology, Traffic, Variant,
+    AgentAuth, Condition, CreateWorkload, Delay, Encryption, Entry, Expect, FailbackSpec, FailoverEnd, FailoverSpec,
+    Host, Invariant, ObjectRef, Provider, Scale, Scenario, Side, SlowDisk, SyncSpec, Topology, Traffic, Variant,
 };
 
 /// Limits of the vocabulary (small enough that 256 cases run in minutes on two cores).
@@ -23,6 +23,8 @@ pub const KILLS_MAX: u32 = 20;
 const SETTLE_S: u64 = 60;
 /// A failover's own time: the DNS TTL (at most 60 s) plus its steps.
 const FAILOVER_SETTLE_S: u64 = 150;
+/// A failback's: the reverse sync's first copy, then a failover back.
+const FAILBACK_SETTLE_S: u64 = 200;
 
 /// The link a network fault is on: the sync's link to one side.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -112,6 +114,26 @@ pub struct FailoverPlan {
     /// The standby loses this workload cluster's CA Secret behind the sync's back just before
     /// the failover: the guard must refuse.
     pub lose_ca: Option<usize>,
+    /// The standby's API server authenticates ServiceAccount tokens unlike the primary's (seed
+    /// 000's shared-token rules broken): preflight blocks, so the operator forces; validation
+    /// must then fail, keeping the Clusters paused, and the agents' token must fail.
+    pub agent_auth: AgentAuth,
+    /// A second sync process nobody stops streams from the sync's start on: after the failover
+    /// every txn it tries must be refused by its gate compare.
+    pub zombie: bool,
+    /// A failback this many seconds after the failover ended (when it ended done).
+    pub failback: Option<Failback>,
+}
+
+/// A failback after a failover that ended done.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Failback {
+    /// Seconds after the failover's settling time.
+    pub after_s: u32,
+    /// While it serves, the standby scales this workload cluster's MachineDeployment to this
+    /// many replicas (a scale-down deletes a worker the old primary still holds: the reverse
+    /// sync's baseline makes it a copy the old primary may delete).
+    pub scale: Option<(usize, u64)>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -125,6 +147,8 @@ pub struct Case {
     pub writes_per_s: u32,
     pub gc_lag_ms_max: u64,
     pub compaction_interval_s: u64,
+    /// The controller managers run leader election (leases renewed through their etcd).
+    pub leader_election: bool,
     pub sync_start_ds: u32,
     pub faults: Vec<Fault>,
     pub failover: Option<FailoverPlan>,
@@ -161,9 +185,36 @@ fn fault() -> impl Strategy<Value = Fault> {
     ]
 }
 
+fn agent_auth() -> impl Strategy<Value = AgentAuth> {
+    prop_oneof![
+        6 => Just(AgentAuth::Same),
+        1 => Just(AgentAuth::DifferentKey),
+        1 => Just(AgentAuth::DifferentIssuer),
+        1 => Just(AgentAuth::DifferentAudience),
+    ]
+}
+
+fn failback() -> impl Strategy<Value = Failback> {
+    (0u32..60, prop::option::of((0..CLUSTERS_MAX, 0u64..=6))).prop_map(|(after_s, scale)| Failback { after_s, scale })
+}
+
 fn failover_plan() -> impl Strategy<Value = FailoverPlan> {
-    (0u32..30, prop::option::of((100u32..3000, 100u32..3000)), prop::option::weighted(0.25, 0..CLUSTERS_MAX))
-        .prop_map(|(after_s, orchestrator_crash, lose_ca)| FailoverPlan { after_s, orchestrator_crash, lose_ca })
+    (
+        0u32..30,
+        prop::option::of((100u32..3000, 100u32..3000)),
+        prop::option::weighted(0.25, 0..CLUSTERS_MAX),
+        agent_auth(),
+        prop::bool::weighted(0.25),
+        prop::option::weighted(0.3, failback()),
+    )
+        .prop_map(|(after_s, orchestrator_crash, lose_ca, agent_auth, zombie, failback)| FailoverPlan {
+            after_s,
+            orchestrator_crash,
+            lose_ca,
+            agent_auth,
+            zombie,
+            failback,
+        })
 }
 
 /// The explorer's strategy.
@@ -177,6 +228,7 @@ pub fn strategy() -> impl Strategy<Value = Case> {
         0..=WRITES_PER_S_MAX,
         0u64..=500,
         prop_oneof![Just(0u64), Just(20), Just(60), Just(300)],
+        any::<bool>(),
     );
     let schedule =
         (5u32..300, prop::collection::vec(fault(), 0..=FAULTS_MAX), prop::option::weighted(0.5, failover_plan()));
@@ -189,6 +241,7 @@ pub fn strategy() -> impl Strategy<Value = Case> {
         writes_per_s: w.5,
         gc_lag_ms_max: w.6,
         compaction_interval_s: w.7,
+        leader_election: w.8,
         sync_start_ds,
         faults,
         failover,
@@ -271,9 +324,13 @@ impl Case {
         }
         let mut duration_s = end_ms.div_ceil(1000) + SETTLE_S;
         let mut expect = Expect::default();
+        let mut zombie_s = None;
+        let mut agent_auth = AgentAuth::Same;
         if let Some(plan) = &self.failover {
             let at_ms = end_ms + u64::from(plan.after_s) * 1000 + 1000;
-            if let Some(c) = plan.lose_ca.filter(|c| *c < self.clusters) {
+            let mut spec = FailoverSpec::default();
+            let lose_ca = plan.lose_ca.filter(|c| *c < self.clusters);
+            if let Some(c) = lose_ca {
                 let name = format!("{}-ca", sim::topology::cluster_name(c));
                 // Once the sync has copied it: a key lost before its copy is simply copied later,
                 // and the failover rightly goes on (case 10 of seed 20261123, once the explorer
@@ -284,11 +341,22 @@ impl Case {
                 }));
                 expect.failover = FailoverEnd::Refused;
             }
+            agent_auth = plan.agent_auth;
+            if agent_auth != AgentAuth::Same && lose_ca.is_none() {
+                // Preflight blocks on the differing token signing; the operator forces it, and
+                // validation (the agent token's `auth can-i` on the standby) is the last word.
+                spec.force = Some("explorer".into());
+                expect.failover = FailoverEnd::ValidationFailed;
+                expect.fail = vec![Invariant::AgentTokenWorksAfterFailover];
+            }
+            if plan.zombie {
+                zombie_s = Some(f64::from(self.sync_start_ds) / 10.0 + 0.5);
+            }
             // As an operator does: not before the sync reports caught up (a failover asked for
             // while the sync has not finished its first copy is declined at preflight).
             timeline.push(entry(at_ms, |e| {
                 e.when = Some(Condition::SyncCaughtUp);
-                e.failover = Some(FailoverSpec::default())
+                e.failover = Some(spec)
             }));
             if let Some((after_ms, down_ms)) = plan.orchestrator_crash {
                 let t = at_ms + u64::from(after_ms);
@@ -296,6 +364,23 @@ impl Case {
                 timeline.push(entry(t + u64::from(down_ms), |e| e.restart = Some(Host::Orchestrator)));
             }
             duration_s = at_ms.div_ceil(1000) + FAILOVER_SETTLE_S;
+            if let Some(back) = plan.failback.as_ref().filter(|_| expect.failover == FailoverEnd::Done) {
+                if let Some((c, replicas)) = back.scale.filter(|(c, _)| *c < self.clusters) {
+                    let cluster = sim::topology::cluster_name(c);
+                    timeline.push(entry(duration_s * 1000, |e| {
+                        e.when = Some(Condition::FailoverEnded);
+                        e.scale = Some(Scale { cluster, replicas })
+                    }));
+                }
+                // Roles are relative: the serving standby syncs back onto the old primary, then
+                // a planned failover hands the platform back.
+                let at_ms = duration_s * 1000 + 30_000 + u64::from(back.after_s) * 1000;
+                timeline.push(entry(at_ms, |e| {
+                    e.when = Some(Condition::FailoverEnded);
+                    e.failback = Some(FailbackSpec {})
+                }));
+                duration_s = at_ms.div_ceil(1000) + FAILBACK_SETTLE_S;
+            }
         }
         Scenario {
             name: name.into(),
@@ -307,16 +392,15 @@ impl Case {
                 dns_ttl_s: self.dns_ttl_s,
                 encryption: self.encryption,
                 misnamed_global: false,
-                // A configuration, not a fault: the explorer keeps seed 000's shared token.
-                agent_auth: AgentAuth::Same,
-                leader_election: false,
+                agent_auth,
+                leader_election: self.leader_election,
             },
             traffic: Traffic {
                 writes_per_s: f64::from(self.writes_per_s),
                 gc_lag_ms_max: self.gc_lag_ms_max,
                 compaction_interval_s: self.compaction_interval_s,
             },
-            sync: SyncSpec { start_s: f64::from(self.sync_start_ds) / 10.0, zombie_s: None, rules: None },
+            sync: SyncSpec { start_s: f64::from(self.sync_start_ds) / 10.0, zombie_s, rules: None },
             duration_s,
             tick_ms: 10,
             seeds: vec![self.world_seed],

@@ -184,6 +184,20 @@ async fn watch_gate(
     }
 }
 
+/// A Cluster's spec as the model creates them: unpaused, referring to its DCSCluster and to its
+/// KubeadmControlPlane `<name>-cp` (what the failover's validation resolves).
+pub fn cluster_spec(name: &str) -> Value {
+    json!({
+        "paused": false,
+        "infrastructureRef": {"apiVersion": kind::DCS_CLUSTER.api_version(), "kind": "DCSCluster", "name": name},
+        "controlPlaneRef": {
+            "apiVersion": kind::KUBEADM_CONTROL_PLANE.api_version(),
+            "kind": "KubeadmControlPlane",
+            "name": format!("{name}-cp"),
+        },
+    })
+}
+
 /// A Machine as its owner (a MachineSet, or a KubeadmControlPlane when `control_plane`) makes
 /// it: labelled with its cluster and set, infrastructure and bootstrap references, finalizer.
 pub fn machine_object(owner: &Object, name: &str, cluster: &str, control_plane: bool) -> Object {
