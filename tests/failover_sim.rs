@@ -412,6 +412,34 @@ fn validation_names_a_machine_left_without_its_infrastructure_and_keeps_its_clus
     assert_eq!(p.iaas.deletions(), vec![], "no VM deleted");
 }
 
+/// Seed 000 step 6: the standby's own components must run before its Clusters are handed to
+/// their controllers. Its capi-controller-manager has no ready replica (it crash-loops there):
+/// validation names it — a finding about the platform, not one Cluster — and every Cluster
+/// stays paused. The same world with it running completes (the planned failover above).
+#[test]
+fn a_component_not_running_on_the_standby_keeps_every_cluster_paused() {
+    let topology = Topology { clusters: 2, machines: 3 };
+    let o = Options::new(PRIMARY, STANDBY);
+    let (p, mut sim, runs) = orchestrated(28, 150, topology, |_| {}, o, Duration::from_secs(START_S));
+    let standby = p.standby.clone();
+    let down = At::new(Duration::from_secs(20), move |_| {
+        let key = kind::DEPLOYMENT.key(NS, "capi-controller-manager");
+        let mut d = standby.api.decode(&key, &standby.etcd.get(key.as_bytes()).expect("it runs")).expect("decodes");
+        d.body = sim::k8s::object::Body::Deployment { replicas: 1, ready: 0 };
+        standby.etcd.seed(&[(key.into_bytes(), d.encode())]);
+    });
+    p.run(&mut sim, vec![down]).expect("runs");
+    drop(sim);
+    let runs = runs.lock().unwrap();
+    let err = runs[0].as_ref().expect_err("validation fails (seed=28)");
+    assert_eq!(
+        err,
+        "validation failed; clusters stay paused: required component not running on the standby: 0 of 1 \
+         replicas ready (Deployment cpaas-system/capi-controller-manager)"
+    );
+    assert!(paused(&p, false, "wc-00") && paused(&p, false, "wc-01"), "every Cluster stays paused");
+}
+
 /// A restarted orchestrator repeats nothing of a completed failover (the crash test above), but
 /// once a sync runs onto the standby again — reinstalled, a new epoch — the completed record is
 /// an earlier cycle's: the next failover archives it in the audit trail and runs from its first
@@ -608,4 +636,55 @@ fn run_crashing<'a>(
     p.run(&mut sim, steps).expect("runs");
     drop(sim);
     runs.lock().unwrap().clone()
+}
+
+/// The DR-aware upgrade's reinstall crashed at any point: the restarted reinstall asks for the
+/// install again (idempotent), waits for the new epoch to catch up and finishes; the standby is
+/// synced in a new epoch and no VM is deleted.
+#[test]
+fn an_upgrade_reinstall_crashed_at_any_point_resumes_and_finishes() {
+    let (reference, _, _) = reinstall_crashed_at(None);
+    reference[0].as_ref().unwrap_or_else(|e| panic!("the uncrashed reinstall: {e} (seed=38)"));
+    for i in 0..8u64 {
+        let crash_ms = REINSTALL_S * 1000 + 20 + i * 150;
+        let (runs, gate, deletions) = reinstall_crashed_at(Some(crash_ms));
+        let last = runs.last().unwrap_or_else(|| panic!("crash at {crash_ms} ms: no reinstall finished (seed=38)"));
+        last.as_ref().unwrap_or_else(|e| panic!("crash at {crash_ms} ms: {e} (seed=38)"));
+        assert_eq!((gate.state, gate.epoch), (GateState::Syncing, 2), "crash at {crash_ms} ms: {gate:?} (seed=38)");
+        assert_eq!(deletions, vec![], "crash at {crash_ms} ms: no VM deleted (seed=38)");
+    }
+}
+
+const REINSTALL_S: u64 = 50;
+
+/// Seed 38 with heartbeat traffic: the upgrade's uninstall at `START_S`, its reinstall at
+/// `REINSTALL_S` (a new sync epoch started through the install), the reinstall's host crashed at
+/// `crash_ms` (if any) and restarted 1 s later (its job starts `REINSTALL_S` after that).
+fn reinstall_crashed_at(
+    crash_ms: Option<u64>,
+) -> (Vec<Result<failover::Outcome, String>>, Gate, Vec<sim::iaas::VmDeletion>) {
+    let mut cfg = platform_config(38, 200, Topology { clusters: 2, machines: 3 });
+    cfg.writes_per_s = 4.0;
+    let settings = sync_settings(&cfg);
+    let (p, mut sim) = Platform::build(cfg).expect("world builds");
+    let handle = SyncHost::new(PRIMARY, STANDBY, settings.clone()).add(&mut sim, p.links.clone());
+    let (install, installed) = harness::simsync::install_channel();
+    let reinstalled = SyncHost {
+        name: "sync-reinstalled".into(),
+        install: Some(installed),
+        ..SyncHost::new(PRIMARY, STANDBY, sync::engine::Settings { reinstall: true, ..settings.clone() })
+    };
+    reinstalled.add(&mut sim, p.links.clone());
+    let view = PlatformView::of(&p).with_install(install);
+    let options = Options::new(PRIMARY, STANDBY);
+    let (s, h, o) = (&settings, &handle, &options);
+    let start = Duration::from_secs(START_S);
+    let uninstalls =
+        add_orchestrator(&mut sim, Job::UpgradeUninstall, view.clone(), s.clone(), h.clone(), o.clone(), start);
+    let at = Duration::from_secs(REINSTALL_S);
+    let runs = add_orchestrator(&mut sim, Job::UpgradeReinstall, view, s.clone(), h.clone(), o.clone(), at);
+    let runs = run_crashing(&p, sim, &runs, "orchestrator-reinstall", crash_ms);
+    let uninstalled = uninstalls.lock().unwrap();
+    uninstalled[0].as_ref().unwrap_or_else(|e| panic!("the uninstall: {e} (seed=38)"));
+    (runs, gate(&p), p.iaas.deletions())
 }

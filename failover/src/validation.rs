@@ -77,6 +77,32 @@ pub async fn read(standby: &etcd_client::Client) -> Result<Vec<Finding>, PortErr
     Ok(out)
 }
 
+/// A required component on the standby (seed 000 step 6): a finding unless its Deployment exists
+/// with a ready replica.
+pub async fn component(standby: &etcd_client::Client, ns: &str, name: &str) -> Result<Option<Finding>, PortError> {
+    use k8s_pb::api::apps::v1::Deployment;
+    use prost::Message;
+    let key = format!("/registry/deployments/{ns}/{name}");
+    let got = standby.kv_client().get(key, None).await.map_err(|e| PortError::new("standby", e))?;
+    let decoded = |v: &[u8]| {
+        let (_, raw) = sync::object::unwrap_protobuf(v)?;
+        Deployment::decode(raw.as_slice()).ok()
+    };
+    let what = match got.kvs().first().map(|kv| decoded(kv.value())) {
+        None => "required component missing on the standby".to_string(),
+        Some(None) => "required component unreadable (not a stored Deployment)".to_string(),
+        Some(Some(d)) => {
+            let ready = d.status.and_then(|s| s.ready_replicas).unwrap_or(0);
+            if ready > 0 {
+                return Ok(None);
+            }
+            let want = d.spec.and_then(|s| s.replicas).unwrap_or(1);
+            format!("required component not running on the standby: 0 of {want} replicas ready")
+        }
+    };
+    Ok(Some(Finding { what, where_: format!("Deployment {ns}/{name}"), cluster: None }))
+}
+
 /// The end of a prefix range (the prefix with its last byte incremented).
 fn prefix_end(prefix: &str) -> Vec<u8> {
     let mut end = prefix.as_bytes().to_vec();

@@ -359,6 +359,9 @@ impl Ports for SimPorts {
                 out.push(Finding { what: format!("VM {vm} is gone"), where_: i.obj.key(), cluster });
             }
         }
+        for name in sim::topology::COMPONENTS {
+            out.extend(failover::validation::component(&self.standby_etcd, sim::topology::NS, name).await?);
+        }
         out.extend(crate::validate_sim::agent_token(&self.standby).await?);
         Ok(out)
     }

@@ -184,7 +184,7 @@ pub fn workload(t: &Topology, seed: u64, created_by: &str) -> Side {
 
 /// A global cluster's own resources: Cluster and DCSCluster `global`, KubeadmControlPlane
 /// `global-cp` with three Machines `global-cp-N`, each with its VM (named after the side, since
-/// both sides have Machines of those names). `misnamed` adds a resource that breaks the naming
+/// both sides have Machines of those names), and its running [`COMPONENTS`]. `misnamed` adds a resource that breaks the naming
 /// rule (seed 002): a MachineDeployment `workers` with a MachineSet and one Machine.
 pub fn global(side_name: &str, seed: u64, misnamed: bool) -> Side {
     let mut uids = Uids::new(seed);
@@ -229,8 +229,18 @@ pub fn global(side_name: &str, seed: u64, misnamed: bool) -> Side {
         side.objects.extend([md, ms]);
     }
     side.objects.extend([cluster, infra, kcp]);
+    // Its own components, running (the sync's rules leave Deployments out).
+    for name in COMPONENTS {
+        let mut d = Object::new(&kind::DEPLOYMENT, NS, name, Body::Deployment { replicas: 1, ready: 1 });
+        d.meta.uid = Some(uids.fresh());
+        side.objects.push(d);
+    }
     side
 }
+
+/// The platform components every global cluster runs as Deployments in [`NS`]: a failover's
+/// validation requires a ready replica of each on the standby (seed 000 step 6).
+pub const COMPONENTS: [&str; 1] = ["capi-controller-manager"];
 
 /// The bare-metal system agent's name (its ServiceAccount, Role and RoleBinding).
 pub const AGENT: &str = "baremetal-system-agent";
@@ -347,7 +357,10 @@ mod tests {
         }
         assert_eq!(workload(&Topology { clusters: 3, machines: 4 }, 7, "primary").objects, s.objects);
         let g = global("standby", 9, false);
-        assert!(g.objects.iter().all(|o| is_global_name(o.name())));
+        // Its components are Deployments, which the rules leave out: only its CAPI objects need the name.
+        let capi = g.objects.iter().filter(|o| o.kind != &kind::DEPLOYMENT);
+        assert!(capi.clone().all(|o| is_global_name(o.name())));
+        assert_eq!(g.objects.len() - capi.count(), COMPONENTS.len());
         assert!(!is_global_name("globalx") && !is_global_name("workers"));
         assert!(g.vms.iter().all(|v| v.id.starts_with("vm-standby-global-")));
         assert!(global("primary", 9, true).objects.iter().any(|o| o.name() == "workers"));

@@ -10,7 +10,6 @@
 use std::collections::BTreeMap;
 
 use etcd_client::GetOptions;
-use k8s_pb::api::apps::v1::Deployment;
 use k8s_pb::api::core::v1::Secret;
 use k8s_pb::api::rbac::v1::Role;
 use prost::Message;
@@ -138,28 +137,6 @@ pub async fn workload_clusters(etcd: &Etcd, side: &'static str, unpaused_only: b
         (!skip).then(|| format!("{ns}/{name}"))
     });
     Ok(chosen.collect())
-}
-
-/// A required component on `etcd`'s side: a finding unless its Deployment exists with a ready
-/// replica.
-pub async fn component(etcd: &Etcd, ns: &str, name: &str) -> Result<Option<crate::ports::Finding>, PortError> {
-    let key = format!("/registry/deployments/{ns}/{name}");
-    let mut kv = etcd.kv.clone();
-    let got = etcd.call(kv.get(key.clone(), None)).await.map_err(|e| PortError::new("standby", e))?;
-    let at = format!("Deployment {ns}/{name}");
-    let what = match got.kvs().first().map(|kv| decode::<Deployment>(kv.value())) {
-        None => "required component missing on the standby".to_string(),
-        Some(None) => "required component unreadable (not a stored Deployment)".to_string(),
-        Some(Some(d)) => {
-            let ready = d.status.and_then(|s| s.ready_replicas).unwrap_or(0);
-            if ready > 0 {
-                return Ok(None);
-            }
-            let want = d.spec.and_then(|s| s.replicas).unwrap_or(1);
-            format!("required component not running on the standby: 0 of {want} replicas ready")
-        }
-    };
-    Ok(Some(crate::ports::Finding { what, where_: at, cluster: None }))
 }
 
 /// A CAPI / provider object labelled as the global cluster's, with the names it references.

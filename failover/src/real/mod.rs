@@ -341,7 +341,7 @@ impl Ports for RealPorts {
         let mut out = crate::validation::read(&self.standby.client).await?;
         for c in &self.config.required_components {
             let (ns, name) = config::split_name(c).expect("validated when loaded");
-            out.extend(inventory::component(&self.standby, ns, name).await?);
+            out.extend(crate::validation::component(&self.standby.client, ns, name).await?);
         }
         if let Some(argv) = &self.config.hooks.validate {
             let lines = self.act("validate", argv, &[]).await?;

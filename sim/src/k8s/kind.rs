@@ -84,6 +84,7 @@ builtin!(CONFIG_MAP, "ConfigMap", "", "configmaps");
 builtin!(ROLE, "Role", "rbac.authorization.k8s.io", "roles");
 builtin!(ROLE_BINDING, "RoleBinding", "rbac.authorization.k8s.io", "rolebindings");
 builtin!(LEASE, "Lease", "coordination.k8s.io", "leases");
+builtin!(DEPLOYMENT, "Deployment", "apps", "deployments");
 
 /// Every kind the model knows, in the order the garbage collector starts its informers.
 pub static ALL: &[&Kind] = &[
@@ -107,6 +108,7 @@ pub static ALL: &[&Kind] = &[
     &ROLE,
     &ROLE_BINDING,
     &LEASE,
+    &DEPLOYMENT,
 ];
 
 #[cfg(test)]

@@ -41,6 +41,11 @@ pub enum Body {
         /// spec.renewTime in milliseconds of the world's clock (changes on every renewal).
         renew_ms: u64,
     },
+    /// A platform component (the failover's validation requires a ready replica).
+    Deployment {
+        replicas: i32,
+        ready: i32,
+    },
 }
 
 /// One RBAC rule (the parts the model's authorizer reads).
@@ -227,6 +232,19 @@ impl Object {
                     .collect(),
             }
             .encode_to_vec(),
+            Body::Deployment { replicas, ready } => {
+                use k8s_pb::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStatus};
+                Deployment {
+                    metadata: pm,
+                    spec: Some(DeploymentSpec { replicas: Some(*replicas), ..Default::default() }),
+                    status: Some(DeploymentStatus {
+                        replicas: Some(*replicas),
+                        ready_replicas: Some(*ready),
+                        ..Default::default()
+                    }),
+                }
+                .encode_to_vec()
+            }
             Body::Lease { holder, renew_ms } => k8s_pb::api::coordination::v1::Lease {
                 metadata: pm,
                 spec: Some(k8s_pb::api::coordination::v1::LeaseSpec {
@@ -290,6 +308,11 @@ impl Object {
             let role = b.role_ref.and_then(|r| r.name).unwrap_or_default();
             let subjects = b.subjects.into_iter().filter_map(|s| s.name).collect();
             (b.metadata, Body::RoleBinding { role, subjects })
+        } else if kind == &kind::DEPLOYMENT {
+            let d = k8s_pb::api::apps::v1::Deployment::decode(raw).map_err(perr)?;
+            let replicas = d.spec.and_then(|s| s.replicas).unwrap_or(1);
+            let ready = d.status.and_then(|s| s.ready_replicas).unwrap_or(0);
+            (d.metadata, Body::Deployment { replicas, ready })
         } else {
             let l = k8s_pb::api::coordination::v1::Lease::decode(raw).map_err(perr)?;
             let spec = l.spec.unwrap_or_default();
@@ -438,6 +461,9 @@ mod tests {
             Body::RoleBinding { role: "agent".into(), subjects: vec!["sa".into()] },
         );
         assert_eq!(roundtrip(&b), b);
+        let d = Object::new(&kind::DEPLOYMENT, "ns", "capi", Body::Deployment { replicas: 2, ready: 1 });
+        assert_eq!(d.key(), "/registry/deployments/ns/capi");
+        assert_eq!(roundtrip(&d), d);
     }
 
     #[test]
