@@ -288,6 +288,30 @@ fn validation_names_a_cluster_not_ready_and_a_machine_without_its_infrastructure
     });
 }
 
+/// A Machine's DCSMachine re-owned on the primary by a UID the primary does not hold: the sync
+/// holds that update (`owner-absent-on-source`: the primary's garbage collector deletes it), which
+/// does not block the guard. The failover completes, the standby keeps its correctly owned copy,
+/// and the report says which keys were held.
+#[test]
+fn a_hold_that_does_not_block_is_reported() {
+    runtime().block_on(async {
+        let w = World::start().await;
+        let infra = "/registry/infrastructure.cluster.x-k8s.io/dcsmachines/cpaas-system/wl-c-md-0-m1";
+        let mut kv = w.source.kv.clone();
+        let r = w.source.call(kv.get(infra, None)).await.expect("get");
+        let mut v: serde_json::Value = serde_json::from_slice(r.kvs()[0].value()).expect("json");
+        v["metadata"]["ownerReferences"][0]["uid"] = serde_json::json!("uid-replaced");
+        put_all(&w.source, vec![(infra.to_string(), serde_json::to_vec(&v).expect("json"))]).await;
+        w.caught_up().await;
+        let (code, out) = w.cli(&["run"]);
+        assert_eq!(code, 0, "{out}");
+        assert!(out.contains("held by the sync, not copied (1; "), "{out}");
+        assert!(out.contains(&format!("{infra} (owner-absent-on-source)")), "{out}");
+        let r = w.target.call(w.target.kv.clone().get(infra, None)).await.expect("get");
+        assert!(String::from_utf8_lossy(r.kvs()[0].value()).contains("uid-wl-c-md-0-m1"), "the standby's copy kept");
+    });
+}
+
 /// The quiesce's postcondition: every workload Cluster on the primary reads back paused before
 /// the fence. A pause that did not take at first is made again.
 #[test]

@@ -120,6 +120,19 @@ impl Outcome {
                 self.progress.orphan_vms
             ));
         }
+        // Holds that do not block the guard: the standby kept its own copy of these keys.
+        if let Some(r) = &self.report
+            && r.held.count > r.held_pending
+        {
+            let shown: Vec<&str> =
+                r.held.keys.iter().filter(|k| !k.ends_with("(owner-pending)")).map(String::as_str).collect();
+            out.push(format!(
+                "held by the sync, not copied ({}; their owners are absent on the primary or kept out by a rule, \
+                 so the standby keeps its previous copy): {}",
+                r.held.count - r.held_pending,
+                shown.join(", ")
+            ));
+        }
         out
     }
 }
