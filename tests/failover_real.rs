@@ -258,14 +258,13 @@ fn a_required_component_not_running_fails_the_validation() {
 fn validation_names_a_cluster_not_ready_and_a_machine_without_its_infrastructure() {
     runtime().block_on(async {
         let w = World::start().await;
-        let cluster = "/registry/cluster.x-k8s.io/clusters/cpaas-system/wl-b";
-        let mut kv = w.source.kv.clone();
-        let r = w.source.call(kv.get(cluster, None)).await.expect("get");
-        let mut v: serde_json::Value = serde_json::from_slice(r.kvs()[0].value()).expect("json");
-        v["status"]["conditions"][0] = serde_json::json!({"type": "Ready", "status": "False", "reason": "WaitingForControlPlane"});
-        put_all(&w.source, vec![(cluster.to_string(), serde_json::to_vec(&v).expect("json"))]).await;
+        let not_ready = serde_json::json!({"type": "Ready", "status": "False", "reason": "WaitingForControlPlane"});
+        w.patch_source("/registry/cluster.x-k8s.io/clusters/cpaas-system/wl-b", |v| {
+            v["status"]["conditions"][0] = not_ready
+        })
+        .await;
         let infra = "/registry/infrastructure.cluster.x-k8s.io/dcsmachines/cpaas-system/wl-c-md-0-m1";
-        w.source.call(kv.delete(infra, None)).await.expect("delete");
+        w.source.call(w.source.kv.clone().delete(infra, None)).await.expect("delete");
         w.caught_up().await;
         let (code, out) = w.cli(&["run"]);
         assert_eq!(code, 1, "{out}");
@@ -297,11 +296,7 @@ fn a_hold_that_does_not_block_is_reported() {
     runtime().block_on(async {
         let w = World::start().await;
         let infra = "/registry/infrastructure.cluster.x-k8s.io/dcsmachines/cpaas-system/wl-c-md-0-m1";
-        let mut kv = w.source.kv.clone();
-        let r = w.source.call(kv.get(infra, None)).await.expect("get");
-        let mut v: serde_json::Value = serde_json::from_slice(r.kvs()[0].value()).expect("json");
-        v["metadata"]["ownerReferences"][0]["uid"] = serde_json::json!("uid-replaced");
-        put_all(&w.source, vec![(infra.to_string(), serde_json::to_vec(&v).expect("json"))]).await;
+        w.patch_source(infra, |v| v["metadata"]["ownerReferences"][0]["uid"] = serde_json::json!("uid-replaced")).await;
         w.caught_up().await;
         let (code, out) = w.cli(&["run"]);
         assert_eq!(code, 0, "{out}");

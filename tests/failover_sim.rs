@@ -668,13 +668,7 @@ fn reinstall_crashed_at(
     let settings = sync_settings(&cfg);
     let (p, mut sim) = Platform::build(cfg).expect("world builds");
     let handle = SyncHost::new(PRIMARY, STANDBY, settings.clone()).add(&mut sim, p.links.clone());
-    let (install, installed) = harness::simsync::install_channel();
-    let reinstalled = SyncHost {
-        name: "sync-reinstalled".into(),
-        install: Some(installed),
-        ..SyncHost::new(PRIMARY, STANDBY, sync::engine::Settings { reinstall: true, ..settings.clone() })
-    };
-    reinstalled.add(&mut sim, p.links.clone());
+    let (install, _) = harness::simsync::add_reinstallable(&mut sim, p.links.clone(), &settings);
     let view = PlatformView::of(&p).with_install(install);
     let options = Options::new(PRIMARY, STANDBY);
     let (s, h, o) = (&settings, &handle, &options);

@@ -124,8 +124,9 @@ impl Outcome {
         if let Some(r) = &self.report
             && r.held.count > r.held_pending
         {
-            let shown: Vec<&str> =
-                r.held.keys.iter().filter(|k| !k.ends_with("(owner-pending)")).map(String::as_str).collect();
+            // The check lists a held key as `key (reason)`.
+            let pending = format!("({})", sync::plan::HoldReason::OwnerPending.as_str());
+            let shown: Vec<&str> = r.held.keys.iter().filter(|k| !k.ends_with(&pending)).map(String::as_str).collect();
             out.push(format!(
                 "held by the sync, not copied ({}; their owners are absent on the primary or kept out by a rule, \
                  so the standby keeps its previous copy): {}",

@@ -13,6 +13,9 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
+use sync::conn::Etcd;
+use sync::scan::{Scan, ScanError, prefix_end};
+
 use crate::ports::{Finding, PortError};
 use crate::preflight::is_global_name;
 
@@ -37,58 +40,59 @@ fn prefixes() -> [String; 4] {
     ]
 }
 
-/// Reads the standby's CAPI objects and judges them.
-pub async fn read(standby: &etcd_client::Client) -> Result<Vec<Finding>, PortError> {
+/// Compactions survived while reading (each restarts the read at a newer revision).
+const COMPACTED_RETRIES_MAX: usize = 3;
+
+/// Reads the standby's CAPI objects at one revision (so a Machine and its infrastructure
+/// machine are seen as of the same moment) and judges them.
+pub async fn read(standby: &Etcd) -> Result<Vec<Finding>, PortError> {
+    let port = |e: &dyn std::fmt::Display| PortError::new("standby", e);
+    for _ in 0..COMPACTED_RETRIES_MAX {
+        let revision = standby.head().await.map_err(|e| port(&e))?;
+        match read_at(standby, revision).await {
+            Ok((objects, mut out)) => {
+                out.extend(judge(&objects));
+                return Ok(out);
+            }
+            Err(ScanError::Compacted { .. }) => continue,
+            Err(e) => return Err(port(&e)),
+        }
+    }
+    Err(port(&format!("compacted under {COMPACTED_RETRIES_MAX} reads of the CAPI objects")))
+}
+
+/// The objects under [`prefixes`] at `revision` (bounded by [`OBJECTS_MAX`], with a finding for
+/// the rest).
+async fn read_at(standby: &Etcd, revision: i64) -> Result<(BTreeMap<String, Value>, Vec<Finding>), ScanError> {
     let mut objects = BTreeMap::new();
     let mut out = Vec::new();
     for prefix in prefixes() {
-        let mut kv = standby.kv_client();
-        let mut from = prefix.clone().into_bytes();
-        // Paged by key: [from, end of prefix), resuming after the last key read.
-        let range_end = prefix_end(&prefix);
-        loop {
-            let opts = etcd_client::GetOptions::new().with_range(range_end.clone()).with_limit(PAGE_KEYS);
-            let r = kv.get(from.clone(), Some(opts)).await.map_err(|e| PortError::new("standby", e))?;
-            for kv in r.kvs() {
-                // Not JSON (a protobuf kind under the same group): not a CAPI object.
-                if let Ok(v) = serde_json::from_slice::<Value>(kv.value()) {
-                    objects.insert(String::from_utf8_lossy(kv.key()).into_owned(), v);
-                }
+        let mut scan = Scan::new(standby, prefix.as_bytes(), &prefix_end(prefix.as_bytes()), revision, PAGE_KEYS);
+        while let Some(kv) = scan.next().await? {
+            if objects.len() >= OBJECTS_MAX {
+                out.push(Finding {
+                    what: format!("more than {OBJECTS_MAX} objects: the rest were not read"),
+                    where_: prefix.trim_start_matches("/registry/").to_string(),
+                    cluster: None,
+                });
+                break;
             }
-            let last = r.kvs().last().map(|kv| kv.key().to_vec());
-            match last {
-                Some(mut key) if r.more() && objects.len() < OBJECTS_MAX => {
-                    key.push(0);
-                    from = key;
-                }
-                Some(_) if r.more() => {
-                    out.push(Finding {
-                        what: format!("more than {OBJECTS_MAX} objects: the rest were not read"),
-                        where_: prefix.trim_start_matches("/registry/").to_string(),
-                        cluster: None,
-                    });
-                    break;
-                }
-                _ => break,
+            // Not JSON (a protobuf kind under the same group): not a CAPI object.
+            if let Ok(v) = serde_json::from_slice::<Value>(kv.value()) {
+                objects.insert(String::from_utf8_lossy(kv.key()).into_owned(), v);
             }
         }
     }
-    out.extend(judge(&objects));
-    Ok(out)
+    Ok((objects, out))
 }
 
 /// A required component on the standby (seed 000 step 6): a finding unless its Deployment exists
 /// with a ready replica.
-pub async fn component(standby: &etcd_client::Client, ns: &str, name: &str) -> Result<Option<Finding>, PortError> {
-    use k8s_pb::api::apps::v1::Deployment;
-    use prost::Message;
+pub async fn component(standby: &Etcd, ns: &str, name: &str) -> Result<Option<Finding>, PortError> {
     let key = format!("/registry/deployments/{ns}/{name}");
-    let got = standby.kv_client().get(key, None).await.map_err(|e| PortError::new("standby", e))?;
-    let decoded = |v: &[u8]| {
-        let (_, raw) = sync::object::unwrap_protobuf(v)?;
-        Deployment::decode(raw.as_slice()).ok()
-    };
-    let what = match got.kvs().first().map(|kv| decoded(kv.value())) {
+    let mut kv = standby.kv.clone();
+    let got = standby.call(kv.get(key, None)).await.map_err(|e| PortError::new("standby", e))?;
+    let what = match got.kvs().first().map(|kv| decode_builtin::<k8s_pb::api::apps::v1::Deployment>(kv.value())) {
         None => "required component missing on the standby".to_string(),
         Some(None) => "required component unreadable (not a stored Deployment)".to_string(),
         Some(Some(d)) => {
@@ -101,15 +105,6 @@ pub async fn component(standby: &etcd_client::Client, ns: &str, name: &str) -> R
         }
     };
     Ok(Some(Finding { what, where_: format!("Deployment {ns}/{name}"), cluster: None }))
-}
-
-/// The end of a prefix range (the prefix with its last byte incremented).
-fn prefix_end(prefix: &str) -> Vec<u8> {
-    let mut end = prefix.as_bytes().to_vec();
-    let last = end.pop().expect("a prefix is never empty");
-    assert!(last < 0xff, "prefixes end in '/'");
-    end.push(last + 1);
-    end
 }
 
 /// The findings over the objects as stored (key → JSON), bounded by [`FINDINGS_MAX`].
@@ -260,6 +255,13 @@ fn namespaced(key: &str) -> (&str, &str) {
     let name = parts.next().unwrap_or_default();
     let ns = parts.next().unwrap_or_default();
     (ns, name)
+}
+
+/// A built-in kind as kube-apiserver stores it (`k8s\0` + runtime.Unknown, protobuf); None when
+/// it is not one.
+pub(crate) fn decode_builtin<M: prost::Message + Default>(value: &[u8]) -> Option<M> {
+    let (_, raw) = sync::object::unwrap_protobuf(value)?;
+    M::decode(raw.as_slice()).ok()
 }
 
 fn deleting(o: &Value) -> bool {

@@ -255,13 +255,7 @@ pub fn failover_drill(f: &FailoverDrill) -> Result<FailoverDrillReport, WorldErr
     // starts it through `install`) over the uninstalled gate.
     let mut upgrade = None;
     if let Some(t) = f.reinstall_at_s {
-        let (install, installed) = crate::simsync::install_channel();
-        let host = SyncHost {
-            name: "sync-reinstalled".into(),
-            install: Some(installed),
-            ..SyncHost::new(PRIMARY, STANDBY, Settings { reinstall: true, ..settings.clone() })
-        };
-        let reinstalled = host.add(&mut sim, p.links.clone());
+        let (install, reinstalled) = crate::simsync::add_reinstallable(&mut sim, p.links.clone(), &settings);
         let view = view.clone().with_install(install);
         let (s, h, o) = (&settings, &handle, &options);
         let uninstalls =

@@ -349,7 +349,8 @@ impl Ports for SimPorts {
 
     async fn validate(&self) -> Result<Vec<Finding>, PortError> {
         // The workload Clusters and the Machines' bindings, as the real adapter reads them.
-        let mut out = failover::validation::read(&self.standby_etcd).await?;
+        let standby = self.control.target().await.map_err(port("standby"))?;
+        let mut out = failover::validation::read(&standby).await?;
         let (infra, _) = self.standby.list(&kind::DCS_MACHINE).await.map_err(port("standby"))?;
         for i in &infra {
             let vm = i.obj.field(&["spec", "providerID"]).and_then(|v| v.as_str()).unwrap_or_default();
@@ -360,7 +361,7 @@ impl Ports for SimPorts {
             }
         }
         for name in sim::topology::COMPONENTS {
-            out.extend(failover::validation::component(&self.standby_etcd, sim::topology::NS, name).await?);
+            out.extend(failover::validation::component(&standby, sim::topology::NS, name).await?);
         }
         out.extend(crate::validate_sim::agent_token(&self.standby).await?);
         Ok(out)

@@ -243,16 +243,7 @@ pub fn run(s: &Scenario, seed: u64, variant: Variant, trace: PathBuf) -> Result<
     }
 
     // A DR-aware upgrade's reinstall runs a new sync (a new epoch over the uninstalled gate).
-    let reinstalled = s.has_upgrade().then(|| {
-        let (install, installed) = crate::simsync::install_channel();
-        let settings = Settings { reinstall: true, ..settings.clone() };
-        let host = SyncHost {
-            name: "sync-reinstalled".into(),
-            install: Some(installed),
-            ..SyncHost::new(PRIMARY, STANDBY, settings)
-        };
-        (install, host.add(&mut sim, p.links.clone()))
-    });
+    let reinstalled = s.has_upgrade().then(|| crate::simsync::add_reinstallable(&mut sim, p.links.clone(), &settings));
     let (go, go_failover, go_abort, go_failback) = Go::new();
     let (go_uninstall, go_reinstall) = (go.uninstall.subscribe(), go.reinstall.subscribe());
     let upgrades = reinstalled.as_ref().map(|(install, _)| {

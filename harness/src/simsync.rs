@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use sim::net::{Connector as SimConnector, Links};
+use sim::platform::{PRIMARY, STANDBY};
 use sync::conn::{ConnConfig, Connector};
 use sync::engine::{Engine, Handle, Settings};
 
@@ -40,6 +41,18 @@ pub type InstallRx = tokio::sync::watch::Receiver<Option<Install>>;
 pub fn install_channel() -> (InstallTx, InstallRx) {
     let (tx, rx) = tokio::sync::watch::channel(None);
     (std::sync::Arc::new(tx), rx)
+}
+
+/// Adds host `sync-reinstalled`: the sync primary → standby a DR-aware upgrade's reinstall starts
+/// through the returned sender — a new epoch over the uninstalled gate.
+pub fn add_reinstallable(sim: &mut turmoil::Sim<'_>, links: Links, settings: &Settings) -> (InstallTx, Handle) {
+    let (install, installed) = install_channel();
+    let host = SyncHost {
+        name: "sync-reinstalled".into(),
+        install: Some(installed),
+        ..SyncHost::new(PRIMARY, STANDBY, Settings { reinstall: true, ..settings.clone() })
+    };
+    (install, host.add(sim, links))
 }
 
 /// A host running the sync from `source` to `target`, started `start_delay` into the world (or at

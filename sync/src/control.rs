@@ -66,7 +66,8 @@ impl Control {
         crate::conn::connect(&self.source, &self.source_connector, 0).await
     }
 
-    async fn target(&self) -> Result<Etcd, ConnError> {
+    /// A connection to the target, as the sync's control makes it (its endpoints, TLS, connector).
+    pub async fn target(&self) -> Result<Etcd, ConnError> {
         crate::conn::connect(&self.target, &self.target_connector, 0).await
     }
 

@@ -207,6 +207,15 @@ done"#,
         }
     }
 
+    /// Rewrites the JSON object at `key` on the primary with `f`, as an update through its API.
+    pub async fn patch_source(&self, key: &str, f: impl FnOnce(&mut serde_json::Value)) {
+        let mut kv = self.source.kv.clone();
+        let r = self.source.call(kv.get(key, None)).await.expect("get");
+        let mut v: serde_json::Value = serde_json::from_slice(r.kvs()[0].value()).expect("json");
+        f(&mut v);
+        put_all(&self.source, vec![(key.to_string(), serde_json::to_vec(&v).expect("json"))]).await;
+    }
+
     pub fn state(&self, name: &str) -> String {
         std::fs::read_to_string(self.dir.path().join("state").join(name)).unwrap_or_default()
     }

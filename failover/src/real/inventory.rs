@@ -12,7 +12,6 @@ use std::collections::BTreeMap;
 use etcd_client::GetOptions;
 use k8s_pb::api::core::v1::Secret;
 use k8s_pb::api::rbac::v1::Role;
-use prost::Message;
 use sync::conn::Etcd;
 use sync::crypto::Keyring;
 use sync::rules::{Decision, Rules};
@@ -21,6 +20,7 @@ use crate::ports::PortError;
 use crate::preflight::{
     AgentRole, GLOBAL, GlobalObject, Inventory, PlatformCertificate, RoleRule, TokenSigning, is_global_name,
 };
+use crate::validation::decode_builtin;
 
 /// Keys read per listing (a keys-only read for the excluded namespaces; values for the CAPI
 /// groups and Roles): what lies past it is reported as unread.
@@ -77,7 +77,7 @@ pub async fn inventory(s: &Side<'_>) -> Result<Inventory, PortError> {
         if !info.name.contains("agent") {
             continue;
         }
-        if let Some(rules) = decode::<Role>(kv.value()).map(|r| role_rules(&r)) {
+        if let Some(rules) = decode_builtin::<Role>(kv.value()).map(|r| role_rules(&r)) {
             let namespace = info.namespace.unwrap_or_default().to_string();
             inv.agent_roles.push(AgentRole { namespace, name: info.name.to_string(), rules });
         }
@@ -168,11 +168,6 @@ fn global_object(value: &[u8]) -> Option<GlobalObject> {
 }
 
 /// A built-in object of type `M` as kube-apiserver stores it.
-fn decode<M: Message + Default>(value: &[u8]) -> Option<M> {
-    let (_, raw) = sync::object::unwrap_protobuf(value)?;
-    M::decode(raw.as_slice()).ok()
-}
-
 fn role_rules(r: &Role) -> Vec<RoleRule> {
     r.rules
         .iter()
@@ -200,7 +195,7 @@ async fn platform_certificate(s: &Side<'_>) -> Result<Option<PlatformCertificate
             None => Err("sealed with a key this side's EncryptionConfiguration lacks"),
         },
     };
-    let names = plain.map_err(str::to_string).and_then(|p| match decode::<Secret>(&p) {
+    let names = plain.map_err(str::to_string).and_then(|p| match decode_builtin::<Secret>(&p) {
         None => Err("not a stored Secret".to_string()),
         Some(secret) => match secret.data.get("tls.crt") {
             Some(pem) => crate::preflight::certificate_names(pem),

@@ -122,10 +122,17 @@ impl RealPorts {
     /// A monitor call that must answer 2xx.
     async fn monitor_ok(&self, method: &str, path: &str) -> Result<String, PortError> {
         let (code, body) = self.monitor(method, path).await.map_err(port("sync"))?;
-        if !(200..300).contains(&code) {
-            return Err(PortError::new("sync", format!("{method} {path}: {code} {}", body.trim())));
+        answered_ok(method, path, code, body)
+    }
+
+    /// [`Self::monitor_ok`], or None when no daemon listens (it died): then the standby's state —
+    /// the checkpoint and the gate the daemon left — is all there is to ask.
+    async fn monitor_ok_unless_gone(&self, method: &str, path: &str) -> Result<Option<String>, PortError> {
+        match self.monitor(method, path).await {
+            Ok((code, body)) => answered_ok(method, path, code, body).map(Some),
+            Err(RemoteError::Io { source, .. }) if source.kind() == std::io::ErrorKind::ConnectionRefused => Ok(None),
+            Err(e) => Err(PortError::new("sync", e)),
         }
-        Ok(body)
     }
 
     async fn primary(&self) -> Result<Etcd, PortError> {
@@ -159,12 +166,7 @@ impl Ports for RealPorts {
     }
 
     async fn sync_source_seen(&self) -> Result<Option<i64>, PortError> {
-        let body = match self.monitor("GET", "/status").await {
-            Ok((200, body)) => body,
-            Ok((code, body)) => return Err(PortError::new("sync", format!("GET /status: {code} {}", body.trim()))),
-            Err(e) if daemon_gone(&e) => return Ok(None),
-            Err(e) => return Err(PortError::new("sync", e)),
-        };
+        let Some(body) = self.monitor_ok_unless_gone("GET", "/status").await? else { return Ok(None) };
         let status: serde_json::Value = serde_json::from_str(&body).map_err(port("sync"))?;
         let seen = status["source_head"].as_i64();
         seen.map(Some).ok_or_else(|| PortError::new("sync", "/status has no source_head"))
@@ -179,22 +181,21 @@ impl Ports for RealPorts {
     }
 
     async fn freeze_sync(&self, at: i64) -> Result<(), PortError> {
-        let body = match self.monitor("POST", &format!("/freeze?revision={at}")).await {
-            Ok((200, body)) => body,
-            Ok((code, body)) => return Err(PortError::new("sync", format!("POST /freeze: {code} {}", body.trim()))),
+        let Some(body) = self.monitor_ok_unless_gone("POST", &format!("/freeze?revision={at}")).await? else {
             // No daemon runs: nothing applies past what it applied. A daemon started again
             // before the uninstall could; the uninstall's gate stops it from then on.
-            Err(e) if daemon_gone(&e) => {
-                let applied = self.sync_checkpoint().await?;
-                if applied >= at {
-                    return Ok(());
-                }
-                return Err(PortError::new(
-                    "sync",
-                    format!("{e}: no etcd-sync runs, and it applied only {applied} of {at}; start it to catch up"),
-                ));
+            let applied = self.sync_checkpoint().await?;
+            if applied >= at {
+                return Ok(());
             }
-            Err(e) => return Err(PortError::new("sync", e)),
+            let monitor = sync::remote::address(&self.config.sync_monitor);
+            return Err(PortError::new(
+                "sync",
+                format!(
+                    "etcd-sync monitor at {monitor}: no daemon answers, and it applied only {applied} of {at}; \
+                     start it to catch up"
+                ),
+            ));
         };
         let f: serde_json::Value = serde_json::from_str(&body).map_err(port("sync"))?;
         if f["reached"].as_bool() != Some(true) {
@@ -229,15 +230,11 @@ impl Ports for RealPorts {
         if let Some(who) = forced_by {
             path.push_str(&format!("&force={}", urlencode(who)));
         }
-        match self.monitor("POST", &path).await {
-            Ok((200, _)) => Ok(()),
-            Ok((code, body)) => Err(PortError::new("sync", format!("POST {path}: {code} {}", body.trim()))),
+        match self.monitor_ok_unless_gone("POST", &path).await? {
+            Some(_) => Ok(()),
             // No daemon answers (it died): the gate is the commit point, and a daemon started
             // again refuses to run over an uninstalled gate.
-            Err(e) if daemon_gone(&e) => {
-                self.control.uninstall_checked(report, forced_by).await.map(|_| ()).map_err(port("sync"))
-            }
-            Err(e) => Err(PortError::new("sync", e)),
+            None => self.control.uninstall_checked(report, forced_by).await.map(|_| ()).map_err(port("sync")),
         }
     }
 
@@ -338,10 +335,10 @@ impl Ports for RealPorts {
     }
 
     async fn validate(&self) -> Result<Vec<Finding>, PortError> {
-        let mut out = crate::validation::read(&self.standby.client).await?;
+        let mut out = crate::validation::read(&self.standby).await?;
         for c in &self.config.required_components {
             let (ns, name) = config::split_name(c).expect("validated when loaded");
-            out.extend(crate::validation::component(&self.standby.client, ns, name).await?);
+            out.extend(crate::validation::component(&self.standby, ns, name).await?);
         }
         if let Some(argv) = &self.config.hooks.validate {
             let lines = self.act("validate", argv, &[]).await?;
@@ -408,8 +405,10 @@ impl Ports for RealPorts {
     }
 }
 
-/// No etcd-sync daemon listens on the monitor address (it died): the state on the standby —
-/// its checkpoint and its gate — is all there is to ask.
-fn daemon_gone(e: &RemoteError) -> bool {
-    matches!(e, RemoteError::Io { source, .. } if source.kind() == std::io::ErrorKind::ConnectionRefused)
+/// A monitor answer's body when it is 2xx; else the call and what the daemon said.
+fn answered_ok(method: &str, path: &str, code: u16, body: String) -> Result<String, PortError> {
+    if !(200..300).contains(&code) {
+        return Err(PortError::new("sync", format!("{method} {path}: {code} {}", body.trim())));
+    }
+    Ok(body)
 }
