@@ -46,7 +46,7 @@ fn failover_world_then(
     writes_per_s: f64,
     abort: Option<(u64, Options)>,
 ) -> Run {
-    let mut cfg = platform_config(seed, 150, Topology { clusters: 2, machines: 3 });
+    let mut cfg = platform_config(seed, 150, Topology::vm(2, 3));
     cfg.dns_ttl_s = 10;
     cfg.writes_per_s = writes_per_s;
     let settings = sync_settings(&cfg);
@@ -198,7 +198,7 @@ fn an_orchestrator_crashed_at_any_point_resumes_and_finishes() {
 /// The failover world of seed 23 with the orchestrator crashed at `crash_ms` and restarted 1 s
 /// later: its runs, the gate's state and the VM deletions at the end.
 fn crashed_at(crash_ms: u64) -> (Vec<Result<failover::Outcome, String>>, GateState, Vec<sim::iaas::VmDeletion>) {
-    let topology = Topology { clusters: 2, machines: 3 };
+    let topology = Topology::vm(2, 3);
     let options = Options::new(PRIMARY, STANDBY);
     let (p, mut sim, runs) = orchestrated(23, 150, topology, |_| {}, options, Duration::from_secs(START_S));
     let steps = vec![
@@ -302,7 +302,7 @@ fn without_fencing_the_old_primary_keeps_taking_writes_that_are_lost() {
 fn a_failover_resumes_only_in_the_mode_it_started_in() {
     // An unplanned failover that stopped after fencing the lost primary, resumed as a planned one:
     // the planned wait would read the lost primary, so the resume refuses and says how to resume.
-    let topology = Topology { clusters: 1, machines: 2 };
+    let topology = Topology::vm(1, 2);
     let options = Options::new(PRIMARY, STANDBY);
     let (p, mut sim, runs) = orchestrated(24, 60, topology, |_| {}, options, Duration::from_secs(START_S));
     let stopped = failover::step::Progress { done: Some(Step::FencePrimary), unplanned: true, ..Default::default() };
@@ -323,7 +323,7 @@ fn an_unplanned_failover_reports_the_vms_the_lost_primary_made_after_r() {
     // alone and reports the new VM as an orphan (no Machine on the standby), deleting nothing.
     let mut options = Options::new(PRIMARY, STANDBY);
     options.unplanned = true;
-    let topology = Topology { clusters: 2, machines: 3 };
+    let topology = Topology::vm(2, 3);
     let (p, mut sim, runs) = orchestrated(25, 120, topology, |_| {}, options, Duration::from_secs(START_S + 5));
     let steps = vec![
         At::new(Duration::from_secs(10), |sim| p.faults.delay(sim, "sync", PRIMARY, Duration::from_secs(3))),
@@ -354,7 +354,7 @@ fn preflight_refuses_a_misnamed_global_before_anything_is_fenced_and_force_is_re
     for force in [None, Some("ops-oncall")] {
         let mut options = Options::new(PRIMARY, STANDBY);
         options.force = force.map(str::to_string);
-        let topology = Topology { clusters: 1, machines: 2 };
+        let topology = Topology::vm(1, 2);
         let misnamed = |c: &mut sim::platform::PlatformConfig| c.misnamed_global = true;
         let (p, mut sim, runs) = orchestrated(26, 120, topology, misnamed, options, Duration::from_secs(START_S));
         p.run(&mut sim, Vec::new()).expect("runs");
@@ -385,7 +385,7 @@ fn preflight_refuses_a_misnamed_global_before_anything_is_fenced_and_force_is_re
 fn validation_names_a_machine_left_without_its_infrastructure_and_keeps_its_cluster_paused() {
     let mut options = Options::new(PRIMARY, STANDBY);
     options.force = Some("ops-oncall".into());
-    let topology = Topology { clusters: 2, machines: 3 };
+    let topology = Topology::vm(2, 3);
     let (p, mut sim, runs) = orchestrated(27, 150, topology, |_| {}, options, Duration::from_secs(START_S));
     let lost = kind::DCS_MACHINE.key(NS, "wc-01-md-0-0").into_bytes();
     let standby = p.standby.etcd.clone();
@@ -418,7 +418,7 @@ fn validation_names_a_machine_left_without_its_infrastructure_and_keeps_its_clus
 /// stays paused. The same world with it running completes (the planned failover above).
 #[test]
 fn a_component_not_running_on_the_standby_keeps_every_cluster_paused() {
-    let topology = Topology { clusters: 2, machines: 3 };
+    let topology = Topology::vm(2, 3);
     let o = Options::new(PRIMARY, STANDBY);
     let (p, mut sim, runs) = orchestrated(28, 150, topology, |_| {}, o, Duration::from_secs(START_S));
     let standby = p.standby.clone();
@@ -448,7 +448,7 @@ fn a_component_not_running_on_the_standby_keeps_every_cluster_paused() {
 /// served (its Clusters unpaused), and the second failover's guard would refuse.
 #[test]
 fn a_second_failover_cycle_archives_the_first_and_starts_afresh() {
-    let mut cfg = platform_config(29, 240, Topology { clusters: 2, machines: 3 });
+    let mut cfg = platform_config(29, 240, Topology::vm(2, 3));
     cfg.dns_ttl_s = 10;
     cfg.writes_per_s = 0.0;
     let settings = sync_settings(&cfg);
@@ -566,7 +566,7 @@ fn failback_crashed_at(
         cfg.primary_gate = Some(harness::drill::primary_gate());
         cfg.writes_per_s = 1.0;
     };
-    let topology = Topology { clusters: 2, machines: 3 };
+    let topology = Topology::vm(2, 3);
     let (p, mut sim, _) = orchestrated(31, 200, topology.clone(), tweak, options, Duration::from_secs(START_S));
     let mut cfg = platform_config(31, 200, topology);
     tweak(&mut cfg);
@@ -606,7 +606,7 @@ fn an_upgrade_uninstall_crashed_at_any_point_resumes_and_finishes() {
 fn uninstall_crashed_at(
     crash_ms: Option<u64>,
 ) -> (Vec<Result<failover::Outcome, String>>, Gate, Vec<sim::iaas::VmDeletion>) {
-    let mut cfg = platform_config(37, 90, Topology { clusters: 2, machines: 3 });
+    let mut cfg = platform_config(37, 90, Topology::vm(2, 3));
     cfg.writes_per_s = 4.0;
     let settings = sync_settings(&cfg);
     let (p, mut sim) = Platform::build(cfg).expect("world builds");
@@ -663,7 +663,7 @@ const REINSTALL_S: u64 = 50;
 fn reinstall_crashed_at(
     crash_ms: Option<u64>,
 ) -> (Vec<Result<failover::Outcome, String>>, Gate, Vec<sim::iaas::VmDeletion>) {
-    let mut cfg = platform_config(38, 200, Topology { clusters: 2, machines: 3 });
+    let mut cfg = platform_config(38, 200, Topology::vm(2, 3));
     cfg.writes_per_s = 4.0;
     let settings = sync_settings(&cfg);
     let (p, mut sim) = Platform::build(cfg).expect("world builds");

@@ -105,13 +105,23 @@ fn impossible_timelines_point_at_the_entry() {
 
 #[test]
 fn what_the_world_does_not_model_is_refused_by_name() {
-    let (line, _, msg) = error(&format!(
-        "{BASE}topology:\n  clusters: 1\n  machines: 2\n  provider: baremetal\n  dns_ttl_s: 30\n  encryption: same\n  misnamed_global: false\n"
-    ));
-    assert_eq!(line, 4);
-    assert!(msg.contains("baremetal"), "{msg}");
+    // Plans are bare-metal hosts': named on VMs, the invariant and the rollout are refused.
     let (_, _, msg) = error(&format!("{BASE}expect:\n  fail: [plans-never-regress]\n"));
-    assert!(msg.contains("not modelled yet"), "{msg}");
+    assert!(msg.contains("needs `provider: baremetal`"), "{msg}");
+    let rollout = "timeline:\n  - at_s: 5\n    rollout_plans: {cluster: wc-00}\n";
+    let (_, _, msg) = error(&format!("{BASE}{rollout}"));
+    assert!(msg.contains("rollout_plans needs `provider: baremetal`"), "{msg}");
+    let bare_metal = "topology:\n  clusters: 1\n  machines: 2\n  provider: baremetal\n  dns_ttl_s: 30\n  encryption: same\n  misnamed_global: false\n";
+    assert!(parse("t.yaml", &format!("{BASE}{bare_metal}{rollout}expect:\n  fail: [plans-never-regress]\n")).is_ok());
+    // Seed 002's misnamed resource is created once per side (the name would collide).
+    let twice = "timeline:\n  - at_s: 5\n    create_misnamed_global: standby\n  - at_s: 6\n    create_misnamed_global: standby\n";
+    let (line, _, msg) = error(&format!("{BASE}{twice}"));
+    assert_eq!(line, 7, "the second entry");
+    assert!(msg.contains("create_misnamed_global on the standby, which already has `workers`"), "{msg}");
+    let at_start = "topology:\n  clusters: 1\n  machines: 2\n  provider: vm\n  dns_ttl_s: 30\n  encryption: same\n  misnamed_global: true\n";
+    let once = "timeline:\n  - at_s: 5\n    create_misnamed_global: primary\n";
+    let (_, _, msg) = error(&format!("{BASE}{at_start}{once}"));
+    assert!(msg.contains("which already has `workers`"), "{msg}");
     let (_, _, msg) = error(&format!("{BASE}teeth:\n  real: [rpo]\n"));
     assert!(msg.contains("teeth name mutants"), "{msg}");
 }

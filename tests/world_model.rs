@@ -19,7 +19,7 @@ fn config(seed: u64, secs: u64) -> PlatformConfig {
     PlatformConfig {
         seed,
         sim_secs: secs,
-        topology: Topology { clusters: 2, machines: 3 },
+        topology: Topology::vm(2, 3),
         standby_gate: Some(ControllerGate { key: GATE_KEY.into(), open: gate_open }),
         writes_per_s: 0.5,
         ..PlatformConfig::default()

@@ -14,7 +14,7 @@ use sim::world::Step;
 
 #[test]
 fn a_steady_drill_converges_and_leaves_the_standby_globals_alone() {
-    let cfg = platform_config(11, 60, Topology { clusters: 3, machines: 4 });
+    let cfg = platform_config(11, 60, Topology::vm(3, 4));
     let settings = sync_settings(&cfg);
     let (p, mut sim) = Platform::build(cfg).expect("world builds");
     let global_before = p.standby.etcd.get(kind::MACHINE.key(NS, "global-cp-0").as_bytes());
@@ -39,7 +39,7 @@ fn a_steady_drill_converges_and_leaves_the_standby_globals_alone() {
 
 #[test]
 fn a_partition_of_the_sync_link_stops_the_copy_until_it_heals() {
-    let cfg = platform_config(12, 90, Topology { clusters: 2, machines: 3 });
+    let cfg = platform_config(12, 90, Topology::vm(2, 3));
     let settings = sync_settings(&cfg);
     let (p, mut sim) = Platform::build(cfg).expect("world builds");
     let handle = SyncHost::new(PRIMARY, STANDBY, settings.clone()).add(&mut sim, p.links.clone());
@@ -72,7 +72,7 @@ fn a_partition_of_the_sync_link_stops_the_copy_until_it_heals() {
 
 #[test]
 fn secrets_sealed_after_a_key_rotation_the_sync_was_not_given_are_undecryptable() {
-    let cfg = platform_config(13, 60, Topology { clusters: 1, machines: 2 });
+    let cfg = platform_config(13, 60, Topology::vm(1, 2));
     let settings = sync_settings(&cfg);
     let (p, mut sim) = Platform::build(cfg).expect("world builds");
     let handle = SyncHost::new(PRIMARY, STANDBY, settings.clone()).add(&mut sim, p.links.clone());

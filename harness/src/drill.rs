@@ -82,8 +82,7 @@ pub struct DrillOptions {
 
 impl DrillOptions {
     pub fn platform_config(&self) -> PlatformConfig {
-        let mut cfg =
-            platform_config(self.seed, self.sim_secs, Topology { clusters: self.clusters, machines: self.machines });
+        let mut cfg = platform_config(self.seed, self.sim_secs, Topology::vm(self.clusters, self.machines));
         cfg.tick_ms = self.tick_ms;
         cfg.trace_path = self.trace.clone();
         cfg.writes_per_s = self.writes_per_s;

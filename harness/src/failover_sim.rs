@@ -101,6 +101,14 @@ impl SimPorts {
     fn side_etcd(&self, side: &str) -> &etcd_client::Client {
         if side == self.primary.cluster() { &self.primary_etcd } else { &self.standby_etcd }
     }
+
+    /// The standby's infrastructure machines of both providers (each names its VM or host).
+    async fn infrastructure_machines(&self) -> Result<Vec<Stored>, PortError> {
+        let (mut all, _) = self.standby.list(&kind::DCS_MACHINE).await.map_err(port("standby"))?;
+        let (bare_metal, _) = self.standby.list(&kind::BAREMETAL_MACHINE).await.map_err(port("standby"))?;
+        all.extend(bare_metal);
+        Ok(all)
+    }
 }
 
 /// Sets `spec.paused` on the `chosen` CAPI Clusters of one side; returns their names.
@@ -351,8 +359,7 @@ impl Ports for SimPorts {
         // The workload Clusters and the Machines' bindings, as the real adapter reads them.
         let standby = self.control.target().await.map_err(port("standby"))?;
         let mut out = failover::validation::read(&standby).await?;
-        let (infra, _) = self.standby.list(&kind::DCS_MACHINE).await.map_err(port("standby"))?;
-        for i in &infra {
+        for i in &self.infrastructure_machines().await? {
             let vm = i.obj.field(&["spec", "providerID"]).and_then(|v| v.as_str()).unwrap_or_default();
             if !vm.is_empty() && !self.iaas.exists(vm) {
                 let cluster =
@@ -368,7 +375,7 @@ impl Ports for SimPorts {
     }
 
     async fn orphan_vms(&self) -> Result<Vec<String>, PortError> {
-        let (infra, _) = self.standby.list(&kind::DCS_MACHINE).await.map_err(port("standby"))?;
+        let infra = self.infrastructure_machines().await?;
         let named: std::collections::BTreeSet<&str> =
             infra.iter().filter_map(|i| i.obj.field(&["spec", "providerID"]).and_then(|v| v.as_str())).collect();
         // Each global cluster's own VMs belong to its own (unsynced) machines.

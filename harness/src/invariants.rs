@@ -103,9 +103,55 @@ struct Events {
     standby_lease_commits: Vec<(i64, String, u64)>,
     /// `leader.lost` events.
     leaders_lost: Vec<Value>,
+    /// Per plan Secret, the highest generation a host read and where (plans-never-regress).
+    plans: BTreeMap<String, PlanRead>,
+    /// Successful plan reads, and each plan Secret's first read of a lower generation.
+    plan_reads: usize,
+    plan_regressions: BTreeMap<String, String>,
+}
+
+/// The highest plan generation a host read: on which cluster, when.
+struct PlanRead {
+    generation: u64,
+    cluster: String,
+    t_ms: u64,
 }
 
 impl Events {
+    /// A system agent's read of a plan: a generation below one it read before is a regression
+    /// (the host carries out an older plan again).
+    fn note_plan(&mut self, v: &Value) {
+        let (Some(200), Some(generation), Some(secret)) =
+            (v["status"].as_u64(), v["generation"].as_u64(), v["secret"].as_str())
+        else {
+            return;
+        };
+        self.plan_reads += 1;
+        let (cluster, t_ms) = (v["cluster"].as_str().unwrap_or_default().to_string(), v["t_ms"].as_u64().unwrap_or(0));
+        match self.plans.get(secret) {
+            Some(seen)
+                if generation < seen.generation
+                    && !self.plan_regressions.contains_key(secret)
+                    && self.plan_regressions.len() < EVENTS_KEPT_MAX =>
+            {
+                // The first regression of each plan Secret is reported (bounded).
+                let what = format!(
+                    "plan Secret {secret} went back: generation {} read on {} at t={:.3}s, then {generation} on {cluster} at t={:.3}s",
+                    seen.generation,
+                    seen.cluster,
+                    seen.t_ms as f64 / 1000.0,
+                    t_ms as f64 / 1000.0
+                );
+                self.plan_regressions.insert(secret.to_string(), what);
+            }
+            Some(seen) if generation <= seen.generation => {}
+            _ if self.plans.len() < EVENTS_KEPT_MAX || self.plans.contains_key(secret) => {
+                self.plans.insert(secret.to_string(), PlanRead { generation, cluster, t_ms });
+            }
+            _ => {}
+        }
+    }
+
     /// A collector deletion citing its absent-owner cache for an owner that is on this host
     /// now: the cache outlived the owner's absence (owners the cache wrongly remembers).
     fn note_poisoned(&mut self, host: &str, key: &str, v: &Value) {
@@ -202,7 +248,12 @@ fn read_events(o: &Observed) -> std::io::Result<Events> {
             }
             "iaas.create" => ev.iaas_creates.push(v.clone()),
             "leader.lost" if ev.leaders_lost.len() < EVENTS_KEPT_MAX => ev.leaders_lost.push(v.clone()),
-            "agent.patch" if ev.agent_patches.len() < EVENTS_KEPT_MAX => ev.agent_patches.push(v.clone()),
+            "agent.patch" => {
+                ev.note_plan(&v);
+                if ev.agent_patches.len() < EVENTS_KEPT_MAX {
+                    ev.agent_patches.push(v.clone());
+                }
+            }
             "timeline.failover" => ev.phase = Phase::Failover,
             "timeline.failback" => ev.phase = Phase::Failback,
             "operator.scale" => ev.scales.push(Scale {
@@ -338,10 +389,11 @@ pub fn check(s: &Scenario, o: &Observed) -> std::io::Result<Vec<Verdict>> {
     let mut shown = BTreeSet::new();
     for d in &o.vm_deletions {
         let serving = serving_at(&ev, d.t_ms);
-        let machine = d.vm.id.strip_prefix("vm-").unwrap_or(&d.vm.id);
+        let machine = d.vm.id.strip_prefix("vm-").or_else(|| d.vm.id.strip_prefix("host-")).unwrap_or(&d.vm.id);
         if !allowed.machine_explained(machine) || d.by_cluster != serving {
+            let what = if d.action == "reset" { "host reset by a plan" } else { "VM destroyed" };
             problems.push(format!(
-                "VM {} (cluster {}) destroyed at t={:.3}s by {}/{} (serving: {serving}) because {}\n{}",
+                "{what}: {} (cluster {}) at t={:.3}s by {}/{} (serving: {serving}) because {}\n{}",
                 d.vm.id,
                 d.vm.cluster,
                 d.t_ms as f64 / 1000.0,
@@ -524,7 +576,26 @@ pub fn check(s: &Scenario, o: &Observed) -> std::io::Result<Vec<Verdict>> {
     out.push(agent_token(&ev, has_failover));
     out.push(sync_writes_after_uninstall(&ev, o));
     out.push(leases_own(s, &ev));
+    out.push(plans_never_regress(s, &ev));
     Ok(out)
+}
+
+/// plans-never-regress (bare metal): a host's plan is carried out by its system agent from
+/// whichever cluster the platform domain points to; the generation it reads from its plan
+/// Secret must never go below one it read before — after a failover or failback a stale copy
+/// makes the host apply an old plan again (or undo a reset it was given).
+fn plans_never_regress(s: &Scenario, ev: &Events) -> Verdict {
+    let inv = Invariant::PlansNeverRegress;
+    if s.topology.provider != crate::scenario::Provider::Baremetal {
+        return Verdict::na(inv, "plans are carried out by bare-metal hosts (provider: vm)");
+    }
+    if ev.plan_reads == 0 {
+        return Verdict::na(inv, "no host read its plan");
+    }
+    let highest = ev.plans.values().map(|p| p.generation).max().unwrap_or(0);
+    let measured =
+        format!("{} plan reads of {} plan Secrets, generations up to {highest}", ev.plan_reads, ev.plans.len());
+    Verdict::new(inv, ev.plan_regressions.values().cloned().collect(), Some(measured))
 }
 
 /// standby-leases-own: the standby's controller managers lead with their own Leases and its

@@ -247,7 +247,12 @@ impl World {
                 fault("fault.lose-key", json!({"side": side.name(), "key": key, "rev": rev}));
             }
             Act::RotateKey(s) => self.side(*s).1.rotate_key("rotated", rotation_key(self.seed, *s)),
-            Act::Scale { .. } | Act::Pause { .. } | Act::CreateWorkload { .. } | Act::Delete { .. } => {
+            Act::Scale { .. }
+            | Act::Pause { .. }
+            | Act::CreateWorkload { .. }
+            | Act::RolloutPlans { .. }
+            | Act::CreateMisnamedGlobal(_)
+            | Act::Delete { .. } => {
                 let a = act.operator_action().expect("an operator action");
                 sim::platform::enqueue(&self.parts.trace, &self.actions, a);
             }

@@ -129,7 +129,11 @@ fn apply_variant(v: Variant, settings: &mut Settings, options: &mut failover::Op
 /// The world a scenario describes, for one seed.
 pub fn platform_config_of(s: &Scenario, seed: u64) -> PlatformConfig {
     let t = &s.topology;
-    let mut cfg = platform_config(seed, s.duration_s, Topology { clusters: t.clusters, machines: t.machines });
+    let mut cfg = platform_config(
+        seed,
+        s.duration_s,
+        Topology { clusters: t.clusters, machines: t.machines, provider: t.provider.into() },
+    );
     cfg.tick_ms = s.tick_ms;
     cfg.dns_ttl_s = t.dns_ttl_s;
     cfg.misnamed_global = t.misnamed_global;
@@ -422,6 +426,8 @@ fn fire(p: &Platform, sim: &mut turmoil::Sim<'_>, act: &Act, seed: u64, go: &Go)
         Act::Scale { .. }
         | Act::Pause { .. }
         | Act::CreateWorkload { .. }
+        | Act::RolloutPlans { .. }
+        | Act::CreateMisnamedGlobal(_)
         | Act::Delete { .. }
         | Act::RestartAgents => p.act(act.operator_action().expect("an operator action")),
         Act::LoseKey { side, kind, name } => {

@@ -102,8 +102,19 @@ impl Default for Topology {
 #[serde(rename_all = "kebab-case")]
 pub enum Provider {
     Vm,
-    /// Bare metal (MachineInventory, reset plans): not modelled by the world yet.
+    /// Bare metal: BaremetalMachines on registered hosts (MachineInventory); deleting one writes
+    /// a reset plan to its host's plan Secret, and hosts read plans whose generation must never
+    /// go back (plans-never-regress).
     Baremetal,
+}
+
+impl From<Provider> for sim::topology::Provider {
+    fn from(p: Provider) -> Self {
+        match p {
+            Provider::Vm => sim::topology::Provider::Vm,
+            Provider::Baremetal => sim::topology::Provider::Baremetal,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -265,12 +276,11 @@ pub enum Invariant {
     AgentTokenWorksAfterFailover,
     NoSyncWriteAfterUninstall,
     StandbyLeasesOwn,
-    /// Needs bare metal (not modelled yet).
     PlansNeverRegress,
 }
 
 impl Invariant {
-    pub const CHECKED: [Invariant; 13] = [
+    pub const CHECKED: [Invariant; 14] = [
         Invariant::NoMachineDeleted,
         Invariant::NoVmDestroyed,
         Invariant::StandbyGlobalsUntouched,
@@ -284,6 +294,7 @@ impl Invariant {
         Invariant::AgentTokenWorksAfterFailover,
         Invariant::NoSyncWriteAfterUninstall,
         Invariant::StandbyLeasesOwn,
+        Invariant::PlansNeverRegress,
     ];
 
     pub fn name(self) -> String {
@@ -404,6 +415,15 @@ pub struct Entry {
     pub pause: Option<Pause>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub create_workload: Option<CreateWorkload>,
+    /// Rolls out a new plan to every bare-metal host of a workload cluster, on the serving
+    /// cluster (an OS or configuration change: each plan Secret's next generation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout_plans: Option<RolloutPlans>,
+    /// Creates seed 002's misnamed global resource on that side at this time: a
+    /// MachineDeployment `workers` of the side's `global` Cluster, which its controllers give a
+    /// MachineSet, a Machine and a VM.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub create_misnamed_global: Option<Side>,
     /// Deletes an object through that side's API (background propagation).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delete: Option<ObjectRef>,
@@ -545,6 +565,16 @@ pub struct Pause {
 pub struct CreateWorkload {
     pub cluster: String,
     pub machines: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RolloutPlans {
+    pub cluster: String,
+    /// The side written to; by default the cluster the platform domain points to (an operator
+    /// still holding the old primary's address names it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub side: Option<Side>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]

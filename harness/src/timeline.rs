@@ -9,8 +9,8 @@ use serde_saphyr::Location;
 use sim::k8s::{Kind, kind};
 
 use crate::scenario::{
-    BUMP_REVISION_MAX, Condition, DISK_LATENCY_MS_MAX, DURATION_S_MAX, Entry, FailoverSpec, Host, Invariant, Provider,
-    SEEDS_MAX, Scenario, Side, TIMELINE_MAX, Variant, WRITES_PER_S_MAX,
+    BUMP_REVISION_MAX, Condition, DISK_LATENCY_MS_MAX, DURATION_S_MAX, Entry, FailoverSpec, Host, Invariant, SEEDS_MAX,
+    Scenario, Side, TIMELINE_MAX, Variant, WRITES_PER_S_MAX,
 };
 
 /// A resolved action.
@@ -42,6 +42,11 @@ pub enum Act {
         cluster: String,
         machines: u64,
     },
+    RolloutPlans {
+        cluster: String,
+        side: Option<Side>,
+    },
+    CreateMisnamedGlobal(Side),
     Delete {
         side: Side,
         kind: &'static Kind,
@@ -87,7 +92,11 @@ impl Act {
             Act::CreateWorkload { cluster, machines } => {
                 Action::CreateWorkload { cluster: cluster.clone(), machines: *machines }
             }
+            Act::RolloutPlans { cluster, side } => {
+                Action::RolloutPlans { cluster: cluster.clone(), side: side.map(|s| s.name().to_string()) }
+            }
             Act::Delete { side, kind, name } => Action::Delete { side: side.name().into(), kind, name: name.clone() },
+            Act::CreateMisnamedGlobal(side) => Action::CreateMisnamedGlobal { side: side.name().into() },
             Act::RestartAgents => Action::RestartAgents,
             _ => return None,
         })
@@ -236,6 +245,12 @@ fn act(e: &Entry) -> Result<Act, String> {
     if let Some(c) = &e.create_workload {
         acts.push(Act::CreateWorkload { cluster: c.cluster.clone(), machines: c.machines });
     }
+    if let Some(s) = e.create_misnamed_global {
+        acts.push(Act::CreateMisnamedGlobal(s));
+    }
+    if let Some(r) = &e.rollout_plans {
+        acts.push(Act::RolloutPlans { cluster: r.cluster.clone(), side: r.side });
+    }
     if let Some(o) = &e.delete {
         acts.push(Act::Delete { side: o.side, kind: kind_of(&o.kind)?, name: o.name.clone() });
     }
@@ -293,9 +308,6 @@ pub fn validate(s: &Scenario) -> Result<(), Invalid> {
     if !(2..=sim::topology::MACHINES_PER_CLUSTER_MAX).contains(&t.machines) {
         return Err(top("topology", format!("machines must be 2..={}", sim::topology::MACHINES_PER_CLUSTER_MAX)));
     }
-    if t.provider == Provider::Baremetal {
-        return Err(top("topology", "provider `baremetal` is not modelled by the world yet (use `vm`)"));
-    }
     if !(1..=DURATION_S_MAX).contains(&s.duration_s) {
         return Err(top("duration_s", format!("duration_s must be 1..={DURATION_S_MAX}")));
     }
@@ -314,12 +326,15 @@ pub fn validate(s: &Scenario) -> Result<(), Invalid> {
     if s.sync.zombie_s.is_some_and(|z| !(0.0..s.duration_s as f64).contains(&z)) {
         return Err(top("sync", "sync.zombie_s must be within the duration"));
     }
-    let unmodelled = [Invariant::PlansNeverRegress];
+    // Only bare-metal hosts carry out plans: elsewhere the invariant has nothing to fail on.
+    let bare_metal_only = [Invariant::PlansNeverRegress];
     let named = s.expect.fail.iter().chain(s.teeth.values().flatten());
-    if let Some(i) = named.clone().find(|i| unmodelled.contains(i)) {
+    if let Some(i) = named.clone().find(|i| bare_metal_only.contains(i))
+        && t.provider != crate::scenario::Provider::Baremetal
+    {
         return Err(top(
             if s.expect.fail.contains(i) { "expect" } else { "teeth" },
-            format!("invariant `{}` needs a part of the world not modelled yet", i.name()),
+            format!("invariant `{}` needs `provider: baremetal`", i.name()),
         ));
     }
     if s.teeth.contains_key(&Variant::Real) {
@@ -348,6 +363,7 @@ fn validate_timeline(s: &Scenario) -> Result<(), Invalid> {
     let mut cut_oneway: BTreeSet<(Host, Host)> = BTreeSet::new();
     let mut down: BTreeSet<Host> = BTreeSet::new();
     let mut clusters: BTreeSet<String> = (0..s.topology.clusters).map(sim::topology::cluster_name).collect();
+    let mut misnamed: BTreeSet<Side> = BTreeSet::new();
     let mut failovers = 0;
     let mut aborts = 0;
     let mut failbacks = 0;
@@ -426,6 +442,24 @@ fn validate_timeline(s: &Scenario) -> Result<(), Invalid> {
             }
             Act::Pause { cluster, .. } if !clusters.contains(&cluster) => {
                 return Err(fail(format!("pause of `{cluster}`, a cluster the topology does not have")));
+            }
+            Act::CreateMisnamedGlobal(side) => {
+                let already = side == Side::Primary && s.topology.misnamed_global;
+                if already || !misnamed.insert(side) {
+                    return Err(fail(format!(
+                        "create_misnamed_global on the {}, which already has `{}`",
+                        side.name(),
+                        sim::topology::MISNAMED_GLOBAL
+                    )));
+                }
+            }
+            Act::RolloutPlans { cluster, .. } => {
+                if s.topology.provider != crate::scenario::Provider::Baremetal {
+                    return Err(fail("rollout_plans needs `provider: baremetal` (plans are bare-metal hosts')".into()));
+                }
+                if !clusters.contains(&cluster) {
+                    return Err(fail(format!("rollout_plans of `{cluster}`, a cluster the topology does not have")));
+                }
             }
             Act::CreateWorkload { cluster, machines } => {
                 if !(1..=sim::topology::MACHINES_PER_CLUSTER_MAX as u64).contains(&machines) {

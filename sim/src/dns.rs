@@ -30,6 +30,8 @@ const HEAD_BYTES_MAX: usize = 8 * 1024;
 pub const SERVED_BY_HEADER: &str = "x-drlab-cluster";
 /// Header saying why a request was refused (never the token).
 pub const REASON_HEADER: &str = "x-drlab-reason";
+/// The plan a successful plan patch read: `<generation>` or `<generation> reset`.
+pub const PLAN_HEADER: &str = "x-drlab-plan";
 /// The API path of a namespaced Secret: `/api/v1/namespaces/<ns>/secrets/<name>`.
 pub fn secret_path(namespace: &str, name: &str) -> String {
     format!("/api/v1/namespaces/{namespace}/secrets/{name}")
@@ -112,10 +114,13 @@ pub async fn serve_ingress(cluster: String, links: Links, api: crate::k8s::Api) 
             let (r, mut w) = tokio::io::split(conn);
             let mut r = BufReader::new(r);
             while let Ok(Some(head)) = read_head(&mut r).await {
-                let (status, reason) = route(&api, &head).await;
+                let crate::k8s::auth::PlanPatch { status, reason, plan } = route(&api, &head).await;
                 let reason = if reason.is_empty() { String::new() } else { format!("{REASON_HEADER}: {reason}\r\n") };
+                let plan = plan
+                    .map(|p| format!("{PLAN_HEADER}: {}{}\r\n", p.generation, if p.reset { " reset" } else { "" }))
+                    .unwrap_or_default();
                 let resp = format!(
-                    "HTTP/1.1 {status} {}\r\n{SERVED_BY_HEADER}: {cluster}\r\n{reason}content-length: 0\r\n\r\n",
+                    "HTTP/1.1 {status} {}\r\n{SERVED_BY_HEADER}: {cluster}\r\n{reason}{plan}content-length: 0\r\n\r\n",
                     status_text(status)
                 );
                 if w.write_all(resp.as_bytes()).await.is_err() {
@@ -126,24 +131,25 @@ pub async fn serve_ingress(cluster: String, links: Links, api: crate::k8s::Api) 
     }
 }
 
-/// One request's status and refusal reason: the version path, or a Secret PATCH with a bearer
-/// token; anything else is 404.
-async fn route(api: &crate::k8s::Api, head: &[String]) -> (u16, String) {
+/// One request's status, refusal reason and plan: the version path, or a Secret PATCH with a
+/// bearer token; anything else is 404.
+async fn route(api: &crate::k8s::Api, head: &[String]) -> crate::k8s::auth::PlanPatch {
+    let answer = |status: u16, reason: &str| crate::k8s::auth::PlanPatch { status, reason: reason.into(), plan: None };
     // "PATCH /path HTTP/1.1" → ("PATCH", "/path")
     let mut first = head[0].split(' ');
     let (method, path) = (first.next().unwrap_or_default(), first.next().unwrap_or_default());
     if path == VERSION_PATH {
-        return (401, String::new());
+        return answer(401, "");
     }
     let secret = path.strip_prefix("/api/v1/namespaces/").and_then(|p| p.split_once("/secrets/"));
-    let (Some((ns, name)), "PATCH") = (secret, method) else { return (404, String::new()) };
+    let (Some((ns, name)), "PATCH") = (secret, method) else { return answer(404, "") };
     let token = head[1..].iter().find_map(|h| {
         let (k, v) = h.split_once(':')?;
         k.trim().eq_ignore_ascii_case("authorization").then(|| v.trim().strip_prefix("Bearer ").unwrap_or_default())
     });
     match token {
         Some(t) if !t.is_empty() => crate::k8s::auth::patch_plan(api, t, ns, name).await,
-        _ => (401, "no bearer token".into()),
+        _ => answer(401, "no bearer token"),
     }
 }
 
@@ -191,6 +197,8 @@ pub struct Probe {
     pub status: u16,
     pub served_by: String,
     pub reason: String,
+    /// The plan a plan patch read (None for anything else).
+    pub plan: Option<crate::k8s::capi::baremetal::Plan>,
 }
 
 /// One `GET` of the version path on an established connection.
@@ -216,7 +224,14 @@ pub(crate) async fn exchange<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + U
         head[1..].iter().find_map(|h| h.strip_prefix(&prefix)).unwrap_or_default().to_string()
     };
     let status = status.parse().map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "bad status"))?;
-    Ok(Probe { status, served_by: header(SERVED_BY_HEADER), reason: header(REASON_HEADER) })
+    // "7" or "7 reset"
+    let plan = header(PLAN_HEADER);
+    let mut words = plan.split(' ');
+    let plan = words
+        .next()
+        .and_then(|g| g.parse().ok())
+        .map(|generation| crate::k8s::capi::baremetal::Plan { generation, reset: words.next() == Some("reset") });
+    Ok(Probe { status, served_by: header(SERVED_BY_HEADER), reason: header(REASON_HEADER), plan })
 }
 
 /// One probe on a fresh connection to `host` (the orchestrator's verify step).

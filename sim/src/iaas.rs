@@ -29,6 +29,8 @@ pub struct VmDeletion {
     /// The global cluster whose provider deleted it.
     pub by_cluster: String,
     pub controller: String,
+    /// `delete` (a VM) or `reset` (a bare-metal host wiped by a reset plan).
+    pub action: String,
     pub why: Value,
 }
 
@@ -67,12 +69,22 @@ impl Iaas {
 
     /// Deletes a VM; false if there was none.
     pub fn delete(&self, id: &str, by_cluster: &str, controller: &str, why: Value) -> bool {
+        self.destroy(id, by_cluster, controller, "delete", why)
+    }
+
+    /// Resets a bare-metal host (a reset plan was written for it): its installation is gone, so
+    /// it leaves the inventory like a deleted VM; false if there was none.
+    pub fn reset(&self, id: &str, by_cluster: &str, controller: &str, why: Value) -> bool {
+        self.destroy(id, by_cluster, controller, "reset", why)
+    }
+
+    fn destroy(&self, id: &str, by_cluster: &str, controller: &str, action: &str, why: Value) -> bool {
         let mut inner = self.lock();
         let Some(vm) = inner.vms.remove(id) else { return false };
         let t_ms = crate::clock::elapsed().map(|d| d.as_millis() as u64).unwrap_or(0);
         self.trace.record(
             by_cluster,
-            "iaas.delete",
+            &format!("iaas.{action}"),
             json!({"vm": id, "cluster": vm.cluster, "controller": controller, "why": why}),
         );
         inner.deletions.push(VmDeletion {
@@ -80,6 +92,7 @@ impl Iaas {
             vm,
             by_cluster: by_cluster.into(),
             controller: controller.into(),
+            action: action.into(),
             why,
         });
         true

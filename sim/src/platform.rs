@@ -89,7 +89,7 @@ impl Default for PlatformConfig {
             sim_secs: 60,
             tick_ms: 10,
             trace_path: None,
-            topology: Topology { clusters: 2, machines: 3 },
+            topology: Topology::vm(2, 3),
             misnamed_global: false,
             primary_at_rest: AtRest::aescbc("key1", [1; 32]),
             standby_at_rest: AtRest::aescbc("key1", [1; 32]),
@@ -132,6 +132,14 @@ pub enum Action {
     /// KubeadmControlPlane and a MachineDeployment of `machines - 1` workers; the CAPI
     /// controllers make the MachineSet, Machines, DCSMachines and VMs.
     CreateWorkload { cluster: String, machines: u64 },
+    /// Rolls out a new plan to every host of a workload cluster on `side` (None: the serving
+    /// cluster): each of its plan Secrets gets the next generation (one being reset keeps its
+    /// reset plan).
+    RolloutPlans { cluster: String, side: Option<String> },
+    /// Creates seed 002's misnamed global resource on `side`: a MachineDeployment
+    /// [`topology::MISNAMED_GLOBAL`] of that side's `global` Cluster (its controllers make the
+    /// MachineSet, Machine, DCSMachine and VM).
+    CreateMisnamedGlobal { side: String },
     /// Deletes an object on `side` through its API (background propagation).
     Delete { side: String, kind: &'static crate::k8s::Kind, name: String },
     /// Restarts every workload agent (they resolve the domain again).
@@ -210,6 +218,7 @@ impl Parts {
             plans: bundle.plans,
             token: bundle.token,
             period: SYSTEM_AGENT_PERIOD,
+            active: Duration::from_secs(cfg.sim_secs),
         };
         let cert = topology::platform_certificate(&cfg.platform_cert_names, cfg.seed.wrapping_add(14));
         let mut on_primary = workload.objects.clone();
@@ -267,7 +276,7 @@ impl Platform {
             sim.host("agents", move || {
                 if !system_agent.plans.is_empty() {
                     let (r, l, t) = (Resolver::new(dns.clone()), links.clone(), trace.clone());
-                    tokio::spawn(crate::sysagent::run(system_agent.clone(), r, l, t));
+                    tokio::spawn(crate::sysagent::run(system_agent.clone(), r, l, restart.clone(), t));
                 }
                 for (i, tx) in served_tx.iter().enumerate() {
                     let period = Duration::from_secs(5);
@@ -453,7 +462,7 @@ pub async fn operator(
             a = rx.recv() => {
                 let Some(a) = a else { break };
                 let serving = resolver.resolve();
-                if let Err(e) = operate(&a, &api_of, &serving).await {
+                if let Err(e) = operate(&a, &api_of, &serving, cfg.topology.provider).await {
                     trace.record("operator", "operator.error", json!({"action": format!("{a:?}"), "error": e.to_string()}));
                 }
             }
@@ -487,13 +496,22 @@ async fn compactor(mut etcd: etcd_client::Client, every: Duration) {
 }
 
 /// A Machine status heartbeat: touches the annotation of one random Machine of the topology on
-/// `api`'s cluster (one that a scale-down removed is skipped).
+/// `api`'s cluster (one that a scale-down removed is skipped). On bare metal every other one
+/// rolls out a new plan to that Machine's host instead (its plan Secret's next generation; a
+/// host being reset keeps its reset plan).
 async fn heartbeat(api: &Api, t: &Topology, rng: &mut ChaCha8Rng) -> Result<(), ApiError> {
     let c = topology::cluster_name(rng.random_range(0..t.clusters));
     let name = match rng.random_range(0..t.machines) {
         0 => format!("{c}-cp-0"),
         w => format!("{c}-md-0-{}", w - 1),
     };
+    if t.provider == topology::Provider::Baremetal && rng.random_bool(0.5) {
+        let plan = api.get(&kind::SECRET, topology::NS, &capi::baremetal::plan_name(&name)).await?;
+        return match plan {
+            Some(s) => capi::baremetal::next_plan(api, &s).await,
+            None => Ok(()),
+        };
+    }
     let Some(m) = api.get(&kind::MACHINE, topology::NS, &name).await? else { return Ok(()) };
     let mut obj = m.obj.clone();
     let beat = api.server.now().0.as_second().to_string();
@@ -501,7 +519,12 @@ async fn heartbeat(api: &Api, t: &Topology, rng: &mut ChaCha8Rng) -> Result<(), 
     api.update(&m, obj).await.map(|_| ())
 }
 
-async fn operate(a: &Action, api_of: &impl Fn(&str) -> Api, serving: &str) -> Result<(), ApiError> {
+async fn operate(
+    a: &Action,
+    api_of: &impl Fn(&str) -> Api,
+    serving: &str,
+    provider: topology::Provider,
+) -> Result<(), ApiError> {
     match a {
         Action::Scale { cluster, replicas } => {
             let api = api_of(serving);
@@ -555,7 +578,7 @@ async fn operate(a: &Action, api_of: &impl Fn(&str) -> Api, serving: &str) -> Re
                 &kind::KUBEADM_CONTROL_PLANE,
                 ns,
                 &format!("{cluster}-cp"),
-                json!({"replicas": 1}),
+                topology::with_template(json!({"replicas": 1}), provider),
             );
             api.create(owned(kcp)).await?;
             let workers = machines.saturating_sub(1);
@@ -563,7 +586,7 @@ async fn operate(a: &Action, api_of: &impl Fn(&str) -> Api, serving: &str) -> Re
                 &kind::MACHINE_DEPLOYMENT,
                 ns,
                 &format!("{cluster}-md"),
-                json!({"replicas": workers}),
+                topology::with_template(json!({"replicas": workers}), provider),
             );
             api.create(owned(md)).await.map(|_| ())
         }
@@ -572,6 +595,39 @@ async fn operate(a: &Action, api_of: &impl Fn(&str) -> Api, serving: &str) -> Re
             let o = api.require(kind, topology::NS, name).await?;
             let why = json!({"controller": "operator", "rule": "scripted delete"});
             api.delete(&o, crate::k8s::api::Propagation::Background, why).await.map(|_| ())
+        }
+        Action::RolloutPlans { cluster, side } => {
+            let on = side.as_deref().unwrap_or(serving);
+            let api = api_of(on);
+            let (secrets, _) = api.list(&kind::SECRET).await?;
+            let plans: Vec<_> = secrets
+                .iter()
+                .filter(|s| s.obj.label(capi::CLUSTER_NAME_LABEL) == Some(cluster.as_str()))
+                .filter(|s| capi::baremetal::Plan::of(&s.obj).is_some())
+                .collect();
+            api.server.trace.record(on, "operator.rollout-plans", json!({"cluster": cluster, "plans": plans.len()}));
+            for s in plans {
+                capi::baremetal::next_plan(&api, s).await?;
+            }
+            Ok(())
+        }
+        Action::CreateMisnamedGlobal { side } => {
+            let api = api_of(side);
+            let global = api.require(&kind::CLUSTER, topology::NS, "global").await?;
+            api.server.trace.record(
+                side,
+                "operator.create-misnamed-global",
+                json!({"kind": "MachineDeployment", "name": topology::MISNAMED_GLOBAL}),
+            );
+            let mut md = crate::k8s::Object::custom(
+                &kind::MACHINE_DEPLOYMENT,
+                topology::NS,
+                topology::MISNAMED_GLOBAL,
+                json!({"replicas": 1}),
+            );
+            md.set_label(capi::CLUSTER_NAME_LABEL, "global");
+            md.owned_by(&global.obj);
+            api.create(md).await.map(|_| ())
         }
         Action::RestartAgents => Ok(()),
     }

@@ -2,17 +2,23 @@
 //! workload-side client that patches its host's plan Secret through the platform domain with
 //! the ServiceAccount token it received at registration (seed 000: existing hosts keep that
 //! token across a failover). One task stands for the hosts: each round it patches the next
-//! plan Secret of its list, so every name the Role grants is exercised.
+//! plan Secrets of its list (up to `PLANS_PER_ROUND_MAX`), so every name the Role grants is
+//! exercised and every host reads its plan.
 //!
-//! Every patch is traced as `agent.patch` with the serving cluster, the status and, when
+//! Every patch is traced as `agent.patch` with the serving cluster, the status, the plan it
+//! read (its generation, and whether it is a reset the host then carries out) and, when
 //! refused, why — never the token. Like a real agent it keeps its connection while answers
 //! come, and dials again (resolving the domain through its caching resolver) after an error or
 //! a 5xx: a fenced primary answers 503.
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::io::BufReader;
+use tokio::sync::Notify;
+
 use crate::dns::{self, Resolver};
-use crate::net::Links;
+use crate::net::{Links, SimConn};
 use crate::trace::Trace;
 use serde_json::json;
 
@@ -26,6 +32,9 @@ pub struct SystemAgent {
     /// Its bearer token (kept out of Debug and the trace).
     pub token: String,
     pub period: Duration,
+    /// How long it patches: its writes stop with the rest of the traffic, so the world settles
+    /// (converged-after-heal compares the sides once writes have quiesced).
+    pub active: Duration,
 }
 
 impl std::fmt::Debug for SystemAgent {
@@ -34,15 +43,38 @@ impl std::fmt::Debug for SystemAgent {
     }
 }
 
-/// Runs the agent until its host stops.
-pub async fn run(agent: SystemAgent, mut resolver: Resolver, links: Links, trace: Trace) {
+/// Plan Secrets the agent patches per round: each host reads its own plan every period, but
+/// one task stands for them all, so a large topology reads its plans in turns.
+const PLANS_PER_ROUND_MAX: usize = 16;
+
+/// Runs the agent until its host stops; `restart` makes it resolve the domain and connect again
+/// (an operator restarting the agents after a failover, as seed 001 does).
+pub async fn run(agent: SystemAgent, mut resolver: Resolver, links: Links, restart: Arc<Notify>, trace: Trace) {
     assert!(!agent.plans.is_empty(), "a system agent patches at least one plan Secret");
     let mut next = 0usize;
-    loop {
-        let (target, mut conn) = dns::dial(&mut resolver, &links, agent.period).await;
+    let work = async {
         loop {
-            let plan = &agent.plans[next % agent.plans.len()];
-            next += 1;
+            let (target, conn) = dns::dial(&mut resolver, &links, agent.period).await;
+            tokio::select! {
+                _ = rounds(&agent, &target, conn, &mut next, &trace) => {}
+                _ = restart.notified() => {
+                    trace.record("agents", "agent.restart", json!({"agent": agent.name}));
+                }
+            }
+        }
+    };
+    // The run's traffic ends: so do the hosts' writes.
+    let _ = tokio::time::timeout(agent.active, work).await;
+}
+
+/// Patches plans round after round on one connection; returns after an error or a 5xx (a fenced
+/// primary answers 503) and a pause of one period.
+async fn rounds(agent: &SystemAgent, target: &str, mut conn: BufReader<SimConn>, next: &mut usize, trace: &Trace) {
+    let per_round = agent.plans.len().min(PLANS_PER_ROUND_MAX);
+    loop {
+        for _ in 0..per_round {
+            let plan = &agent.plans[*next % agent.plans.len()];
+            *next += 1;
             let req = format!(
                 "PATCH {} HTTP/1.1\r\nhost: {target}\r\nauthorization: Bearer {}\r\ncontent-length: 0\r\n\r\n",
                 dns::secret_path(&agent.namespace, plan),
@@ -54,13 +86,15 @@ pub async fn run(agent: SystemAgent, mut resolver: Resolver, links: Links, trace
                 trace.record(
                     "agents",
                     "agent.patch",
-                    json!({"agent": agent.name, "cluster": p.served_by, "secret": plan, "status": p.status, "reason": p.reason}),
+                    json!({"agent": agent.name, "cluster": p.served_by, "secret": plan, "status": p.status, "reason": p.reason,
+                        "generation": p.plan.map(|x| x.generation), "reset": p.plan.map(|x| x.reset)}),
                 );
             }
-            tokio::time::sleep(agent.period).await;
             if got.is_none_or(|p| p.status >= 500) {
-                break;
+                tokio::time::sleep(agent.period).await;
+                return;
             }
         }
+        tokio::time::sleep(agent.period).await;
     }
 }

@@ -6,12 +6,16 @@
 //! `-ca` / `-etcd` / `-sa` / `-proxy` Secrets and a kubeconfig Secret, a MachineDeployment with
 //! its MachineSet, KubeadmConfigTemplate and DCSMachineTemplate; per Machine: the Machine, its
 //! DCSMachine (with a VM in the IaaS), KubeadmConfig, bootstrap-data Secret and plan Secret.
+//! With the bare-metal provider a Machine's infrastructure is a BaremetalMachine naming a
+//! registered host (a MachineInventory, with the host in the IaaS), and the plan Secret belongs
+//! to the MachineInventory, as elemental-operator keeps it.
 
 use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde_json::json;
 
 use crate::iaas::Vm;
+use crate::k8s::capi::baremetal;
 use crate::k8s::capi::{CLUSTER_NAME_LABEL, DCS_MACHINE_FINALIZER};
 use crate::k8s::kind;
 use crate::k8s::object::{Body, Object};
@@ -27,6 +31,26 @@ pub struct Topology {
     pub clusters: usize,
     /// Machines per workload cluster, control plane included (at least 1).
     pub machines: usize,
+    /// The workload clusters' infrastructure provider (the global clusters' own are VMs).
+    pub provider: Provider,
+}
+
+impl Topology {
+    /// `clusters` × `machines` on VMs.
+    pub fn vm(clusters: usize, machines: usize) -> Self {
+        Topology { clusters, machines, provider: Provider::Vm }
+    }
+}
+
+/// What a workload cluster's Machines run on.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Provider {
+    /// DCSMachines, each with a VM the provider creates and deletes.
+    #[default]
+    Vm,
+    /// BaremetalMachines on registered hosts: the destructive act is a reset plan written to
+    /// the host's plan Secret, which its system agent carries out.
+    Baremetal,
 }
 
 /// Objects and VMs of one side.
@@ -83,14 +107,23 @@ struct Out<'a> {
     vm_prefix: &'a str,
 }
 
-/// One Machine with its DCSMachine, KubeadmConfig, bootstrap and plan Secrets, and VM.
+/// One Machine with its infrastructure machine (a DCSMachine with a VM, or a BaremetalMachine
+/// on a registered host), KubeadmConfig, bootstrap and plan Secrets.
 fn machine(owner: &Object, name: &str, cluster: &str, control_plane: bool, out: &mut Out<'_>) {
     let Out { uids, side, created_by, vm_prefix } = out;
     let m = labelled(crate::k8s::capi::machine_object(owner, name, cluster, control_plane), cluster, uids);
-    let vm = format!("vm-{vm_prefix}{name}");
-    let mut infra = labelled(Object::custom(&kind::DCS_MACHINE, NS, name, json!({"providerID": vm})), cluster, uids);
+    let infra_kind = crate::k8s::capi::infrastructure_kind(owner);
+    let baremetal = infra_kind == &kind::BAREMETAL_MACHINE;
+    let vm =
+        if baremetal { baremetal::host_id(&format!("{vm_prefix}{name}")) } else { format!("vm-{vm_prefix}{name}") };
+    let (spec, finalizer) = if baremetal {
+        (json!({"providerID": vm, "inventoryRef": {"name": name}}), baremetal::BAREMETAL_MACHINE_FINALIZER)
+    } else {
+        (json!({"providerID": vm}), DCS_MACHINE_FINALIZER)
+    };
+    let mut infra = labelled(Object::custom(infra_kind, NS, name, spec), cluster, uids);
     infra.owned_by(&m);
-    infra.add_finalizer(DCS_MACHINE_FINALIZER);
+    infra.add_finalizer(finalizer);
     let mut cfg = labelled(Object::custom(&kind::KUBEADM_CONFIG, NS, name, json!({})), cluster, uids);
     cfg.owned_by(&m);
     let mut boot = labelled(
@@ -99,14 +132,28 @@ fn machine(owner: &Object, name: &str, cluster: &str, control_plane: bool, out: 
         uids,
     );
     boot.owned_by(&cfg);
-    let mut plan = labelled(
-        secret(&format!("{name}-plan"), "elemental.cattle.io/plan", "plan", b"{\"generation\":1}"),
-        cluster,
-        uids,
-    );
-    plan.owned_by(&m);
+    let mut plan =
+        labelled(baremetal::plan_secret(NS, name, baremetal::Plan { generation: 1, reset: false }), cluster, uids);
+    if baremetal {
+        // The host's registration: it outlives the Machine (a reset host registers again).
+        let inventory =
+            labelled(Object::custom(&kind::MACHINE_INVENTORY, NS, name, json!({"hostID": vm})), cluster, uids);
+        plan.owned_by(&inventory);
+        side.objects.push(inventory);
+    } else {
+        plan.owned_by(&m);
+    }
     side.vms.push(Vm { id: vm, cluster: cluster.into(), created_by: (*created_by).into() });
     side.objects.extend([m, infra, cfg, boot, plan]);
+}
+
+/// A MachineDeployment's, MachineSet's or control plane's spec naming its Machines'
+/// infrastructure kind (a VM's is the default and left out).
+pub fn with_template(mut spec: serde_json::Value, provider: Provider) -> serde_json::Value {
+    if provider == Provider::Baremetal {
+        spec["template"] = json!({"spec": {"infrastructureRef": {"kind": kind::BAREMETAL_MACHINE.kind}}});
+    }
+    spec
 }
 
 /// The workload clusters the primary holds (and the sync copies).
@@ -122,7 +169,12 @@ pub fn workload(t: &Topology, seed: u64, created_by: &str) -> Side {
         let mut infra = labelled(Object::custom(&kind::DCS_CLUSTER, NS, &c, json!({})), &c, &mut uids);
         infra.owned_by(&cluster);
         let mut kcp = labelled(
-            Object::custom(&kind::KUBEADM_CONTROL_PLANE, NS, &format!("{c}-cp"), json!({"replicas": 1})),
+            Object::custom(
+                &kind::KUBEADM_CONTROL_PLANE,
+                NS,
+                &format!("{c}-cp"),
+                with_template(json!({"replicas": 1}), t.provider),
+            ),
             &c,
             &mut uids,
         );
@@ -141,17 +193,12 @@ pub fn workload(t: &Topology, seed: u64, created_by: &str) -> Side {
         );
         kubeconfig.owned_by(&cluster);
         let workers = t.machines - 1;
-        let mut md = labelled(
-            Object::custom(&kind::MACHINE_DEPLOYMENT, NS, &format!("{c}-md"), json!({"replicas": workers})),
-            &c,
-            &mut uids,
-        );
+        let spec = |replicas: usize| with_template(json!({"replicas": replicas}), t.provider);
+        let mut md =
+            labelled(Object::custom(&kind::MACHINE_DEPLOYMENT, NS, &format!("{c}-md"), spec(workers)), &c, &mut uids);
         md.owned_by(&cluster);
-        let mut ms = labelled(
-            Object::custom(&kind::MACHINE_SET, NS, &format!("{c}-md-0"), json!({"replicas": workers})),
-            &c,
-            &mut uids,
-        );
+        let mut ms =
+            labelled(Object::custom(&kind::MACHINE_SET, NS, &format!("{c}-md-0"), spec(workers)), &c, &mut uids);
         ms.owned_by(&md);
         let mut kct =
             labelled(Object::custom(&kind::KUBEADM_CONFIG_TEMPLATE, NS, &format!("{c}-md"), json!({})), &c, &mut uids);
@@ -213,8 +260,11 @@ pub fn global(side_name: &str, seed: u64, misnamed: bool) -> Side {
         side.objects.push(s);
     }
     if misnamed {
-        let mut md =
-            labelled(Object::custom(&kind::MACHINE_DEPLOYMENT, NS, "workers", json!({"replicas": 1})), c, &mut uids);
+        let mut md = labelled(
+            Object::custom(&kind::MACHINE_DEPLOYMENT, NS, MISNAMED_GLOBAL, json!({"replicas": 1})),
+            c,
+            &mut uids,
+        );
         md.owned_by(&cluster);
         let mut ms =
             labelled(Object::custom(&kind::MACHINE_SET, NS, "workers-0", json!({"replicas": 1})), c, &mut uids);
@@ -237,6 +287,10 @@ pub fn global(side_name: &str, seed: u64, misnamed: bool) -> Side {
     }
     side
 }
+
+/// The name of seed 002's misnamed global resource (a MachineDeployment of the global cluster
+/// without the `global-` prefix).
+pub const MISNAMED_GLOBAL: &str = "workers";
 
 /// The platform components every global cluster runs as Deployments in [`NS`]: a failover's
 /// validation requires a ready replica of each on the standby (seed 000 step 6).
@@ -344,7 +398,7 @@ mod tests {
 
     #[test]
     fn sizes_and_references_hold_together() {
-        let s = workload(&Topology { clusters: 3, machines: 4 }, 7, "primary");
+        let s = workload(&Topology::vm(3, 4), 7, "primary");
         // 3 + 5 secrets + 4 templates/sets per cluster, 5 per Machine.
         assert_eq!(s.objects.len(), 3 * (3 + 5 + 4 + 4 * 5));
         assert_eq!(s.vms.len(), 12);
@@ -355,7 +409,7 @@ mod tests {
                 assert!(uids.contains(r.uid.as_str()), "{} owner {} is in the topology", o.key(), r.name);
             }
         }
-        assert_eq!(workload(&Topology { clusters: 3, machines: 4 }, 7, "primary").objects, s.objects);
+        assert_eq!(workload(&Topology::vm(3, 4), 7, "primary").objects, s.objects);
         let g = global("standby", 9, false);
         // Its components are Deployments, which the rules leave out: only its CAPI objects need the name.
         let capi = g.objects.iter().filter(|o| o.kind != &kind::DEPLOYMENT);

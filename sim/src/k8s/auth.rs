@@ -245,28 +245,39 @@ pub async fn review(api: &Api, token: &str, verb: &str, namespace: &str, name: &
 
 /// A system agent's plan Secret patch (it records when it applied the plan): the status code
 /// and, when refused, why.
-pub async fn patch_plan(api: &Api, token: &str, namespace: &str, name: &str) -> (u16, String) {
+pub async fn patch_plan(api: &Api, token: &str, namespace: &str, name: &str) -> PlanPatch {
+    let refused = |status: u16, reason: String| PlanPatch { status, reason, plan: None };
     let claims = match review(api, token, "patch", namespace, name).await {
         Ok(c) => c,
-        Err(d) => return (d.status(), d.to_string()),
+        Err(d) => return refused(d.status(), d.to_string()),
     };
     let mut api = api.clone();
     api.actor = claims.sub;
     let old = match api.get(&kind::SECRET, namespace, name).await {
         Ok(Some(s)) => s,
-        Ok(None) => return (404, "not found".into()),
-        Err(e) => return (503, e.to_string()),
+        Ok(None) => return refused(404, "not found".into()),
+        Err(e) => return refused(503, e.to_string()),
     };
+    let plan = crate::k8s::capi::baremetal::Plan::of(&old.obj);
     let mut obj = old.obj.clone();
     if let Body::Secret { data, .. } = &mut obj.body {
         data.insert("applied-at".into(), api.server.now().0.as_second().to_string().into_bytes());
     }
     match api.update(&old, obj).await {
-        Ok(_) => (200, String::new()),
-        Err(ApiError::Fenced(_)) => (503, "fenced".into()),
-        Err(ApiError::Conflict(_)) => (409, "conflict".into()),
-        Err(e) => (500, e.to_string()),
+        Ok(_) => PlanPatch { status: 200, reason: String::new(), plan },
+        Err(ApiError::Fenced(_)) => refused(503, "fenced".into()),
+        Err(ApiError::Conflict(_)) => refused(409, "conflict".into()),
+        Err(e) => refused(500, e.to_string()),
     }
+}
+
+/// What a system agent's plan patch got: the status, why it was refused, and on success the
+/// plan it read (which the agent then carries out).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlanPatch {
+    pub status: u16,
+    pub reason: String,
+    pub plan: Option<crate::k8s::capi::baremetal::Plan>,
 }
 
 #[cfg(test)]

@@ -5,7 +5,8 @@
 //!   UID) → Machine replicas, scale up and down, adoption of labelled orphans;
 //! - Machine: finalizer `machine.cluster.x-k8s.io`; a deleted Machine deletes its infrastructure
 //!   machine and only then drops its finalizer; a DCSMachine being deleted deletes its VM in the
-//!   shared IaaS;
+//!   shared IaaS; a BaremetalMachine being deleted resets its host through a plan
+//!   ([`baremetal`]);
 //! - KubeadmControlPlane: regenerates `<cluster>-ca` / `-etcd` / `-sa` / `-proxy` Secrets that
 //!   are missing (or unreadable) — which breaks a running workload cluster;
 //! - paused Clusters (spec.paused or the paused annotation) are not reconciled, deletions
@@ -30,6 +31,8 @@ use super::object::{Body, Object};
 use super::queue::WorkQueue;
 use crate::iaas::{Iaas, Vm};
 
+pub mod baremetal;
+
 pub const MACHINE_FINALIZER: &str = "machine.cluster.x-k8s.io";
 pub const DCS_MACHINE_FINALIZER: &str = "dcsmachine.infrastructure.cluster.x-k8s.io";
 pub const CLUSTER_NAME_LABEL: &str = "cluster.x-k8s.io/cluster-name";
@@ -40,13 +43,14 @@ pub const PAUSED_ANNOTATION: &str = "cluster.x-k8s.io/paused";
 pub const CLUSTER_SECRET_SUFFIXES: [&str; 4] = ["ca", "etcd", "sa", "proxy"];
 
 /// The kinds the manager watches.
-const WATCHED: [&Kind; 7] = [
+const WATCHED: [&Kind; 8] = [
     &kind::CLUSTER,
     &kind::MACHINE_DEPLOYMENT,
     &kind::MACHINE_SET,
     &kind::MACHINE,
     &kind::KUBEADM_CONTROL_PLANE,
     &kind::DCS_MACHINE,
+    &kind::BAREMETAL_MACHINE,
     &kind::SECRET,
 ];
 const DELTAS_BUFFERED_MAX: usize = 4_096;
@@ -198,12 +202,19 @@ pub fn cluster_spec(name: &str) -> Value {
     })
 }
 
+/// The infrastructure kind of the Machines `owner` (a MachineDeployment, MachineSet or control
+/// plane) makes: what its template names, a DCSMachine by default.
+pub fn infrastructure_kind(owner: &Object) -> &'static Kind {
+    let named = owner.field(&["spec", "template", "spec", "infrastructureRef", "kind"]).and_then(Value::as_str);
+    if named == Some(kind::BAREMETAL_MACHINE.kind) { &kind::BAREMETAL_MACHINE } else { &kind::DCS_MACHINE }
+}
+
 /// A Machine as its owner (a MachineSet, or a KubeadmControlPlane when `control_plane`) makes
 /// it: labelled with its cluster and set, infrastructure and bootstrap references, finalizer.
 pub fn machine_object(owner: &Object, name: &str, cluster: &str, control_plane: bool) -> Object {
     let spec = json!({
         "clusterName": cluster,
-        "infrastructureRef": {"kind": "DCSMachine", "name": name},
+        "infrastructureRef": {"kind": infrastructure_kind(owner).kind, "name": name},
         "bootstrap": {"dataSecretName": format!("{name}-bootstrap")},
     });
     let mut m = Object::custom(&kind::MACHINE, owner.namespace(), name, spec);
@@ -313,6 +324,8 @@ impl Manager {
             self.machine(s).await
         } else if k == &kind::DCS_MACHINE {
             self.dcs_machine(s).await
+        } else if k == &kind::BAREMETAL_MACHINE {
+            self.baremetal_machine(s).await
         } else if k == &kind::KUBEADM_CONTROL_PLANE {
             self.control_plane(s).await
         } else {
@@ -407,8 +420,11 @@ impl Manager {
         match live.first() {
             None => {
                 let name = format!("{}-{}", md.obj.name(), &self.api.server.uid()[..5]);
-                let mut ms =
-                    Object::custom(&kind::MACHINE_SET, md.obj.namespace(), &name, json!({"replicas": replicas}));
+                let mut spec = json!({"replicas": replicas});
+                if let Some(t) = md.obj.field(&["spec", "template"]) {
+                    spec["template"] = t.clone();
+                }
+                let mut ms = Object::custom(&kind::MACHINE_SET, md.obj.namespace(), &name, spec);
                 ms.meta.labels = md.obj.meta.labels.clone();
                 ms.owned_by(&md.obj);
                 self.create(ms).await?;
@@ -456,13 +472,14 @@ impl Manager {
         Ok(())
     }
 
-    /// Creates a Machine owned by `owner` and its DCSMachine (which gets a new VM).
+    /// Creates a Machine owned by `owner` and its infrastructure machine (which gets a new VM or
+    /// host).
     async fn new_machine(&mut self, owner: &Object, control_plane: bool) -> Result<Stored, ApiError> {
         let name = format!("{}-{}", owner.name(), &self.api.server.uid()[..5]);
         let cluster = owner.label(CLUSTER_NAME_LABEL).unwrap_or_default().to_string();
         let ns = owner.namespace().to_string();
         let machine = self.create(machine_object(owner, &name, &cluster, control_plane)).await?;
-        let mut infra = Object::custom(&kind::DCS_MACHINE, &ns, &name, json!({}));
+        let mut infra = Object::custom(infrastructure_kind(owner), &ns, &name, json!({}));
         infra.set_label(CLUSTER_NAME_LABEL, &cluster);
         infra.owned_by(&machine.obj);
         self.create(infra).await?;
@@ -480,7 +497,13 @@ impl Manager {
         }
         let infra_name =
             m.obj.field(&["spec", "infrastructureRef", "name"]).and_then(Value::as_str).unwrap_or(m.obj.name());
-        let infra_key = kind::DCS_MACHINE.key(m.obj.namespace(), infra_name);
+        let infra_kind = m
+            .obj
+            .field(&["spec", "infrastructureRef", "kind"])
+            .and_then(Value::as_str)
+            .and_then(Kind::by_name)
+            .unwrap_or(&kind::DCS_MACHINE);
+        let infra_key = infra_kind.key(m.obj.namespace(), infra_name);
         if let Some(infra) = self.cache.get(&infra_key).cloned() {
             if !infra.obj.deleting() {
                 let why = json!({"controller": "machine", "rule": "machine deleting", "machine": m.obj.name(), "uid": m.obj.uid()});
