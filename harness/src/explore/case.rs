@@ -25,6 +25,8 @@ const SETTLE_S: u64 = 60;
 const FAILOVER_SETTLE_S: u64 = 150;
 /// A failback's: the reverse sync's first copy, then a failover back.
 const FAILBACK_SETTLE_S: u64 = 200;
+/// A DR-aware upgrade's: the reinstalled sync's resync onto the diverged standby.
+const UPGRADE_SETTLE_S: u64 = 120;
 
 /// The link a network fault is on: the sync's link to one side.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -136,6 +138,23 @@ pub struct Failback {
     pub scale: Option<(usize, u64)>,
 }
 
+/// A DR-aware upgrade after the faults (when no failover is drawn): the guarded uninstall once
+/// the sync is caught up, the global clusters diverging while it is gone, then a reinstall onto
+/// the diverged standby (seed 000's upgrade runbook).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Upgrade {
+    /// Seconds after the last fault ends.
+    pub after_s: u32,
+    /// How long the sync stays uninstalled.
+    pub for_s: u32,
+    /// Meanwhile the primary scales this workload cluster's MachineDeployment to this many
+    /// replicas (a scale-down deletes a Machine the standby still holds a copy of).
+    pub scale: Option<(usize, u64)>,
+    /// Meanwhile both sides compact at their heads (so only the gate's proof can show whose
+    /// the standby's copies are).
+    pub compact: bool,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Case {
     /// The world's seed (not shrunk: another seed is another world).
@@ -152,6 +171,10 @@ pub struct Case {
     pub sync_start_ds: u32,
     pub faults: Vec<Fault>,
     pub failover: Option<FailoverPlan>,
+    /// The workload clusters run on bare metal (reset plans; plans-never-regress judged).
+    pub bare_metal: bool,
+    /// Taken only when no failover is drawn (the two are not modelled in one scenario).
+    pub upgrade: Option<Upgrade>,
 }
 
 fn peer() -> impl Strategy<Value = Peer> {
@@ -217,7 +240,13 @@ fn failover_plan() -> impl Strategy<Value = FailoverPlan> {
         })
 }
 
-/// The explorer's strategy.
+fn upgrade() -> impl Strategy<Value = Upgrade> {
+    (0u32..30, 10u32..60, prop::option::of((0..CLUSTERS_MAX, 0u64..=6)), any::<bool>())
+        .prop_map(|(after_s, for_s, scale, compact)| Upgrade { after_s, for_s, scale, compact })
+}
+
+/// The explorer's strategy. The bare-metal and upgrade draws come last, so the cases drawn
+/// before them (and the findings that name their indices) stay what they were.
 pub fn strategy() -> impl Strategy<Value = Case> {
     let world = (
         any::<u64>().no_shrink(),
@@ -232,7 +261,8 @@ pub fn strategy() -> impl Strategy<Value = Case> {
     );
     let schedule =
         (5u32..300, prop::collection::vec(fault(), 0..=FAULTS_MAX), prop::option::weighted(0.5, failover_plan()));
-    (world, schedule).prop_map(|(w, (sync_start_ds, faults, failover))| Case {
+    let later = (prop::bool::weighted(0.25), prop::option::weighted(0.3, upgrade()));
+    (world, schedule, later).prop_map(|(w, (sync_start_ds, faults, failover), (bare_metal, upgrade))| Case {
         world_seed: w.0,
         clusters: w.1,
         machines: w.2,
@@ -245,6 +275,8 @@ pub fn strategy() -> impl Strategy<Value = Case> {
         sync_start_ds,
         faults,
         failover,
+        bare_metal,
+        upgrade,
     })
 }
 
@@ -382,13 +414,33 @@ impl Case {
                 duration_s = at_ms.div_ceil(1000) + FAILBACK_SETTLE_S;
             }
         }
+        if let Some(u) = self.upgrade.as_ref().filter(|_| self.failover.is_none()) {
+            let at_ms = end_ms + u64::from(u.after_s) * 1000 + 1000;
+            let back_ms = at_ms + u64::from(u.for_s) * 1000;
+            // As the runbook does: uninstall once the sync reports caught up (the entries after
+            // it wait for it, keeping the timeline's order).
+            timeline.push(entry(at_ms, |e| {
+                e.when = Some(Condition::SyncCaughtUp);
+                e.uninstall_sync = Some(FailbackSpec {})
+            }));
+            if let Some((c, replicas)) = u.scale.filter(|(c, _)| *c < self.clusters) {
+                let cluster = sim::topology::cluster_name(c);
+                timeline.push(entry(at_ms + 1000, |e| e.scale = Some(Scale { cluster, replicas })));
+            }
+            if u.compact {
+                timeline.push(entry(back_ms - 1000, |e| e.compact = Some(Side::Primary)));
+                timeline.push(entry(back_ms - 1000, |e| e.compact = Some(Side::Standby)));
+            }
+            timeline.push(entry(back_ms, |e| e.reinstall_sync = Some(FailbackSpec {})));
+            duration_s = back_ms.div_ceil(1000) + UPGRADE_SETTLE_S;
+        }
         Scenario {
             name: name.into(),
             proves: proves.into(),
             topology: Topology {
                 clusters: self.clusters,
                 machines: self.machines,
-                provider: Provider::Vm,
+                provider: if self.bare_metal { Provider::Baremetal } else { Provider::Vm },
                 dns_ttl_s: self.dns_ttl_s,
                 encryption: self.encryption,
                 misnamed_global: false,
