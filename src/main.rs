@@ -40,6 +40,9 @@ enum Command {
         /// Background writes (Machine heartbeats) per simulated second on the serving cluster.
         #[arg(long, default_value_t = 1.0)]
         writes_per_s: f64,
+        /// The workload clusters run on bare metal (hosts reset by plans) instead of VMs.
+        #[arg(long)]
+        baremetal: bool,
         /// Write the JSON-lines trace here.
         #[arg(long)]
         trace: Option<PathBuf>,
@@ -207,8 +210,17 @@ enum BenchWhat {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::World { seed, sim_secs, tick_ms, clusters, machines, writes_per_s, trace } => {
-            world(harness::drill::DrillOptions { seed, sim_secs, tick_ms, clusters, machines, writes_per_s, trace })
+        Command::World { seed, sim_secs, tick_ms, clusters, machines, writes_per_s, baremetal, trace } => {
+            world(harness::drill::DrillOptions {
+                seed,
+                sim_secs,
+                tick_ms,
+                clusters,
+                machines,
+                writes_per_s,
+                bare_metal: baremetal,
+                trace,
+            })
         }
         Command::Failover {
             seed,
@@ -232,6 +244,7 @@ fn main() -> ExitCode {
                 clusters,
                 machines,
                 writes_per_s: 1.0,
+                bare_metal: false,
                 trace,
             };
             failover(harness::drill::FailoverDrill {
@@ -261,6 +274,7 @@ fn main() -> ExitCode {
                 clusters,
                 machines,
                 writes_per_s: 1.0,
+                bare_metal: false,
                 trace: None,
             };
             preflight_cmd::preflight(harness::drill::PreflightDrill {

@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 
 use sim::platform::{PRIMARY, Platform, PlatformConfig, PlatformReport, STANDBY};
-use sim::topology::Topology;
+use sim::topology::{Provider, Topology};
 use sim::world::{Step, WorldError};
 use sync::crypto::{Boundary, Keyring};
 use sync::engine::{Settings, Status};
@@ -77,12 +77,16 @@ pub struct DrillOptions {
     pub machines: usize,
     /// Background writes (Machine heartbeats) per simulated second.
     pub writes_per_s: f64,
+    /// The workload clusters run on bare metal instead of VMs.
+    pub bare_metal: bool,
     pub trace: Option<PathBuf>,
 }
 
 impl DrillOptions {
     pub fn platform_config(&self) -> PlatformConfig {
-        let mut cfg = platform_config(self.seed, self.sim_secs, Topology::vm(self.clusters, self.machines));
+        let provider = if self.bare_metal { Provider::Baremetal } else { Provider::Vm };
+        let topology = Topology { clusters: self.clusters, machines: self.machines, provider };
+        let mut cfg = platform_config(self.seed, self.sim_secs, topology);
         cfg.tick_ms = self.tick_ms;
         cfg.trace_path = self.trace.clone();
         cfg.writes_per_s = self.writes_per_s;

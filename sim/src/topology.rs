@@ -8,7 +8,8 @@
 //! DCSMachine (with a VM in the IaaS), KubeadmConfig, bootstrap-data Secret and plan Secret.
 //! With the bare-metal provider a Machine's infrastructure is a BaremetalMachine naming a
 //! registered host (a MachineInventory, with the host in the IaaS), and the plan Secret belongs
-//! to the MachineInventory, as elemental-operator keeps it.
+//! to the MachineInventory, as elemental-operator keeps it. (The infrastructure cluster and
+//! template stay DCS kinds on bare metal: no Machine's fate depends on them.)
 
 use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -417,6 +418,31 @@ mod tests {
         assert_eq!(g.objects.len() - capi.count(), COMPONENTS.len());
         assert!(!is_global_name("globalx") && !is_global_name("workers"));
         assert!(g.vms.iter().all(|v| v.id.starts_with("vm-standby-global-")));
-        assert!(global("primary", 9, true).objects.iter().any(|o| o.name() == "workers"));
+        assert!(global("primary", 9, true).objects.iter().any(|o| o.name() == MISNAMED_GLOBAL));
+    }
+
+    #[test]
+    fn bare_metal_machines_name_registered_hosts_whose_plans_outlive_them() {
+        let s = workload(&Topology { clusters: 2, machines: 3, provider: Provider::Baremetal }, 7, "primary");
+        // One MachineInventory more per Machine than on VMs.
+        assert_eq!(s.objects.len(), 2 * (3 + 5 + 4 + 3 * 6));
+        assert!(s.vms.iter().all(|v| v.id.starts_with("host-wc-")), "hosts, not VMs");
+        let uid_of = |kind: &kind::Kind, name: &str| {
+            s.objects.iter().find(|o| o.kind == kind && o.name() == name).map(Object::uid).expect("present")
+        };
+        for m in s.objects.iter().filter(|o| o.kind == &kind::MACHINE) {
+            let infra = m.field(&["spec", "infrastructureRef", "kind"]).and_then(|v| v.as_str());
+            assert_eq!(infra, Some("BaremetalMachine"), "{}", m.name());
+            let plan = s.objects.iter().find(|o| o.name() == format!("{}-plan", m.name())).expect("a plan");
+            // Owned by the host's registration, not the Machine: a deleted Machine's host keeps
+            // its plan Secret (where the reset plan goes).
+            assert_eq!(plan.owners()[0].uid, uid_of(&kind::MACHINE_INVENTORY, m.name()));
+            let bm = s.objects.iter().find(|o| o.kind == &kind::BAREMETAL_MACHINE && o.name() == m.name());
+            let host = bm.and_then(|b| b.field(&["spec", "providerID"])).and_then(|v| v.as_str());
+            assert_eq!(host, Some(format!("host-{}", m.name()).as_str()));
+        }
+        // The templates carry the provider, so the controllers' new Machines are bare metal too.
+        let md = s.objects.iter().find(|o| o.kind == &kind::MACHINE_DEPLOYMENT).expect("an MD");
+        assert_eq!(crate::k8s::capi::infrastructure_kind(md), &kind::BAREMETAL_MACHINE);
     }
 }

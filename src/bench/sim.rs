@@ -17,7 +17,16 @@ const JOBS: usize = 2;
 
 pub fn sim(opts: Options) -> Result<serde_json::Value, String> {
     let sim_secs = if opts.quick { 300 } else { 3600 };
-    let o = DrillOptions { seed: 1, sim_secs, tick_ms: 10, clusters: 50, machines: 10, writes_per_s: 1.0, trace: None };
+    let o = DrillOptions {
+        seed: 1,
+        sim_secs,
+        tick_ms: 10,
+        clusters: 50,
+        machines: 10,
+        writes_per_s: 1.0,
+        bare_metal: false,
+        trace: None,
+    };
     let wall = Instant::now();
     let r = harness::drill::drill(&o).map_err(|e| {
         format!("{e} (reproduce with: drlab world --seed 1 --sim-secs {sim_secs} --clusters 50 --machines 10)")

@@ -243,14 +243,19 @@ pub async fn review(api: &Api, token: &str, verb: &str, namespace: &str, name: &
     Ok(claims)
 }
 
-/// A system agent's plan Secret patch (it records when it applied the plan): the status code
-/// and, when refused, why.
+/// A system agent's plan Secret patch: it records the plan generation its host applied. The
+/// status code, why it was refused, and the plan it read. Like kube-apiserver, admission (the
+/// fence) answers before anything else, and a patch that changes nothing writes nothing — so a
+/// host re-reading a plan it applied costs no etcd write.
 pub async fn patch_plan(api: &Api, token: &str, namespace: &str, name: &str) -> PlanPatch {
     let refused = |status: u16, reason: String| PlanPatch { status, reason, plan: None };
     let claims = match review(api, token, "patch", namespace, name).await {
         Ok(c) => c,
         Err(d) => return refused(d.status(), d.to_string()),
     };
+    if api.server.fenced() {
+        return refused(503, "fenced".into());
+    }
     let mut api = api.clone();
     api.actor = claims.sub;
     let old = match api.get(&kind::SECRET, namespace, name).await {
@@ -259,10 +264,13 @@ pub async fn patch_plan(api: &Api, token: &str, namespace: &str, name: &str) -> 
         Err(e) => return refused(503, e.to_string()),
     };
     let plan = crate::k8s::capi::baremetal::Plan::of(&old.obj);
+    let applied = plan.map(|p| p.generation.to_string().into_bytes());
     let mut obj = old.obj.clone();
-    if let Body::Secret { data, .. } = &mut obj.body {
-        data.insert("applied-at".into(), api.server.now().0.as_second().to_string().into_bytes());
+    let Body::Secret { data, .. } = &mut obj.body else { return refused(500, "not a Secret".into()) };
+    if applied.is_none() || data.get(APPLIED_KEY) == applied.as_ref() {
+        return PlanPatch { status: 200, reason: String::new(), plan };
     }
+    data.insert(APPLIED_KEY.into(), applied.expect("checked above"));
     match api.update(&old, obj).await {
         Ok(_) => PlanPatch { status: 200, reason: String::new(), plan },
         Err(ApiError::Fenced(_)) => refused(503, "fenced".into()),
@@ -270,6 +278,9 @@ pub async fn patch_plan(api: &Api, token: &str, namespace: &str, name: &str) -> 
         Err(e) => refused(500, e.to_string()),
     }
 }
+
+/// The plan Secret's data key where the agent records the generation its host applied.
+pub const APPLIED_KEY: &str = "applied-generation";
 
 /// What a system agent's plan patch got: the status, why it was refused, and on success the
 /// plan it read (which the agent then carries out).
