@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use sim::iaas::Destruction;
 use sim::k8s::capi::baremetal::Plan;
 use sim::k8s::{Object, kind};
 use sim::platform::{Action, PRIMARY, Platform, PlatformConfig};
@@ -42,8 +43,8 @@ fn a_bare_metal_scale_down_resets_exactly_the_removed_host_and_a_scale_up_regist
 
     // Exactly the removed worker's host is reset — by its plan, not by a VM delete (a model that
     // deleted a VM, or reset every host of the cluster, fails here).
-    let gone: Vec<(String, String)> = p.iaas.deletions().iter().map(|d| (d.vm.id.clone(), d.action.clone())).collect();
-    assert_eq!(gone, [("host-wc-00-md-0-1".to_string(), "reset".to_string())]);
+    let gone: Vec<(String, Destruction)> = p.iaas.deletions().iter().map(|d| (d.vm.id.clone(), d.action)).collect();
+    assert_eq!(gone, [("host-wc-00-md-0-1".to_string(), Destruction::Reset)]);
     let objs = objects(&p, PRIMARY);
     let plan = named(&objs, &kind::SECRET, "wc-00-md-0-1-plan").expect("the host's plan Secret stays");
     assert_eq!(Plan::of(plan), Some(Plan { generation: 2, reset: true }), "the reset is the plan's next generation");

@@ -391,7 +391,10 @@ pub fn check(s: &Scenario, o: &Observed) -> std::io::Result<Vec<Verdict>> {
         let serving = serving_at(&ev, d.t_ms);
         let machine = d.vm.id.strip_prefix("vm-").or_else(|| d.vm.id.strip_prefix("host-")).unwrap_or(&d.vm.id);
         if !allowed.machine_explained(machine) || d.by_cluster != serving {
-            let what = if d.action == "reset" { "host reset by a plan" } else { "VM destroyed" };
+            let what = match d.action {
+                sim::iaas::Destruction::Reset => "host reset by a plan",
+                sim::iaas::Destruction::Delete => "VM destroyed",
+            };
             problems.push(format!(
                 "{what}: {} (cluster {}) at t={:.3}s by {}/{} (serving: {serving}) because {}\n{}",
                 d.vm.id,

@@ -29,9 +29,28 @@ pub struct VmDeletion {
     /// The global cluster whose provider deleted it.
     pub by_cluster: String,
     pub controller: String,
-    /// `delete` (a VM) or `reset` (a bare-metal host wiped by a reset plan).
-    pub action: String,
+    pub action: Destruction,
     pub why: Value,
+}
+
+/// How a VM or host was destroyed.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Destruction {
+    /// A VM deleted through the IaaS API.
+    Delete,
+    /// A bare-metal host wiped by a reset plan written to its plan Secret.
+    Reset,
+}
+
+impl Destruction {
+    /// Its name in the trace (`iaas.<name>`) and in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Destruction::Delete => "delete",
+            Destruction::Reset => "reset",
+        }
+    }
 }
 
 #[derive(Default)]
@@ -69,22 +88,22 @@ impl Iaas {
 
     /// Deletes a VM; false if there was none.
     pub fn delete(&self, id: &str, by_cluster: &str, controller: &str, why: Value) -> bool {
-        self.destroy(id, by_cluster, controller, "delete", why)
+        self.destroy(id, by_cluster, controller, Destruction::Delete, why)
     }
 
     /// Resets a bare-metal host (a reset plan was written for it): its installation is gone, so
     /// it leaves the inventory like a deleted VM; false if there was none.
     pub fn reset(&self, id: &str, by_cluster: &str, controller: &str, why: Value) -> bool {
-        self.destroy(id, by_cluster, controller, "reset", why)
+        self.destroy(id, by_cluster, controller, Destruction::Reset, why)
     }
 
-    fn destroy(&self, id: &str, by_cluster: &str, controller: &str, action: &str, why: Value) -> bool {
+    fn destroy(&self, id: &str, by_cluster: &str, controller: &str, action: Destruction, why: Value) -> bool {
         let mut inner = self.lock();
         let Some(vm) = inner.vms.remove(id) else { return false };
         let t_ms = crate::clock::elapsed().map(|d| d.as_millis() as u64).unwrap_or(0);
         self.trace.record(
             by_cluster,
-            &format!("iaas.{action}"),
+            &format!("iaas.{}", action.name()),
             json!({"vm": id, "cluster": vm.cluster, "controller": controller, "why": why}),
         );
         inner.deletions.push(VmDeletion {
@@ -92,7 +111,7 @@ impl Iaas {
             vm,
             by_cluster: by_cluster.into(),
             controller: controller.into(),
-            action: action.into(),
+            action,
             why,
         });
         true

@@ -1,9 +1,11 @@
 //! The bare-metal hosts' system agent (elemental-system-agent) as the platform sees it: a
 //! workload-side client that patches its host's plan Secret through the platform domain with
 //! the ServiceAccount token it received at registration (seed 000: existing hosts keep that
-//! token across a failover). One task stands for the hosts: each round it patches the next
-//! plan Secret(s) of its list (`PLANS_PER_ROUND_MAX`), so every name the Role grants is
-//! exercised and every host reads its plan in turn.
+//! token across a failover). One task stands for the hosts: each period it patches the next
+//! plan Secret of its list, so every name the Role grants is exercised and every host reads its
+//! plan in turn. One plan a period, because every request costs a token review: reading 16 a
+//! period cost the 50 × 10 drill a quarter of its speed; a host reads its plan every
+//! `plans × period`.
 //!
 //! Every patch is traced as `agent.patch` with the serving cluster, the status, the plan it
 //! read (its generation, and whether it is a reset the host then carries out) and, when
@@ -43,12 +45,6 @@ impl std::fmt::Debug for SystemAgent {
     }
 }
 
-/// Plan Secrets the agent patches per round. Each host reads its own plan, but one task stands
-/// for them all and every request costs a token review: one plan a round keeps the 50 × 10
-/// drill near its speed (16 a round cost a quarter of it), at the price of a host reading its
-/// plan only every `plans × period`.
-const PLANS_PER_ROUND_MAX: usize = 1;
-
 /// Runs the agent until its host stops; `restart` makes it resolve the domain and connect again
 /// (an operator restarting the agents after a failover, as seed 001 does).
 pub async fn run(agent: SystemAgent, mut resolver: Resolver, links: Links, restart: Arc<Notify>, trace: Trace) {
@@ -69,34 +65,29 @@ pub async fn run(agent: SystemAgent, mut resolver: Resolver, links: Links, resta
     let _ = tokio::time::timeout(agent.active, work).await;
 }
 
-/// Patches plans round after round on one connection; returns after an error or a 5xx (a fenced
+/// Patches one plan a period on one connection; returns after an error or a 5xx (a fenced
 /// primary answers 503) and a pause of one period.
 async fn rounds(agent: &SystemAgent, target: &str, mut conn: BufReader<SimConn>, next: &mut usize, trace: &Trace) {
-    let per_round = agent.plans.len().min(PLANS_PER_ROUND_MAX);
     loop {
-        for _ in 0..per_round {
-            let plan = &agent.plans[*next % agent.plans.len()];
-            *next += 1;
-            let req = format!(
-                "PATCH {} HTTP/1.1\r\nhost: {target}\r\nauthorization: Bearer {}\r\ncontent-length: 0\r\n\r\n",
-                dns::secret_path(&agent.namespace, plan),
-                agent.token
+        let plan = &agent.plans[*next % agent.plans.len()];
+        *next += 1;
+        let req = format!(
+            "PATCH {} HTTP/1.1\r\nhost: {target}\r\nauthorization: Bearer {}\r\ncontent-length: 0\r\n\r\n",
+            dns::secret_path(&agent.namespace, plan),
+            agent.token
+        );
+        let got = tokio::time::timeout(agent.period, dns::exchange(&mut conn, &req)).await.ok().and_then(Result::ok);
+        if let Some(p) = &got {
+            trace.record(
+                "agents",
+                "agent.patch",
+                json!({"agent": agent.name, "cluster": p.served_by, "secret": plan, "status": p.status, "reason": p.reason,
+                    "generation": p.plan.map(|x| x.generation), "reset": p.plan.map(|x| x.reset)}),
             );
-            let got =
-                tokio::time::timeout(agent.period, dns::exchange(&mut conn, &req)).await.ok().and_then(Result::ok);
-            if let Some(p) = &got {
-                trace.record(
-                    "agents",
-                    "agent.patch",
-                    json!({"agent": agent.name, "cluster": p.served_by, "secret": plan, "status": p.status, "reason": p.reason,
-                        "generation": p.plan.map(|x| x.generation), "reset": p.plan.map(|x| x.reset)}),
-                );
-            }
-            if got.is_none_or(|p| p.status >= 500) {
-                tokio::time::sleep(agent.period).await;
-                return;
-            }
         }
         tokio::time::sleep(agent.period).await;
+        if got.is_none_or(|p| p.status >= 500) {
+            return;
+        }
     }
 }

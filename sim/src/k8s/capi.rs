@@ -229,6 +229,15 @@ pub fn machine_object(owner: &Object, name: &str, cluster: &str, control_plane: 
     m
 }
 
+/// A create whose object may already be there (a retried reconcile, or another writer): both
+/// are done.
+fn created<T>(r: Result<T, ApiError>) -> Result<(), ApiError> {
+    match r {
+        Ok(_) | Err(ApiError::AlreadyExists(_)) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
 fn controller_uid(o: &Object) -> Option<&str> {
     o.owners().iter().find(|r| r.controller == Some(true)).map(|r| r.uid.as_str())
 }
@@ -573,10 +582,7 @@ impl Manager {
             );
             s.set_label(CLUSTER_NAME_LABEL, &cluster);
             s.owned_by(&kcp.obj);
-            match self.create(s).await {
-                Ok(_) | Err(ApiError::AlreadyExists(_)) => {}
-                Err(e) => return Err(e),
-            }
+            created(self.create(s).await)?;
         }
         let mut machines = self.live_owned(&kind::MACHINE, kcp.obj.uid()).len();
         let want = Self::replicas(&kcp.obj) as usize;

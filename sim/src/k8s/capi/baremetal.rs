@@ -12,7 +12,7 @@
 
 use serde_json::{Value, json};
 
-use super::{CLUSTER_NAME_LABEL, Manager};
+use super::{CLUSTER_NAME_LABEL, Manager, created};
 use crate::iaas::Vm;
 use crate::k8s::api::{ApiError, Stored};
 use crate::k8s::kind;
@@ -56,6 +56,13 @@ impl Plan {
         Some(Plan { generation, reset: v.get("reset").and_then(Value::as_bool).unwrap_or(false) })
     }
 
+    /// Puts this plan into a Secret's data (anything else is left as it is).
+    pub fn write_to(self, o: &mut Object) {
+        if let Body::Secret { data, .. } = &mut o.body {
+            data.insert(PLAN_KEY.into(), self.bytes());
+        }
+    }
+
     /// The plan a Secret holds (None: not a plan Secret, or unreadable).
     pub fn of(o: &Object) -> Option<Plan> {
         match &o.body {
@@ -80,17 +87,8 @@ pub fn plan_secret(namespace: &str, inventory: &str, plan: Plan) -> Object {
 pub async fn next_plan(api: &crate::k8s::Api, secret: &Stored) -> Result<(), ApiError> {
     let Some(now) = Plan::of(&secret.obj).filter(|p| !p.reset) else { return Ok(()) };
     let mut obj = secret.obj.clone();
-    if let Body::Secret { data, .. } = &mut obj.body {
-        data.insert(PLAN_KEY.into(), Plan { generation: now.generation + 1, reset: false }.bytes());
-    }
+    Plan { generation: now.generation + 1, reset: false }.write_to(&mut obj);
     api.update(secret, obj).await.map(|_| ())
-}
-
-fn created<T>(r: Result<T, ApiError>) -> Result<(), ApiError> {
-    match r {
-        Ok(_) | Err(ApiError::AlreadyExists(_)) => Ok(()),
-        Err(e) => Err(e),
-    }
 }
 
 impl Manager {
@@ -149,9 +147,7 @@ impl Manager {
                 if !now.is_some_and(|n| n.reset) {
                     let reset = Plan { generation: now.map_or(1, |n| n.generation) + 1, reset: true };
                     let mut obj = p.obj.clone();
-                    if let Body::Secret { data, .. } = &mut obj.body {
-                        data.insert(PLAN_KEY.into(), reset.bytes());
-                    }
+                    reset.write_to(&mut obj);
                     self.update(&p, obj).await?;
                     if let Some(id) = &host {
                         let owner =
