@@ -124,6 +124,30 @@ fn what_the_world_does_not_model_is_refused_by_name() {
     assert!(msg.contains("which already has `workers`"), "{msg}");
     let (_, _, msg) = error(&format!("{BASE}teeth:\n  real: [rpo]\n"));
     assert!(msg.contains("teeth name mutants"), "{msg}");
+    // The primary's controllers are gated only in a world with a failback's reverse sync.
+    let gate = "timeline:\n  - at_s: 5\n    clear_gate: primary\n";
+    let (line, _, msg) = error(&format!("{BASE}{gate}"));
+    assert!(line == 5 && msg.contains("a gate on the primary holds nothing"), "{line}: {msg}");
+    let by_hand = "timeline:\n  - at_s: 5\n    clear_gate: standby\n  - at_s: 6\n    switch_dns: standby\n";
+    assert!(parse("t.yaml", &format!("{BASE}{by_hand}")).is_ok());
+}
+
+/// What an operator's gate write leaves: the gate it found, in the new state, epoch kept.
+#[test]
+fn a_gate_written_by_hand_keeps_its_epoch() {
+    use harness::timeline::gate_by_hand;
+    use sync::target::{Gate, GateState};
+    let found = Gate { state: GateState::Syncing, epoch: 3, proven_at: Some(41) };
+    let cleared = gate_by_hand(Some(&found.encode()), GateState::Cleared);
+    assert_eq!(cleared, Gate { state: GateState::Cleared, ..found.clone() });
+    assert_eq!(gate_by_hand(Some(&cleared.encode()), GateState::Syncing), found);
+    // No gate (or not one of ours): epoch 0, which a sync starting later takes over.
+    for none in [None, Some(&b"not json"[..])] {
+        assert_eq!(
+            gate_by_hand(none, GateState::Cleared),
+            Gate { state: GateState::Cleared, epoch: 0, proven_at: None }
+        );
+    }
 }
 
 /// A scenario's rules file (`sync.rules`) is checked when the scenario is read: an error points

@@ -339,7 +339,7 @@ async fn run_step<P: Ports>(
             }
             let dns = ports.dns_target().await?;
             if dns != o.primary {
-                return Err(pre(format!("the platform domain points at {dns}, not the primary {}", o.primary)));
+                return Err(pre(format!("the platform domain points at {dns}, not at the primary ({})", o.primary)));
             }
             ports.target_head().await?;
             let pf = preflight(ports, o).await?;

@@ -270,6 +270,7 @@ fn read_events(o: &Observed) -> std::io::Result<Events> {
             || event.starts_with("operator.")
             || event.starts_with("iaas.")
             || event.starts_with("capi.")
+            || event == "dns.switch"
             || event == "k8s.removed";
         if cited && ev.kept.len() < EVENTS_KEPT_MAX {
             ev.kept.push(v);
@@ -304,6 +305,11 @@ fn mentions(v: &Value, cluster: &str) -> bool {
     ["key", "name", "vm", "cluster"].iter().any(|f| v[*f].as_str().is_some_and(hit))
 }
 
+/// Events that concern every cluster on a side rather than one.
+fn sidewide(v: &Value) -> bool {
+    matches!(v["event"].as_str(), Some("operator.gate" | "capi.gate-open" | "dns.switch"))
+}
+
 fn line(v: &Value) -> String {
     let t = v["t_ms"].as_u64().unwrap_or(0) as f64 / 1000.0;
     let what = ["key", "vm", "name"].iter().find_map(|f| v[*f].as_str()).unwrap_or("");
@@ -320,11 +326,23 @@ fn chain(ev: &Events, cluster: &str, shown: &mut BTreeSet<String>) -> String {
     if !shown.insert(cluster.to_string()) {
         return format!("    (cause chain of {cluster} as above)");
     }
-    // The world's set-up (VMs created at t=0) is not a cause.
-    let hits: Vec<&Value> = ev.kept.iter().filter(|v| v["event"] != "iaas.create" && mentions(v, cluster)).collect();
-    let mut out: Vec<String> = hits.iter().take(CHAIN_MAX).map(|v| format!("    {}", line(v))).collect();
-    if hits.len() > CHAIN_MAX {
-        out.push(format!("    … {} more events about {cluster}", hits.len() - CHAIN_MAX));
+    // The world's set-up (VMs created at t=0) is not a cause. What acts on every cluster of a
+    // side (a gate set or cleared, a controller manager let loose, a DNS switch) is always
+    // shown, in its place in time; the cluster's own events up to CHAIN_MAX.
+    let (mut out, mut own, mut wide, mut more) = (Vec::new(), 0, 0, 0);
+    for v in ev.kept.iter().filter(|v| v["event"] != "iaas.create") {
+        if sidewide(v) && wide < CHAIN_MAX {
+            wide += 1;
+            out.push(format!("    {}", line(v)));
+        } else if mentions(v, cluster) && own < CHAIN_MAX {
+            own += 1;
+            out.push(format!("    {}", line(v)));
+        } else if mentions(v, cluster) {
+            more += 1;
+        }
+    }
+    if more > 0 {
+        out.push(format!("    … {more} more events about {cluster}"));
     }
     out.join("\n")
 }
@@ -354,6 +372,13 @@ pub fn check(s: &Scenario, o: &Observed) -> std::io::Result<Vec<Verdict>> {
     let aborted = matches!(o.abort, Some(Ok(_)));
     let has_failover = s.failover().is_some() && !aborted;
     let outcome = o.failover.as_ref().and_then(|r| r.as_ref().ok());
+    // A failover its preconditions stopped (a platform domain not at the primary) acted on
+    // nothing and left the sync running, which must then converge as in a run without one.
+    // (A guard's refusal leaves a standby the operator must repair first: not judged.)
+    let failover_acted = has_failover && crate::report::end_of(o.failover.as_ref()) != "precondition-failed";
+    // A DNS switch by hand before the failover is not the failover's.
+    let done = o.failover_progress.as_ref().and_then(|p| p.done).filter(|_| has_failover);
+    let failover_switched = done >= Some(failover::step::Step::SwitchDns);
     let mut out = Vec::new();
 
     // no-machine-deleted
@@ -434,7 +459,7 @@ pub fn check(s: &Scenario, o: &Observed) -> std::io::Result<Vec<Verdict>> {
     out.push(Verdict::new(Invariant::StandbyGlobalsUntouched, problems, None));
 
     // converged-after-heal
-    out.push(if has_failover {
+    out.push(if failover_acted {
         Verdict::na(Invariant::ConvergedAfterHeal, "the failover ends the sync by design")
     } else {
         let mut problems = Vec::new();
@@ -576,7 +601,7 @@ pub fn check(s: &Scenario, o: &Observed) -> std::io::Result<Vec<Verdict>> {
         }
     }
     out.push(Verdict::new(Invariant::ClusterSecretsIntact, problems, None));
-    out.push(agent_token(&ev, has_failover));
+    out.push(agent_token(&ev, failover_switched));
     out.push(sync_writes_after_uninstall(&ev, o));
     out.push(leases_own(s, &ev));
     out.push(plans_never_regress(s, &ev));
@@ -666,10 +691,11 @@ fn sync_writes_after_uninstall(ev: &Events, o: &Observed) -> Verdict {
 /// authenticate and be authorized for their plan Secrets there. Every refusal (401, 403) fails
 /// it, with why; a run in which the agent never reached the standby after the switch says so
 /// instead of passing.
-fn agent_token(ev: &Events, has_failover: bool) -> Verdict {
+fn agent_token(ev: &Events, failover_switched: bool) -> Verdict {
     let inv = Invariant::AgentTokenWorksAfterFailover;
-    let switched = ev.switches.iter().find(|(_, to)| to == STANDBY).map(|(t, _)| *t);
-    let Some(t_switch) = switched.filter(|_| has_failover) else {
+    // The failover's switch is the last one to the standby (an operator's may come first).
+    let switched = ev.switches.iter().rev().find(|(_, to)| to == STANDBY).map(|(t, _)| *t);
+    let Some(t_switch) = switched.filter(|_| failover_switched) else {
         return Verdict::na(inv, "no failover pointed the platform domain at the standby");
     };
     let t = |v: &Value| v["t_ms"].as_u64().unwrap_or(0);

@@ -71,6 +71,7 @@ pub fn unsupported(s: &Scenario) -> Option<String> {
                 Some("this orchestrator job runs on the simulator only")
             }
             Act::RestartAgents => Some("workload agents need DNS clients and VIPs"),
+            Act::SwitchDns(_) => Some("the platform domain and its resolvers need the simulator"),
             _ => None,
         };
         if let Some(why) = why {
@@ -247,6 +248,17 @@ impl World {
                 fault("fault.lose-key", json!({"side": side.name(), "key": key, "rev": rev}));
             }
             Act::RotateKey(s) => self.side(*s).1.rotate_key("rotated", rotation_key(self.seed, *s)),
+            Act::Gate(side, state) => {
+                let (etcd, _) = self.side(*side);
+                let key = sync::target::gate_key();
+                let mut kv = etcd.kv.clone();
+                let current = etcd.call(kv.get(key.clone(), None)).await.ok();
+                let value = current.as_ref().and_then(|r| r.kvs().first()).map(|kv| kv.value());
+                let gate = crate::timeline::gate_by_hand(value, *state);
+                let r = etcd.call(kv.put(key, gate.encode(), None)).await;
+                let rev = r.ok().and_then(|r| r.header().map(|h| h.revision()));
+                trace.record("world", "operator.gate", json!({"side": side.name(), "gate": gate, "rev": rev}));
+            }
             Act::Scale { .. }
             | Act::Pause { .. }
             | Act::CreateWorkload { .. }

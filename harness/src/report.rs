@@ -130,23 +130,28 @@ fn upgrade_summary(o: &Observed) -> Option<FailoverSummary> {
     Some(FailoverSummary { outcome: format!("uninstall {u}, reinstall {r}"), expected, forced_by, error: None, ok })
 }
 
+/// How a failover (or a failback) ended, in `expect.failover`'s words where it has one.
+pub(crate) fn end_of(result: Option<&Result<failover::Outcome, String>>) -> String {
+    match result {
+        None => "unfinished".to_string(),
+        Some(Ok(x)) if x.progress.done == Some(failover::step::Step::UnpauseClusters) => "done".to_string(),
+        Some(Ok(x)) => format!("stopped after {:?}", x.progress.done),
+        // Before `refused`: a finding's words may contain it.
+        Some(Err(e)) if e.starts_with("validation failed") => "validation-failed".to_string(),
+        Some(Err(e)) if e.contains(": precondition failed: ") => "precondition-failed".to_string(),
+        Some(Err(e)) if e.contains("refused") => "refused".to_string(),
+        Some(Err(e)) if e.contains("timed out") => "timed-out".to_string(),
+        Some(Err(e)) => format!("failed: {}", e.lines().next().unwrap_or_default()),
+    }
+}
+
 fn end_summary(
     result: Option<&Result<failover::Outcome, String>>,
     variant: Variant,
     expected: FailoverEnd,
 ) -> FailoverSummary {
-    let (outcome, forced_by) = match result {
-        None => ("unfinished".to_string(), None),
-        Some(Ok(x)) if x.progress.done == Some(failover::step::Step::UnpauseClusters) => {
-            ("done".to_string(), x.progress.forced_by.clone())
-        }
-        Some(Ok(x)) => (format!("stopped after {:?}", x.progress.done), x.progress.forced_by.clone()),
-        // Before `refused`: a finding's words may contain it.
-        Some(Err(e)) if e.starts_with("validation failed") => ("validation-failed".to_string(), None),
-        Some(Err(e)) if e.contains("refused") => ("refused".to_string(), None),
-        Some(Err(e)) if e.contains("timed out") => ("timed-out".to_string(), None),
-        Some(Err(e)) => (format!("failed: {}", e.lines().next().unwrap_or_default()), None),
-    };
+    let outcome = end_of(result);
+    let forced_by = result.and_then(|r| r.as_ref().ok()).and_then(|x| x.progress.forced_by.clone());
     // A mutant changes how a failover ends by design: only the real code's end is judged.
     let expected = (variant == Variant::Real).then_some(expected);
     let ok = match expected {
@@ -154,6 +159,7 @@ fn end_summary(
         Some(FailoverEnd::Refused) => outcome == "refused",
         Some(FailoverEnd::TimedOut) => outcome == "timed-out",
         Some(FailoverEnd::ValidationFailed) => outcome == "validation-failed",
+        Some(FailoverEnd::PreconditionFailed) => outcome == "precondition-failed",
         None => true,
     };
     let error = match result {
@@ -291,6 +297,13 @@ impl RunReport {
         if let Some(f) = &self.failback {
             let exp = f.expected.map(|e| format!(" (expected {})", name_of(&e))).unwrap_or_default();
             out.push_str(&format!("failback: {}{exp}\n", f.outcome));
+            if let Some(e) = &f.error {
+                let mut lines = e.lines();
+                out.push_str(&format!("failback error: {}\n", lines.next().unwrap_or_default()));
+                for l in lines.take(ERROR_LINES_MAX) {
+                    out.push_str(&format!("  {}\n", l.trim_start()));
+                }
+            }
         }
         if let Some(u) = &self.upgrade {
             out.push_str(&format!("upgrade: {}\n", u.outcome));

@@ -436,6 +436,16 @@ fn fire(p: &Platform, sim: &mut turmoil::Sim<'_>, act: &Act, seed: u64, go: &Go)
             p.trace.record("world", "fault.lose-key", json!({"side": side.name(), "key": key, "rev": rev}));
         }
         Act::RotateKey(s) => p.side(s.name()).api.rotate_key("rotated", rotation_key(seed, *s)),
+        Act::SwitchDns(s) => {
+            p.dns.switch(s.name(), "operator");
+        }
+        Act::Gate(side, state) => {
+            let etcd = &p.side(side.name()).etcd;
+            let key = sync::target::gate_key();
+            let gate = crate::timeline::gate_by_hand(etcd.get(key.as_bytes()).as_deref(), *state);
+            let rev = etcd.seed(&[(key.into_bytes(), gate.encode())]);
+            p.trace.record("world", "operator.gate", json!({"side": side.name(), "gate": gate, "rev": rev}));
+        }
         Act::Failover(_) => {
             p.trace.record("world", "timeline.failover", json!({}));
             go.failover.send_replace(true);

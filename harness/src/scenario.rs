@@ -359,6 +359,9 @@ pub enum FailoverEnd {
     /// The post-failover validation found a problem: the platform domain points at the
     /// standby, its workload clusters stay paused.
     ValidationFailed,
+    /// A precondition of the orchestrator's does not hold, so it acts on nothing (the sync not
+    /// running, the platform domain not pointing at the primary).
+    PreconditionFailed,
 }
 
 /// How an operator's abort must end (when the timeline has one).
@@ -424,6 +427,20 @@ pub struct Entry {
     /// MachineSet, a Machine and a VM.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub create_misnamed_global: Option<Side>,
+    /// Points the platform domain at that side's VIP by hand, outside any failover (resolvers
+    /// follow once their cached answer expires; the invariants judge the cluster DNS names as
+    /// the serving one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub switch_dns: Option<Side>,
+    /// An operator sets that side's sync gate to `syncing` by hand (`etcdctl put`, the same
+    /// epoch): its controllers hold still again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub set_gate: Option<Side>,
+    /// An operator clears that side's sync gate by hand, outside the orchestrator (none of its
+    /// guards run): its controllers act on whatever copy they have, and the sync's next write
+    /// is refused by its gate compare.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clear_gate: Option<Side>,
     /// Deletes an object through that side's API (background propagation).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delete: Option<ObjectRef>,

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use serde_saphyr::Location;
 use sim::k8s::{Kind, kind};
+use sync::target::{Gate, GateState};
 
 use crate::scenario::{
     BUMP_REVISION_MAX, Condition, DISK_LATENCY_MS_MAX, DURATION_S_MAX, Entry, FailoverSpec, Host, Invariant, SEEDS_MAX,
@@ -58,6 +59,9 @@ pub enum Act {
         name: String,
     },
     RotateKey(Side),
+    SwitchDns(Side),
+    /// The gate written by hand on that side.
+    Gate(Side, GateState),
     Failover(FailoverSpec),
     Abort,
     Failback,
@@ -117,6 +121,16 @@ impl Act {
                 | Act::Abort
                 | Act::ReinstallSync
         )
+    }
+}
+
+/// What an operator's `set_gate` / `clear_gate` writes over the gate `current` holds: the same
+/// gate in `state`, as `etcdctl put` by hand would (no gate, or one that does not decode:
+/// epoch 0, which a sync starting later takes over as its own when it is `syncing`).
+pub fn gate_by_hand(current: Option<&[u8]>, state: GateState) -> Gate {
+    match current.and_then(|v| Gate::decode(v).ok()) {
+        Some(g) => Gate { state, ..g },
+        None => Gate { state, epoch: 0, proven_at: None },
     }
 }
 
@@ -259,6 +273,15 @@ fn act(e: &Entry) -> Result<Act, String> {
     }
     if let Some(s) = e.rotate_key {
         acts.push(Act::RotateKey(s));
+    }
+    if let Some(s) = e.switch_dns {
+        acts.push(Act::SwitchDns(s));
+    }
+    if let Some(s) = e.set_gate {
+        acts.push(Act::Gate(s, GateState::Syncing));
+    }
+    if let Some(s) = e.clear_gate {
+        acts.push(Act::Gate(s, GateState::Cleared));
     }
     if let Some(f) = &e.failover {
         acts.push(Act::Failover(f.clone()));
@@ -452,6 +475,11 @@ fn validate_timeline(s: &Scenario) -> Result<(), Invalid> {
                         sim::topology::MISNAMED_GLOBAL
                     )));
                 }
+            }
+            Act::Gate(Side::Primary, _) if !s.has_failback() => {
+                return Err(fail(
+                    "a gate on the primary holds nothing: only a failback's reverse sync gates its controllers".into(),
+                ));
             }
             Act::RolloutPlans { cluster, .. } => {
                 if s.topology.provider != crate::scenario::Provider::Baremetal {
