@@ -90,3 +90,37 @@ fn connect_fails_over_in_order_and_names_dead_endpoints() {
         assert!(err.to_string().contains("invalid etcd endpoint etcd:2379"), "{err}");
     });
 }
+
+/// etcd enforces a minimum ping interval on its clients (`--grpc-keepalive-min-time`, 5 s by
+/// default): a connection that pings more often while the server has nothing to send is told
+/// `too_many_pings` and closed. A watch on a quiet key must outlive that policy with the
+/// default connection settings, on both versions — the sync's watch on a primary nobody
+/// writes to is exactly that (2 s keep-alives had it cut after about 8 s, every 8 s).
+#[test]
+fn a_quiet_watch_outlives_etcds_ping_policy() {
+    use etcd_client::WatchOptions;
+    // Three strikes at the old 2 s interval took ~8 s; 20 s is well past them.
+    const QUIET: Duration = Duration::from_secs(20);
+    runtime().block_on(async {
+        for v in [EtcdVersion::V34, EtcdVersion::V35] {
+            let s = EtcdServer::start(v, EtcdOptions::default()).await.unwrap_or_else(|e| panic!("{e}"));
+            let etcd =
+                sync::conn::connect(&ConnConfig::new([s.endpoint()]), &Connector::Tcp, 0).await.expect("connect");
+            let mut w = etcd.watch.clone();
+            let mut stream = w.watch("/quiet", Some(WatchOptions::new())).await.expect("watch");
+            tokio::time::sleep(QUIET).await;
+            put(&s.endpoint(), "/quiet", "at last").await;
+            // The first answer may be the watch's `created` notice, without events.
+            let values = loop {
+                let r = match tokio::time::timeout(Duration::from_secs(5), stream.message()).await {
+                    Ok(Ok(Some(r))) => r,
+                    other => panic!("etcd {}: the quiet watch did not survive {QUIET:?}: {other:?}", s.version),
+                };
+                if !r.events().is_empty() {
+                    break r.events().iter().filter_map(|e| e.kv()).map(|kv| kv.value().to_vec()).collect::<Vec<_>>();
+                }
+            };
+            assert_eq!(values, [b"at last".to_vec()], "etcd {}", s.version);
+        }
+    });
+}

@@ -57,8 +57,14 @@ pub struct ConnConfig {
     /// `http://host:port` or `https://host:port`, tried in this order.
     pub endpoints: Vec<String>,
     pub tls: Option<TlsFiles>,
+    /// HTTP/2 pings while a stream (a watch, a call) is open; a peer that answers none within
+    /// `keepalive_timeout` is dead.
     pub keepalive_interval: Duration,
     pub keepalive_timeout: Duration,
+    /// Pings with no stream open too. etcd refuses that (its gRPC enforcement policy does not
+    /// permit pings without a stream) and closes the connection after three strikes, so it is
+    /// off but for the simulated etcd, which has no such policy.
+    pub keepalive_while_idle: bool,
     pub connect_timeout: Duration,
     pub request_timeout: Duration,
     /// Largest gRPC message accepted from the server.
@@ -70,8 +76,13 @@ impl ConnConfig {
         ConnConfig {
             endpoints: endpoints.into_iter().map(Into::into).collect(),
             tls: None,
-            keepalive_interval: Duration::from_secs(2),
-            keepalive_timeout: Duration::from_secs(3),
+            // etcd counts a ping sooner than `--grpc-keepalive-min-time` (5 s by default) after
+            // the last one, while it has sent nothing, as a strike, and closes the connection on
+            // the third: a quiet watch pinged every 2 s was cut after ~8 s, again and again.
+            // grpc-go clients never ping more often than every 10 s for the same reason.
+            keepalive_interval: Duration::from_secs(10),
+            keepalive_timeout: Duration::from_secs(5),
+            keepalive_while_idle: false,
             connect_timeout: Duration::from_secs(3),
             request_timeout: Duration::from_secs(10),
             // etcd's own gRPC send limit is math.MaxInt32; 64 MiB covers a 1000-revision catch-up
@@ -172,7 +183,7 @@ fn endpoint(cfg: &ConnConfig, url: &str) -> Result<Endpoint, ConnError> {
         .connect_timeout(cfg.connect_timeout)
         .http2_keep_alive_interval(cfg.keepalive_interval)
         .keep_alive_timeout(cfg.keepalive_timeout)
-        .keep_alive_while_idle(true);
+        .keep_alive_while_idle(cfg.keepalive_while_idle);
     if uri.scheme_str() == Some("https") {
         let mut tls = ClientTlsConfig::new();
         if let Some(files) = &cfg.tls {
