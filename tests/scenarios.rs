@@ -224,3 +224,32 @@ fn a_poisoned_absent_owner_cache_is_named_in_the_deletions_it_causes() {
     assert!(text.contains("the absent-owner cache was poisoned: MachineSet wc-new-md-"), "{text}");
     assert!(text.contains("has been on standby since t="), "{text}");
 }
+
+/// An operator's gate by hand: a clear stops the sync (its next write is refused by the gate
+/// compare; a restarted sync finds the gate cleared and stops for good), and a `set_gate` back
+/// to syncing, same epoch, lets a restarted sync resume, so the standby converges again. Without
+/// the `set_gate` the same run ends with the standby behind (converged-after-heal fails).
+#[test]
+fn a_gate_cleared_by_hand_and_set_back_lets_a_restarted_sync_converge() {
+    let lib = library();
+    let (_, base) = lib.iter().find(|(_, s)| s.name == "gate-cleared-by-hand").expect("in the library");
+    let yaml = |set_back: bool| {
+        format!(
+            "name: gate-set-back\nproves: p\nduration_s: 90\nseeds: [1]\n\
+             traffic:\n  writes_per_s: 2.0\n  gc_lag_ms_max: 200\n  compaction_interval_s: 300\n\
+             timeline:\n  - at_s: 20\n    clear_gate: standby\n{}  - at_s: 30\n    crash: sync\n  - at_s: 31\n    restart: sync\n",
+            if set_back { "  - at_s: 25\n    set_gate: standby\n" } else { "" }
+        )
+    };
+    let converged = |set_back: bool| {
+        let mut s = scenario::parse("gate-set-back.yaml", &yaml(set_back)).unwrap_or_else(|e| panic!("{e}"));
+        s.topology = base.topology.clone();
+        let r = run(&s, 1, Variant::Real);
+        let j = r.verdicts.iter().find(|j| j.verdict.invariant == Invariant::ConvergedAfterHeal).expect("judged");
+        (matches!(j.verdict.status, Status::Held), r.summary())
+    };
+    let (held, text) = converged(true);
+    assert!(held, "set back, the restarted sync converges:\n{text}");
+    let (held, text) = converged(false);
+    assert!(!held, "left cleared, the restarted sync stops and the standby stays behind:\n{text}");
+}
