@@ -124,8 +124,17 @@ pub async fn ensure_gate(target: &Etcd, reinstall: bool) -> Result<Gate, TargetE
     let mut kv = target.kv.clone();
     let r = target.call(kv.txn(txn)).await?;
     if !r.succeeded() {
-        let found =
-            get(target, &gate_key()).await?.map(|v| String::from_utf8_lossy(&v).into_owned()).unwrap_or_default();
+        // Another sync installed it between the read and the txn (two processes starting at
+        // once: a restart overlapping the old one). Had it read a moment later it would have
+        // adopted that syncing gate, so it does now; anything else is not ours to take.
+        let found = get(target, &gate_key()).await?;
+        if let Some(won) = found.as_deref().and_then(|v| Gate::decode(v).ok())
+            && won.state == GateState::Syncing
+            && won.epoch == next.epoch
+        {
+            return Ok(won);
+        }
+        let found = found.map(|v| String::from_utf8_lossy(&v).into_owned()).unwrap_or_default();
         return Err(TargetError::GateLost { found });
     }
     Ok(next)

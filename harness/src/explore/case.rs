@@ -7,7 +7,8 @@ use serde_saphyr::{Location, Spanned};
 
 use crate::scenario::{
     AgentAuth, Condition, CreateWorkload, Delay, Encryption, Entry, Expect, FailbackSpec, FailoverEnd, FailoverSpec,
-    Host, Invariant, ObjectRef, Provider, Scale, Scenario, Side, SlowDisk, SyncSpec, Topology, Traffic, Variant,
+    Host, Invariant, ObjectRef, Pause, Provider, Scale, Scenario, Side, SlowDisk, SnapshotRestore, SyncSpec, Topology,
+    Traffic, Variant,
 };
 
 /// Limits of the vocabulary (small enough that 256 cases run in minutes on two cores).
@@ -155,6 +156,26 @@ pub struct Upgrade {
     pub compact: bool,
 }
 
+/// The primary's etcd restored in place from a snapshot after the faults (when neither a
+/// failover nor an upgrade is drawn, and on VMs: a bare-metal plan generation taken back is a
+/// hazard of the restore itself, not of the sync): its revision goes back; the sync must
+/// resync and converge to the restored primary.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Restore {
+    /// Seconds after the last fault ends that the snapshot is saved (the world settles first:
+    /// a Machine created between the save and the restore is lost with the restore).
+    pub after_s: u32,
+    /// The sync is down across the restore, for this long, so that when it comes back the
+    /// restored primary's head may be past its checkpoint again (only its anchor tells).
+    pub sync_down_s: Option<u32>,
+    /// etcdutl's `--bump-revision N --mark-compacted`.
+    pub bump: bool,
+    /// Between the save and the restore the primary pauses this workload cluster: a write only
+    /// the history the restore takes back holds, and that nothing writes again (the heartbeats
+    /// rewrite every Machine), so a sync that resumes over the restore keeps it for good.
+    pub pause: Option<usize>,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Case {
     /// The world's seed (not shrunk: another seed is another world).
@@ -175,6 +196,8 @@ pub struct Case {
     pub bare_metal: bool,
     /// Taken only when no failover is drawn (the two are not modelled in one scenario).
     pub upgrade: Option<Upgrade>,
+    /// Taken only without a failover or an upgrade, on VMs.
+    pub restore: Option<Restore>,
 }
 
 fn peer() -> impl Strategy<Value = Peer> {
@@ -245,8 +268,13 @@ fn upgrade() -> impl Strategy<Value = Upgrade> {
         .prop_map(|(after_s, for_s, scale, compact)| Upgrade { after_s, for_s, scale, compact })
 }
 
-/// The explorer's strategy. The bare-metal and upgrade draws come last, so the cases drawn
-/// before them (and the findings that name their indices) stay what they were.
+fn restore() -> impl Strategy<Value = Restore> {
+    (20u32..60, prop::option::of(5u32..60), prop::bool::weighted(0.25), prop::option::of(0..CLUSTERS_MAX))
+        .prop_map(|(after_s, sync_down_s, bump, pause)| Restore { after_s, sync_down_s, bump, pause })
+}
+
+/// The explorer's strategy. The bare-metal, upgrade and restore draws come last, so the cases
+/// drawn before them (and the findings that name their indices) stay what they were.
 pub fn strategy() -> impl Strategy<Value = Case> {
     let world = (
         any::<u64>().no_shrink(),
@@ -262,21 +290,25 @@ pub fn strategy() -> impl Strategy<Value = Case> {
     let schedule =
         (5u32..300, prop::collection::vec(fault(), 0..=FAULTS_MAX), prop::option::weighted(0.5, failover_plan()));
     let later = (prop::bool::weighted(0.25), prop::option::weighted(0.3, upgrade()));
-    (world, schedule, later).prop_map(|(w, (sync_start_ds, faults, failover), (bare_metal, upgrade))| Case {
-        world_seed: w.0,
-        clusters: w.1,
-        machines: w.2,
-        encryption: w.3,
-        dns_ttl_s: w.4,
-        writes_per_s: w.5,
-        gc_lag_ms_max: w.6,
-        compaction_interval_s: w.7,
-        leader_election: w.8,
-        sync_start_ds,
-        faults,
-        failover,
-        bare_metal,
-        upgrade,
+    let last = prop::option::weighted(0.3, restore());
+    (world, schedule, later, last).prop_map(|(w, (sync_start_ds, faults, failover), (bare_metal, upgrade), restore)| {
+        Case {
+            world_seed: w.0,
+            clusters: w.1,
+            machines: w.2,
+            encryption: w.3,
+            dns_ttl_s: w.4,
+            writes_per_s: w.5,
+            gc_lag_ms_max: w.6,
+            compaction_interval_s: w.7,
+            leader_election: w.8,
+            sync_start_ds,
+            faults,
+            failover,
+            bare_metal,
+            upgrade,
+            restore,
+        }
     })
 }
 
@@ -433,6 +465,29 @@ impl Case {
             }
             timeline.push(entry(back_ms, |e| e.reinstall_sync = Some(FailbackSpec {})));
             duration_s = back_ms.div_ceil(1000) + UPGRADE_SETTLE_S;
+        }
+        let alone = self.failover.is_none() && self.upgrade.is_none() && !self.bare_metal;
+        if let Some(r) = self.restore.as_ref().filter(|_| alone) {
+            let save_ms = end_ms + u64::from(r.after_s) * 1000;
+            // Ten seconds of writes (the traffic's) that only the history after the save holds.
+            let restore_ms = save_ms + 10_000;
+            timeline.push(entry(save_ms, |e| e.snapshot_save = Some(Side::Primary)));
+            if let Some(c) = r.pause.filter(|c| *c < self.clusters) {
+                let cluster = sim::topology::cluster_name(c);
+                timeline.push(entry(save_ms + 2000, |e| {
+                    e.pause = Some(Pause { side: Side::Primary, cluster, paused: true })
+                }));
+            }
+            let mut last_ms = restore_ms;
+            if let Some(down_s) = r.sync_down_s {
+                timeline.push(entry(restore_ms - 5000, |e| e.crash = Some(Host::Sync)));
+                last_ms = restore_ms + u64::from(down_s) * 1000;
+                timeline.push(entry(last_ms, |e| e.restart = Some(Host::Sync)));
+            }
+            let bump_revision = if r.bump { 1000 } else { 0 };
+            let restore = SnapshotRestore { side: Side::Primary, bump_revision };
+            timeline.push(entry(restore_ms, |e| e.snapshot_restore = Some(restore)));
+            duration_s = duration_s.max(last_ms.div_ceil(1000) + SETTLE_S);
         }
         Scenario {
             name: name.into(),
