@@ -130,6 +130,17 @@ fn upgrade_summary(o: &Observed) -> Option<FailoverSummary> {
     Some(FailoverSummary { outcome: format!("uninstall {u}, reinstall {r}"), expected, forced_by, error: None, ok })
 }
 
+/// A failover's or a failback's error in a summary: its first line, then up to
+/// ERROR_LINES_MAX more, indented.
+fn push_error(out: &mut String, job: &str, error: Option<&str>) {
+    let Some(e) = error else { return };
+    let mut lines = e.lines();
+    out.push_str(&format!("{job} error: {}\n", lines.next().unwrap_or_default()));
+    for l in lines.take(ERROR_LINES_MAX) {
+        out.push_str(&format!("  {}\n", l.trim_start()));
+    }
+}
+
 /// How a failover (or a failback) ended, in `expect.failover`'s words where it has one.
 pub(crate) fn end_of(result: Option<&Result<failover::Outcome, String>>) -> String {
     match result {
@@ -282,13 +293,7 @@ impl RunReport {
             if let Some(w) = &f.forced_by {
                 out.push_str(&format!("forced by: {w}\n"));
             }
-            if let Some(e) = &f.error {
-                let mut lines = e.lines();
-                out.push_str(&format!("failover error: {}\n", lines.next().unwrap_or_default()));
-                for l in lines.take(ERROR_LINES_MAX) {
-                    out.push_str(&format!("  {}\n", l.trim_start()));
-                }
-            }
+            push_error(&mut out, "failover", f.error.as_deref());
         }
         if let Some(a) = &self.abort {
             let exp = a.expected.map(|e| format!(" (expected {})", name_of(&e))).unwrap_or_default();
@@ -297,13 +302,7 @@ impl RunReport {
         if let Some(f) = &self.failback {
             let exp = f.expected.map(|e| format!(" (expected {})", name_of(&e))).unwrap_or_default();
             out.push_str(&format!("failback: {}{exp}\n", f.outcome));
-            if let Some(e) = &f.error {
-                let mut lines = e.lines();
-                out.push_str(&format!("failback error: {}\n", lines.next().unwrap_or_default()));
-                for l in lines.take(ERROR_LINES_MAX) {
-                    out.push_str(&format!("  {}\n", l.trim_start()));
-                }
-            }
+            push_error(&mut out, "failback", f.error.as_deref());
         }
         if let Some(u) = &self.upgrade {
             out.push_str(&format!("upgrade: {}\n", u.outcome));
