@@ -37,6 +37,11 @@ fn bench_sync_quick_prints_its_figures() {
     assert_eq!(v["keys"], 3000, "{v}");
     assert!(v["initial_keys_per_s"].as_f64() > Some(0.0), "{v}");
     assert!(v["ceiling_keys_per_s"].as_f64() > Some(0.0), "{v}");
+    // The four modes the capacity issue names, the goals' ceiling (concurrent txns) last.
+    let modes = v["ceiling_modes"].as_array().unwrap_or_else(|| panic!("no ceiling modes: {v}"));
+    assert_eq!(modes.len(), 4, "{v}");
+    assert!(modes.iter().all(|m| m["keys_per_s"].as_f64() > Some(0.0) && m["mode"].is_string()), "{v}");
+    assert_eq!(modes[3]["keys_per_s"], v["ceiling_keys_per_s"], "{v}");
     assert!(v["sync_peak_rss_mib"].as_f64() > Some(1.0), "the daemon's VmHWM was read: {v}");
     let streams = v["streams"].as_array().unwrap_or_else(|| panic!("no streams: {v}"));
     for tool in ["etcd-sync", "make-mirror"] {

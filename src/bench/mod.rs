@@ -37,9 +37,14 @@ async fn load(etcd: &Etcd, prefix: &str, n: usize) -> f64 {
 
 /// [`load`] with the value of key `i` from `value(i)`.
 async fn load_values(etcd: &Etcd, prefix: &str, n: usize, value: fn(usize) -> Vec<u8>) -> f64 {
+    txns(etcd, prefix, n, IN_FLIGHT, value).await
+}
+
+/// Writes `n` keys `prefix{i}` in txns of 128, `in_flight` at a time; returns keys/s.
+async fn txns(etcd: &Etcd, prefix: &str, n: usize, in_flight: usize, value: fn(usize) -> Vec<u8>) -> f64 {
     let start = Instant::now();
     let chunks: Vec<Vec<usize>> = (0..n).collect::<Vec<_>>().chunks(TXN_OPS).map(<[usize]>::to_vec).collect();
-    for group in chunks.chunks(IN_FLIGHT) {
+    for group in chunks.chunks(in_flight) {
         let mut tasks = Vec::new();
         for chunk in group {
             let ops: Vec<TxnOp> =
@@ -53,6 +58,59 @@ async fn load_values(etcd: &Etcd, prefix: &str, n: usize, value: fn(usize) -> Ve
         for t in tasks {
             t.await.expect("bench task");
         }
+    }
+    n as f64 / start.elapsed().as_secs_f64()
+}
+
+/// Keys each put mode writes at most (single puts are slow: a sample is enough for a rate).
+const PUT_SAMPLE_KEYS_MAX: usize = 5_000;
+/// Puts in flight in the concurrent-puts mode.
+const PUTS_IN_FLIGHT: usize = 64;
+
+/// The target's raw write rate, each mode on its own keys (deleted after): single puts one at a
+/// time, 64 puts in flight, txns of 128 one at a time, and txns of 128 `IN_FLIGHT` at a time.
+/// Returns (mode, keys/s) in that order; the last is the ceiling the goals use.
+async fn ceiling(etcd: &Etcd, keys: usize) -> Result<Vec<(String, f64)>, String> {
+    let sample = keys.min(PUT_SAMPLE_KEYS_MAX);
+    let modes: [(String, usize); 4] = [
+        ("single puts, 1 at a time".into(), 1),
+        (format!("single puts, {PUTS_IN_FLIGHT} in flight"), PUTS_IN_FLIGHT),
+        (format!("txns of {TXN_OPS}, 1 at a time"), 1),
+        (format!("txns of {TXN_OPS}, {IN_FLIGHT} in flight"), IN_FLIGHT),
+    ];
+    let mut out = Vec::new();
+    for (i, (mode, in_flight)) in modes.into_iter().enumerate() {
+        let prefix = format!("/bench-ceiling/{i}/");
+        let rate = if i < 2 {
+            puts(etcd, &prefix, sample, in_flight).await
+        } else {
+            txns(etcd, &prefix, keys, in_flight, |_| vec![b'v'; VALUE_BYTES]).await
+        };
+        let mut kv = etcd.kv.clone();
+        etcd.call(kv.delete(prefix, Some(etcd_client::DeleteOptions::new().with_prefix())))
+            .await
+            .map_err(|e| e.to_string())?;
+        out.push((mode, rate));
+    }
+    Ok(out)
+}
+
+/// Writes `n` single puts `prefix{i}`, `in_flight` at a time; returns keys/s.
+async fn puts(etcd: &Etcd, prefix: &str, n: usize, in_flight: usize) -> f64 {
+    let start = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..n {
+        while tasks.len() >= in_flight {
+            tasks.join_next().await.expect("a task is running").expect("bench put");
+        }
+        let (etcd, key) = (etcd.clone(), format!("{prefix}{i:08}"));
+        tasks.spawn(async move {
+            let mut kv = etcd.kv.clone();
+            etcd.call(kv.put(key, vec![b'v'; VALUE_BYTES], None)).await.expect("bench put");
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        r.expect("bench put");
     }
     n as f64 / start.elapsed().as_secs_f64()
 }

@@ -39,13 +39,27 @@ pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
     vec![0]
 }
 
-/// Reads `[start, end)` at `revision`, `page` keys at a time.
+/// One page's read, spawned so it runs while the caller works through the page before it.
+type Read = tokio::task::JoinHandle<Result<etcd_client::GetResponse, ConnError>>;
+
+/// Reads `[start, end)` at `revision`, `page` keys at a time, one page ahead: the next page's
+/// read is on its way while the caller works through this one (at most two pages in memory).
 pub struct Scan {
     etcd: Etcd,
     cursor: Cursor,
     revision: i64,
     keys_only: bool,
     buf: std::vec::IntoIter<KeyValue>,
+    ahead: Option<Read>,
+}
+
+impl Drop for Scan {
+    fn drop(&mut self) {
+        // A scan abandoned midway (an error, a restart) leaves no read running.
+        if let Some(read) = self.ahead.take() {
+            read.abort();
+        }
+    }
 }
 
 impl Scan {
@@ -56,6 +70,7 @@ impl Scan {
             revision,
             keys_only: false,
             buf: Vec::new().into_iter(),
+            ahead: None,
         }
     }
 
@@ -70,14 +85,8 @@ impl Scan {
             if let Some(kv) = self.buf.next() {
                 return Ok(Some(kv));
             }
-            let Some(window) = self.cursor.window() else { return Ok(None) };
-            let mut opts =
-                GetOptions::new().with_range(window.end).with_revision(self.revision).with_limit(self.cursor.page());
-            if self.keys_only {
-                opts = opts.with_keys_only();
-            }
-            let mut kv = self.etcd.kv.clone();
-            let mut r = match self.etcd.call(kv.get(window.start, Some(opts))).await {
+            let Some(read) = self.ahead.take().or_else(|| self.read()) else { return Ok(None) };
+            let mut r = match read.await.expect("a scan's read neither panics nor is aborted while awaited") {
                 Ok(r) => r,
                 Err(e) if is_compacted(&e) => return Err(ScanError::Compacted { revision: self.revision }),
                 Err(e) => return Err(e.into()),
@@ -89,7 +98,23 @@ impl Scan {
                 more: r.more(),
                 count: r.count(),
             });
+            self.ahead = self.read();
             self.buf = kvs.into_iter();
         }
+    }
+
+    /// Starts the read of the cursor's next window, if there is one.
+    fn read(&self) -> Option<Read> {
+        let window = self.cursor.window()?;
+        let mut opts =
+            GetOptions::new().with_range(window.end).with_revision(self.revision).with_limit(self.cursor.page());
+        if self.keys_only {
+            opts = opts.with_keys_only();
+        }
+        let (etcd, start) = (self.etcd.clone(), window.start);
+        Some(tokio::spawn(async move {
+            let mut kv = etcd.kv.clone();
+            etcd.call(kv.get(start, Some(opts))).await
+        }))
     }
 }

@@ -140,6 +140,13 @@ struct ConnArgs {
     /// The standby's EncryptionConfiguration.
     #[arg(long)]
     target_encryption_config: Option<PathBuf>,
+    /// HTTP/2 ping interval while a stream is open [default: 10000]; below etcd's
+    /// --grpc-keepalive-min-time (5 s by default) etcd closes the connection.
+    #[arg(long)]
+    keepalive_interval_ms: Option<u64>,
+    /// How long a ping may go unanswered before the connection is dead [default: 5000].
+    #[arg(long)]
+    keepalive_timeout_ms: Option<u64>,
 }
 
 impl ConnArgs {
@@ -164,6 +171,8 @@ impl ConnArgs {
             page_keys: self.page_keys,
             source_encryption_config: self.source_encryption_config,
             target_encryption_config: self.target_encryption_config,
+            keepalive_interval_ms: self.keepalive_interval_ms,
+            keepalive_timeout_ms: self.keepalive_timeout_ms,
         };
         flags.over(file).resolve()
     }

@@ -16,7 +16,9 @@ pub struct Settings {
     pub limits: Limits,
     pub page_keys: i64,
     pub held_max: usize,
-    /// Resync txns in flight at once (streaming stays strictly in order).
+    /// Resync txns in flight at once (streaming stays strictly in order). 8: `drlab bench sync`
+    /// copied 100k keys about 10 % faster than with 4 (the target idled between txns); 16 gained
+    /// nothing more.
     pub txns_in_flight_max: usize,
     /// Install over a cleared or uninstalled gate (a new epoch).
     pub reinstall: bool,
@@ -63,7 +65,7 @@ impl Settings {
             limits: Limits::default(),
             page_keys: 1000,
             held_max: 100_000,
-            txns_in_flight_max: 4,
+            txns_in_flight_max: 8,
             reinstall: false,
             backoff_min: Duration::from_millis(100),
             backoff_max: Duration::from_secs(10),
