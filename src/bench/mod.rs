@@ -86,13 +86,28 @@ async fn ceiling(etcd: &Etcd, keys: usize) -> Result<Vec<(String, f64)>, String>
         } else {
             txns(etcd, &prefix, keys, in_flight, |_| vec![b'v'; VALUE_BYTES]).await
         };
-        let mut kv = etcd.kv.clone();
-        etcd.call(kv.delete(prefix, Some(etcd_client::DeleteOptions::new().with_prefix())))
-            .await
-            .map_err(|e| e.to_string())?;
+        free(etcd, &prefix).await?;
         out.push((mode, rate));
     }
     Ok(out)
+}
+
+/// Deletes `prefix`'s keys, compacts and defragments, so the ceiling's writes leave the target
+/// neither their history nor their pages (three copies of 1M × 1 KiB would pass etcd's 2 GiB
+/// quota, which counts the file, free pages included).
+async fn free(etcd: &Etcd, prefix: &str) -> Result<(), String> {
+    let mut kv = etcd.kv.clone();
+    let deleted = etcd
+        .call(kv.delete(prefix, Some(etcd_client::DeleteOptions::new().with_prefix())))
+        .await
+        .map_err(|e| e.to_string())?;
+    let head = deleted.header().map(|h| h.revision()).unwrap_or_default();
+    etcd.call(kv.compact(head, Some(etcd_client::CompactionOptions::new().with_physical())))
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut m = etcd.maintenance.clone();
+    etcd.call(m.defragment()).await.map_err(|e| e.to_string())?;
+    Ok(())
 }
 
 /// Writes `n` single puts `prefix{i}`, `in_flight` at a time; returns keys/s.
