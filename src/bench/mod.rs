@@ -64,6 +64,8 @@ async fn txns(etcd: &Etcd, prefix: &str, n: usize, in_flight: usize, value: fn(u
 
 /// Keys each put mode writes at most (single puts are slow: a sample is enough for a rate).
 const PUT_SAMPLE_KEYS_MAX: usize = 5_000;
+/// Keys one delete request removes (see [`free`]).
+const DELETE_KEYS_MAX: usize = 10_000;
 /// Puts in flight in the concurrent-puts mode.
 const PUTS_IN_FLIGHT: usize = 64;
 
@@ -86,7 +88,7 @@ async fn ceiling(etcd: &Etcd, keys: usize) -> Result<Vec<(String, f64)>, String>
         } else {
             txns(etcd, &prefix, keys, in_flight, |_| vec![b'v'; VALUE_BYTES]).await
         };
-        free(etcd, &prefix).await?;
+        free(etcd, &prefix, if i < 2 { sample } else { keys }).await?;
         out.push((mode, rate));
     }
     Ok(out)
@@ -95,13 +97,26 @@ async fn ceiling(etcd: &Etcd, keys: usize) -> Result<Vec<(String, f64)>, String>
 /// Deletes `prefix`'s keys, compacts and defragments, so the ceiling's writes leave the target
 /// neither their history nor their pages (three copies of 1M × 1 KiB would pass etcd's 2 GiB
 /// quota, which counts the file, free pages included).
-async fn free(etcd: &Etcd, prefix: &str) -> Result<(), String> {
+async fn free(etcd: &Etcd, prefix: &str, n: usize) -> Result<(), String> {
     let mut kv = etcd.kv.clone();
-    let deleted = etcd
-        .call(kv.delete(prefix, Some(etcd_client::DeleteOptions::new().with_prefix())))
+    // `n` keys `prefix{i:08}`, deleted a range of `DELETE_KEYS_MAX` at a time: one delete of 1M
+    // keys outlasts etcd's own request timeout ("etcdserver: request timed out").
+    let mut head = 0;
+    for from in (0..n).step_by(DELETE_KEYS_MAX) {
+        let to = format!("{prefix}{:08}", (from + DELETE_KEYS_MAX).min(n));
+        let opts = etcd_client::DeleteOptions::new().with_range(to);
+        let deleted =
+            etcd.call(kv.delete(format!("{prefix}{from:08}"), Some(opts))).await.map_err(|e| e.to_string())?;
+        head = deleted.header().map(|h| h.revision()).unwrap_or_default();
+    }
+    let left = etcd
+        .call(kv.get(prefix, Some(etcd_client::GetOptions::new().with_prefix().with_count_only())))
         .await
-        .map_err(|e| e.to_string())?;
-    let head = deleted.header().map(|h| h.revision()).unwrap_or_default();
+        .map_err(|e| e.to_string())?
+        .count();
+    if left != 0 {
+        return Err(format!("{left} of the ceiling's keys under {prefix} were not deleted"));
+    }
     etcd.call(kv.compact(head, Some(etcd_client::CompactionOptions::new().with_physical())))
         .await
         .map_err(|e| e.to_string())?;
