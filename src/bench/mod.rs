@@ -40,6 +40,12 @@ async fn load_values(etcd: &Etcd, prefix: &str, n: usize, value: fn(usize) -> Ve
     txns(etcd, prefix, n, IN_FLIGHT, value).await
 }
 
+/// The bench's `i`-th key under `prefix`: fixed width, so key order is `i`'s order and a range
+/// `[key(a), key(b))` holds exactly `a..b` (what [`free`] deletes by).
+fn key(prefix: &str, i: usize) -> String {
+    format!("{prefix}{i:08}")
+}
+
 /// Writes `n` keys `prefix{i}` in txns of 128, `in_flight` at a time; returns keys/s.
 async fn txns(etcd: &Etcd, prefix: &str, n: usize, in_flight: usize, value: fn(usize) -> Vec<u8>) -> f64 {
     let start = Instant::now();
@@ -47,8 +53,7 @@ async fn txns(etcd: &Etcd, prefix: &str, n: usize, in_flight: usize, value: fn(u
     for group in chunks.chunks(in_flight) {
         let mut tasks = Vec::new();
         for chunk in group {
-            let ops: Vec<TxnOp> =
-                chunk.iter().map(|&i| TxnOp::put(format!("{prefix}{i:08}"), value(i), None)).collect();
+            let ops: Vec<TxnOp> = chunk.iter().map(|&i| TxnOp::put(key(prefix, i), value(i), None)).collect();
             let mut kv = etcd.kv.clone();
             let etcd = etcd.clone();
             tasks.push(tokio::spawn(
@@ -74,21 +79,22 @@ const PUTS_IN_FLIGHT: usize = 64;
 /// Returns (mode, keys/s) in that order; the last is the ceiling the goals use.
 async fn ceiling(etcd: &Etcd, keys: usize) -> Result<Vec<(String, f64)>, String> {
     let sample = keys.min(PUT_SAMPLE_KEYS_MAX);
-    let modes: [(String, usize); 4] = [
-        ("single puts, 1 at a time".into(), 1),
-        (format!("single puts, {PUTS_IN_FLIGHT} in flight"), PUTS_IN_FLIGHT),
-        (format!("txns of {TXN_OPS}, 1 at a time"), 1),
-        (format!("txns of {TXN_OPS}, {IN_FLIGHT} in flight"), IN_FLIGHT),
+    // (mode, single puts or txns, in flight, keys written)
+    let modes: [(String, bool, usize, usize); 4] = [
+        ("single puts, 1 at a time".into(), true, 1, sample),
+        (format!("single puts, {PUTS_IN_FLIGHT} in flight"), true, PUTS_IN_FLIGHT, sample),
+        (format!("txns of {TXN_OPS}, 1 at a time"), false, 1, keys),
+        (format!("txns of {TXN_OPS}, {IN_FLIGHT} in flight"), false, IN_FLIGHT, keys),
     ];
     let mut out = Vec::new();
-    for (i, (mode, in_flight)) in modes.into_iter().enumerate() {
+    for (i, (mode, single, in_flight, n)) in modes.into_iter().enumerate() {
         let prefix = format!("/bench-ceiling/{i}/");
-        let rate = if i < 2 {
-            puts(etcd, &prefix, sample, in_flight).await
+        let rate = if single {
+            puts(etcd, &prefix, n, in_flight).await
         } else {
-            txns(etcd, &prefix, keys, in_flight, |_| vec![b'v'; VALUE_BYTES]).await
+            txns(etcd, &prefix, n, in_flight, |_| vec![b'v'; VALUE_BYTES]).await
         };
-        free(etcd, &prefix, if i < 2 { sample } else { keys }).await?;
+        free(etcd, &prefix, n).await?;
         out.push((mode, rate));
     }
     Ok(out)
@@ -99,14 +105,12 @@ async fn ceiling(etcd: &Etcd, keys: usize) -> Result<Vec<(String, f64)>, String>
 /// quota, which counts the file, free pages included).
 async fn free(etcd: &Etcd, prefix: &str, n: usize) -> Result<(), String> {
     let mut kv = etcd.kv.clone();
-    // `n` keys `prefix{i:08}`, deleted a range of `DELETE_KEYS_MAX` at a time: one delete of 1M
+    // `n` keys `key(prefix, i)`, deleted a range of `DELETE_KEYS_MAX` at a time: one delete of 1M
     // keys outlasts etcd's own request timeout ("etcdserver: request timed out").
     let mut head = 0;
     for from in (0..n).step_by(DELETE_KEYS_MAX) {
-        let to = format!("{prefix}{:08}", (from + DELETE_KEYS_MAX).min(n));
-        let opts = etcd_client::DeleteOptions::new().with_range(to);
-        let deleted =
-            etcd.call(kv.delete(format!("{prefix}{from:08}"), Some(opts))).await.map_err(|e| e.to_string())?;
+        let opts = etcd_client::DeleteOptions::new().with_range(key(prefix, (from + DELETE_KEYS_MAX).min(n)));
+        let deleted = etcd.call(kv.delete(key(prefix, from), Some(opts))).await.map_err(|e| e.to_string())?;
         head = deleted.header().map(|h| h.revision()).unwrap_or_default();
     }
     let left = etcd
@@ -133,10 +137,10 @@ async fn puts(etcd: &Etcd, prefix: &str, n: usize, in_flight: usize) -> f64 {
         while tasks.len() >= in_flight {
             tasks.join_next().await.expect("a task is running").expect("bench put");
         }
-        let (etcd, key) = (etcd.clone(), format!("{prefix}{i:08}"));
+        let (etcd, k) = (etcd.clone(), key(prefix, i));
         tasks.spawn(async move {
             let mut kv = etcd.kv.clone();
-            etcd.call(kv.put(key, vec![b'v'; VALUE_BYTES], None)).await.expect("bench put");
+            etcd.call(kv.put(k, vec![b'v'; VALUE_BYTES], None)).await.expect("bench put");
         });
     }
     while let Some(r) = tasks.join_next().await {

@@ -12,7 +12,7 @@ use serde_json::json;
 use sync::conn::Etcd;
 
 use super::stream::{self, Ends, Mode, Round};
-use super::{IN_FLIGHT, Options, TXN_OPS, VALUE_BYTES, connect, goal, load, round};
+use super::{Options, VALUE_BYTES, connect, goal, load, round};
 
 /// The goals: initial sync at 90 % of the ceiling and 30× make-mirror; p99 lag ≤ 100 ms at 5k/s;
 /// streaming keeps up with every source rate below the ceiling.
@@ -163,7 +163,7 @@ pub fn sync(opts: Options) -> Result<serde_json::Value, String> {
         // Ceiling: the target's own raw write rate in each mode, then cleaned away; the goals
         // use the last, concurrent txns (the fastest).
         let modes = super::ceiling(&target, keys).await?;
-        let ceiling = modes.last().expect("four modes").1;
+        let (ceiling_mode, ceiling) = modes.last().cloned().expect("four modes");
         load(&source, &format!("{PREFIX}k-"), keys).await;
 
         // etcd-sync: initial copy, then the rounds, then its peak RSS.
@@ -226,7 +226,7 @@ pub fn sync(opts: Options) -> Result<serde_json::Value, String> {
             "value_bytes": VALUE_BYTES,
             "keys": keys,
             "ceiling_keys_per_s": ceiling.round(),
-            "ceiling_mode": format!("txns of {TXN_OPS}, {IN_FLIGHT} in flight"),
+            "ceiling_mode": ceiling_mode,
             "ceiling_modes": modes.iter().map(|(mode, rate)| json!({"mode": mode, "keys_per_s": rate.round()})).collect::<Vec<_>>(),
             "initial_keys_per_s": initial_rate.round(),
             "initial_vs_ceiling": round(initial_rate / ceiling, 3),
