@@ -45,12 +45,9 @@ impl Session<'_> {
         self.planner = self.settings.planner(r as u64);
         self.batcher = Batcher::new(self.settings.limits);
         let mut index = Scan::new(&self.source, &[0], &[0], r, self.settings.page_keys);
-        let mut indexed = 0u64;
         while let Some(kv) = index.next().await? {
             self.planner.observe_source(kv.key(), kv.value());
-            indexed += 1;
         }
-        tracing::debug!(indexed, "resync: the source's owners indexed");
         let mut surplus = Vec::new();
         let mut surplus_total = 0u64;
         // The target scans double as the ledger's verification: the gaps holding an in-scope key
