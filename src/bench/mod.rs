@@ -129,6 +129,28 @@ async fn free(etcd: &Etcd, prefix: &str, n: usize) -> Result<(), String> {
     Ok(())
 }
 
+/// Deletes every key under `prefix`, `DELETE_KEYS_MAX` at a time (for keys not named by [`key`]:
+/// the streaming rounds'); bounded by the keys it found first.
+async fn delete_prefix(etcd: &Etcd, prefix: &str) -> Result<(), String> {
+    let mut kv = etcd.kv.clone();
+    let count_only = etcd_client::GetOptions::new().with_prefix().with_count_only();
+    let found = etcd.call(kv.get(prefix, Some(count_only.clone()))).await.map_err(|e| e.to_string())?.count();
+    for _ in 0..(found as usize).div_ceil(DELETE_KEYS_MAX) {
+        let page = etcd_client::GetOptions::new().with_prefix().with_keys_only().with_limit(DELETE_KEYS_MAX as i64);
+        let r = etcd.call(kv.get(prefix, Some(page))).await.map_err(|e| e.to_string())?;
+        let (Some(first), Some(last)) = (r.kvs().first(), r.kvs().last()) else { break };
+        // [first, last + "\0"): exactly this page's keys.
+        let end = [last.key(), &[0u8][..]].concat();
+        let opts = etcd_client::DeleteOptions::new().with_range(end);
+        etcd.call(kv.delete(first.key(), Some(opts))).await.map_err(|e| e.to_string())?;
+    }
+    let left = etcd.call(kv.get(prefix, Some(count_only))).await.map_err(|e| e.to_string())?.count();
+    if left != 0 {
+        return Err(format!("{left} keys under {prefix} were not deleted"));
+    }
+    Ok(())
+}
+
 /// Writes `n` single puts `prefix{i}`, `in_flight` at a time; returns keys/s.
 async fn puts(etcd: &Etcd, prefix: &str, n: usize, in_flight: usize) -> f64 {
     let start = Instant::now();
