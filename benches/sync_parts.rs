@@ -1,13 +1,14 @@
 //! The sync's in-process parts, measured with criterion (`cargo bench --bench sync_parts`):
 //! key parsing, rule matching, owner tracking (the planner over a workload in key order, where
-//! dependents come before their owners), envelope re-encryption, and the check's per-key compare
-//! of re-encrypted Secrets. `cargo test` runs each once (criterion's test mode) — the smoke mode
+//! dependents come before their owners), envelope re-encryption, the check's per-key compare
+//! of re-encrypted Secrets, and the check's merge of two keyspaces. `cargo test` runs each once (criterion's test mode) — the smoke mode
 //! that keeps these benches from rotting; timing goals live in the figures, never in tests.
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use harness::fixtures;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
+use sync::check::Advance;
 use sync::crypto::{Boundary, Carry};
 use sync::engine::Settings;
 use sync::plan::Change;
@@ -79,5 +80,50 @@ fn encryption(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, keys_and_rules, owner_tracking, encryption);
+/// Side `side`'s `n`-th (key, value), as a scan yields it.
+fn at(side: &[(String, Vec<u8>)], n: usize) -> Option<(&[u8], &[u8])> {
+    side.get(n).map(|(k, v)| (k.as_bytes(), v.as_slice()))
+}
+
+/// The check's merge ([`sync::check::merge_step`]) of the drill's keyspace against a copy with
+/// one key in a hundred missed, one stale and one surplus: the in-process part of a check,
+/// without the reads.
+fn check_merge(c: &mut Criterion) {
+    let source = workload();
+    let mut target = Vec::new();
+    for (i, (k, v)) in source.iter().enumerate() {
+        match i % 100 {
+            0 => {}
+            1 => target.push((k.clone(), b"changed".to_vec())),
+            2 => {
+                target.push((k.clone(), v.clone()));
+                target.push((format!("{k}-surplus"), v.clone()));
+            }
+            _ => target.push((k.clone(), v.clone())),
+        }
+    }
+    target.sort();
+    let boundary = Boundary::new(None, None);
+    let per_100 = source.len().div_ceil(100) as u64;
+    let mut g = c.benchmark_group("check");
+    g.throughput(Throughput::Elements(source.len() as u64));
+    g.bench_function("merge-drill-keyspace", |b| {
+        b.iter(|| {
+            let (mut r, mut i, mut j) = (sync::check::Report::default(), 0, 0);
+            while let Some(step) = sync::check::merge_step(&mut r, &boundary, at(&source, i), at(&target, j)) {
+                match step {
+                    Advance::Source => i += 1,
+                    Advance::Target => j += 1,
+                    Advance::Both => (i, j) = (i + 1, j + 1),
+                }
+            }
+            // The merge found what was planted (this runs in `cargo test` too).
+            assert_eq!((r.missed.count, r.stale.count, r.surplus.count), (per_100, per_100, per_100));
+            r.missed.count
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, keys_and_rules, owner_tracking, encryption, check_merge);
 criterion_main!(benches);

@@ -221,37 +221,62 @@ async fn check_at(
         while t.as_ref().is_some_and(|kv| !rules.includes(kv.key()) || held_keys.contains(kv.key())) {
             t = tgt.next().await?;
         }
-        if let Some(a) = s.as_ref().filter(|a| !boundary.readable_by_target(a.value())) {
-            // Ciphertext the sync will not carry: undecryptable, not missed or stale.
-            r.undecryptable.add(String::from_utf8_lossy(a.key()).into_owned());
-            if t.as_ref().is_some_and(|b| b.key() == a.key()) {
-                t = tgt.next().await?;
-            }
-            s = src.next().await?;
-            continue;
-        }
-        match (&s, &t) {
-            (None, None) => break,
-            (Some(a), Some(b)) if a.key() == b.key() => {
-                if !boundary.same(a.value(), b.value()) {
-                    r.stale.add(String::from_utf8_lossy(a.key()).into_owned());
-                }
-                s = src.next().await?;
-                t = tgt.next().await?;
-            }
-            (Some(a), b) if b.as_ref().is_none_or(|b| a.key() < b.key()) => {
-                r.missed.add(String::from_utf8_lossy(a.key()).into_owned());
-                s = src.next().await?;
-            }
-            (_, Some(b)) => {
-                r.surplus.add(String::from_utf8_lossy(b.key()).into_owned());
-                t = tgt.next().await?;
-            }
-            (Some(_), None) => unreachable!("handled by the missed arm"),
+        match merge_step(&mut r, boundary, s.as_ref().map(pair), t.as_ref().map(pair)) {
+            None => break,
+            Some(Advance::Source) => s = src.next().await?,
+            Some(Advance::Target) => t = tgt.next().await?,
+            Some(Advance::Both) => (s, t) = (src.next().await?, tgt.next().await?),
         }
     }
     r.dangling = tgt.dangling;
     Ok(r)
+}
+
+fn pair(kv: &etcd_client::KeyValue) -> (&[u8], &[u8]) {
+    (kv.key(), kv.value())
+}
+
+/// Which side's scan the merge moves on after a step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Advance {
+    Source,
+    Target,
+    Both,
+}
+
+/// One step of the check's merge: the source's and the target's next in-scope (key, value), in
+/// key order, `None` past the end. Records what the two show in `r` and says which side moves
+/// on; `None` when both are done. Without I/O, so the benches run it on keyspaces in memory.
+pub fn merge_step(
+    r: &mut Report,
+    boundary: &Boundary,
+    s: Option<(&[u8], &[u8])>,
+    t: Option<(&[u8], &[u8])>,
+) -> Option<Advance> {
+    let lossy = |k: &[u8]| String::from_utf8_lossy(k).into_owned();
+    match (s, t) {
+        (None, None) => None,
+        (Some((a, value)), t) if !boundary.readable_by_target(value) => {
+            // Ciphertext the sync will not carry: undecryptable, not missed or stale.
+            r.undecryptable.add(lossy(a));
+            Some(if t.is_some_and(|(b, _)| b == a) { Advance::Both } else { Advance::Source })
+        }
+        (Some((a, va)), Some((b, vb))) if a == b => {
+            if !boundary.same(va, vb) {
+                r.stale.add(lossy(a));
+            }
+            Some(Advance::Both)
+        }
+        (Some((a, _)), t) if t.is_none_or(|(b, _)| a < b) => {
+            r.missed.add(lossy(a));
+            Some(Advance::Source)
+        }
+        (_, Some((b, _))) => {
+            r.surplus.add(lossy(b));
+            Some(Advance::Target)
+        }
+        (Some(_), None) => unreachable!("handled by the missed arm"),
+    }
 }
 
 /// The target side of the merge: every in-scope object it passes is checked for owners whose
@@ -336,6 +361,44 @@ fn parse_uuid(s: &str) -> Option<u128> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Merges two in-memory keyspaces (in key order) with [`merge_step`], as `check_at` does.
+    fn merge(boundary: &Boundary, source: &[(&str, &str)], target: &[(&str, &str)]) -> Report {
+        fn at<'a>(side: &[(&'a str, &'a str)], n: usize) -> Option<(&'a [u8], &'a [u8])> {
+            side.get(n).map(|(k, v)| (k.as_bytes(), v.as_bytes()))
+        }
+        let (mut r, mut i, mut j) = (Report::default(), 0, 0);
+        while let Some(step) = merge_step(&mut r, boundary, at(source, i), at(target, j)) {
+            match step {
+                Advance::Source => i += 1,
+                Advance::Target => j += 1,
+                Advance::Both => (i, j) = (i + 1, j + 1),
+            }
+        }
+        r
+    }
+
+    #[test]
+    fn the_merge_tells_missed_stale_and_surplus_keys_apart() {
+        let b = Boundary::new(None, None);
+        let source = [("/a", "1"), ("/b", "2"), ("/c", "3"), ("/e", "5")];
+        let target = [("/b", "2"), ("/c", "x"), ("/d", "4"), ("/e", "5"), ("/f", "6")];
+        let r = merge(&b, &source, &target);
+        assert_eq!(r.missed.keys, ["/a"]);
+        assert_eq!(r.stale.keys, ["/c"]);
+        assert_eq!(r.surplus.keys, ["/d", "/f"]);
+        assert!(merge(&b, &source, &source).is_clean());
+        // An unreadable ciphertext is undecryptable, never missed or stale, on either side of
+        // the target's key.
+        let keys = |byte: u8| {
+            let text = crate::crypto::tests::config(&[("key1", &[byte; 32])]);
+            Some(crate::crypto::Keyring::parse("test", &text).expect("parses"))
+        };
+        let b = Boundary::new(keys(1), keys(2));
+        let sealed = "k8s:enc:aescbc:v1:key1:0123456789abcdef0123456789abcdef";
+        let r = merge(&b, &[("/s", sealed), ("/t", sealed)], &[("/s", "plain")]);
+        assert_eq!((r.undecryptable.count, r.missed.count, r.stale.count, r.surplus.count), (2, 0, 0, 0));
+    }
 
     #[test]
     fn uuids_are_packed_and_other_uids_kept_as_strings() {

@@ -339,11 +339,12 @@ impl Boundary {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use rand::SeedableRng;
 
-    fn config(keys: &[(&str, &[u8])]) -> String {
+    /// An EncryptionConfiguration for Secrets: aescbc with `keys`, then identity.
+    pub(crate) fn config(keys: &[(&str, &[u8])]) -> String {
         let mut s = String::from(
             "apiVersion: apiserver.config.k8s.io/v1\nkind: EncryptionConfiguration\nresources:\n  - resources: [secrets]\n    providers:\n      - aescbc:\n          keys:\n",
         );
