@@ -306,3 +306,40 @@ fn a_cached_absent_owner_that_appears_later_still_counts_as_absent() {
         assert!(p.standby.etcd.get(b.key().as_bytes()).is_some(), "owner B exists all along");
     }
 }
+
+/// `kubectl delete --cascade=orphan` then `kubectl create` of wc-00's MachineSet (the cluster
+/// paused, so nothing adopts the Machines): the workers lose their controller reference a moment
+/// before their old owner is deleted. A GC informer that has not seen the orphaning yet still
+/// links them to the deleted MachineSet and queues them; the live objects have no owners left,
+/// so they are nobody's dependents and stay. A GC that judged "all owners absent" over the live
+/// object's empty owner list deleted them (seed 3 here, and machineset-adoption-after-failover's
+/// seed 3, before the fix).
+#[test]
+fn machines_orphaned_just_before_their_owner_is_deleted_are_not_collected() {
+    for seed in 1..=4 {
+        let (p, mut sim) = Platform::build(config(seed, 30)).expect("world builds");
+        let machineset_uid = |p: &Platform| {
+            let objs = decode(&p.primary.etcd.dump(), p, PRIMARY);
+            let ms = objs.into_iter().find(|o| o.kind == &kind::MACHINE_SET && o.name() == "wc-00-md-0");
+            ms.map(|o| o.uid().to_string())
+        };
+        let before = machineset_uid(&p).expect("wc-00's MachineSet");
+        let steps = vec![
+            Step::new(Duration::from_secs(5), |_| {
+                p.act(Action::Pause { side: PRIMARY.into(), cluster: "wc-00".into(), paused: true })
+            }),
+            Step::new(Duration::from_secs(10), |_| {
+                p.act(Action::RecreateMachineSet { side: PRIMARY.into(), cluster: "wc-00".into() })
+            }),
+        ];
+        p.run(&mut sim, steps).expect("runs");
+        let workers: Vec<Object> =
+            machines(&p, PRIMARY).into_iter().filter(|m| m.name().starts_with("wc-00-md-0-")).collect();
+        let names: Vec<&str> = workers.iter().map(|m| m.name()).collect();
+        assert_eq!(names, ["wc-00-md-0-0", "wc-00-md-0-1"], "seed {seed}: both workers are still there");
+        assert!(workers.iter().all(|m| !m.deleting() && m.owners().is_empty()), "seed {seed}: orphans, not deleting");
+        assert!(p.iaas.deletions().is_empty(), "seed {seed}: no VM deleted");
+        let after = machineset_uid(&p).expect("the MachineSet was created again");
+        assert_ne!(after, before, "seed {seed}: the same name, a new UID");
+    }
+}

@@ -261,6 +261,7 @@ impl World {
             }
             Act::Scale { .. }
             | Act::Pause { .. }
+            | Act::RecreateMachineSet { .. }
             | Act::CreateWorkload { .. }
             | Act::RolloutPlans { .. }
             | Act::CreateMisnamedGlobal(_)

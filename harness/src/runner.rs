@@ -138,6 +138,7 @@ pub fn platform_config_of(s: &Scenario, seed: u64) -> PlatformConfig {
     cfg.dns_ttl_s = t.dns_ttl_s;
     cfg.misnamed_global = t.misnamed_global;
     cfg.leader_election = t.leader_election;
+    cfg.machineset_order = t.machineset_order.into();
     cfg.writes_per_s = s.traffic.writes_per_s;
     cfg.gc_lag_ms_max = s.traffic.gc_lag_ms_max;
     cfg.compaction_interval_s = Some(s.traffic.compaction_interval_s).filter(|s| *s > 0);
@@ -425,6 +426,7 @@ fn fire(p: &Platform, sim: &mut turmoil::Sim<'_>, act: &Act, seed: u64, go: &Go)
         }
         Act::Scale { .. }
         | Act::Pause { .. }
+        | Act::RecreateMachineSet { .. }
         | Act::CreateWorkload { .. }
         | Act::RolloutPlans { .. }
         | Act::CreateMisnamedGlobal(_)

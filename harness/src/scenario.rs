@@ -81,6 +81,28 @@ pub struct Topology {
     /// `masterleases` key (off: the managers always act, as in most scenarios).
     #[serde(default)]
     pub leader_election: bool,
+    /// What both sides' MachineSet controllers do first with Machines awaiting adoption:
+    /// `adopt-first` (CAPI's reconcile) or `create-first` (the order cluster-api #3770 reports:
+    /// replacements first, then the adopted Machines are scaled away).
+    #[serde(default)]
+    pub machineset_order: MachineSetOrder,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum MachineSetOrder {
+    #[default]
+    AdoptFirst,
+    CreateFirst,
+}
+
+impl From<MachineSetOrder> for sim::k8s::capi::MachineSetOrder {
+    fn from(o: MachineSetOrder) -> Self {
+        match o {
+            MachineSetOrder::AdoptFirst => sim::k8s::capi::MachineSetOrder::AdoptFirst,
+            MachineSetOrder::CreateFirst => sim::k8s::capi::MachineSetOrder::CreateFirst,
+        }
+    }
 }
 
 impl Default for Topology {
@@ -94,6 +116,7 @@ impl Default for Topology {
             misnamed_global: false,
             agent_auth: AgentAuth::Same,
             leader_election: false,
+            machineset_order: MachineSetOrder::AdoptFirst,
         }
     }
 }
@@ -418,6 +441,11 @@ pub struct Entry {
     pub pause: Option<Pause>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub create_workload: Option<CreateWorkload>,
+    /// Re-creates a workload cluster's MachineSet `<cluster>-md-0` on that side as `kubectl
+    /// delete --cascade=orphan` and `kubectl create` do: its Machines lose their controller
+    /// reference and await adoption by the new MachineSet (same name, new UID).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recreate_machineset: Option<ClusterOn>,
     /// Rolls out a new plan to every bare-metal host of a workload cluster, on the serving
     /// cluster (an OS or configuration change: each plan Secret's next generation).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -575,6 +603,13 @@ pub struct Pause {
     pub side: Side,
     pub cluster: String,
     pub paused: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterOn {
+    pub side: Side,
+    pub cluster: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]

@@ -43,6 +43,10 @@ pub enum Act {
         cluster: String,
         machines: u64,
     },
+    RecreateMachineSet {
+        side: Side,
+        cluster: String,
+    },
     RolloutPlans {
         cluster: String,
         side: Option<Side>,
@@ -95,6 +99,9 @@ impl Act {
             }
             Act::CreateWorkload { cluster, machines } => {
                 Action::CreateWorkload { cluster: cluster.clone(), machines: *machines }
+            }
+            Act::RecreateMachineSet { side, cluster } => {
+                Action::RecreateMachineSet { side: side.name().into(), cluster: cluster.clone() }
             }
             Act::RolloutPlans { cluster, side } => {
                 Action::RolloutPlans { cluster: cluster.clone(), side: side.map(|s| s.name().to_string()) }
@@ -255,6 +262,9 @@ fn act(e: &Entry) -> Result<Act, String> {
     }
     if let Some(p) = &e.pause {
         acts.push(Act::Pause { side: p.side, cluster: p.cluster.clone(), paused: p.paused });
+    }
+    if let Some(c) = &e.recreate_machineset {
+        acts.push(Act::RecreateMachineSet { side: c.side, cluster: c.cluster.clone() });
     }
     if let Some(c) = &e.create_workload {
         acts.push(Act::CreateWorkload { cluster: c.cluster.clone(), machines: c.machines });
@@ -465,6 +475,13 @@ fn validate_timeline(s: &Scenario) -> Result<(), Invalid> {
             }
             Act::Pause { cluster, .. } if !clusters.contains(&cluster) => {
                 return Err(fail(format!("pause of `{cluster}`, a cluster the topology does not have")));
+            }
+            // Only the topology's clusters have a MachineSet `<cluster>-md-0` (a created one's is
+            // named by its MachineDeployment).
+            Act::RecreateMachineSet { cluster, .. }
+                if !(0..s.topology.clusters).any(|i| sim::topology::cluster_name(i) == cluster) =>
+            {
+                return Err(fail(format!("recreate_machineset of `{cluster}`, not one of the topology's clusters")));
             }
             Act::CreateMisnamedGlobal(side) => {
                 let already = side == Side::Primary && s.topology.misnamed_global;

@@ -23,7 +23,7 @@ use crate::iaas::Iaas;
 use crate::k8s::api::{Api, ApiError, ApiServer};
 use crate::k8s::atrest::AtRest;
 use crate::k8s::auth::TokenSigning;
-use crate::k8s::capi::{self, CapiConfig, ControllerGate};
+use crate::k8s::capi::{self, CapiConfig, ControllerGate, MachineSetOrder};
 use crate::k8s::gc::{self, GcConfig};
 use crate::k8s::kind;
 use crate::k8s::leader;
@@ -77,6 +77,9 @@ pub struct PlatformConfig {
     /// Each side's controller managers act only while they lead their Lease, and each API
     /// server keeps its `masterleases` key ([`crate::k8s::leader`]).
     pub leader_election: bool,
+    /// Both sides' MachineSet controllers: adopt orphans before scaling (CAPI), or cluster-api
+    /// #3770's order.
+    pub machineset_order: MachineSetOrder,
     /// The names the platform certificate (`cpaas-system/dex.tls`, the same on both sides)
     /// covers: the platform domain and both VIPs when installed as seed 000 asks.
     pub platform_cert_names: Vec<String>,
@@ -105,6 +108,7 @@ impl Default for PlatformConfig {
             agents: 2,
             writes_per_s: 2.0,
             leader_election: false,
+            machineset_order: MachineSetOrder::AdoptFirst,
             platform_cert_names: [DOMAIN, PRIMARY, STANDBY].map(String::from).to_vec(),
         }
     }
@@ -140,6 +144,12 @@ pub enum Action {
     /// [`topology::MISNAMED_GLOBAL`] of that side's `global` Cluster (its controllers make the
     /// MachineSet, Machine, DCSMachine and VM).
     CreateMisnamedGlobal { side: String },
+    /// Re-creates a workload cluster's MachineSet on `side` the way `kubectl delete
+    /// --cascade=orphan` then `kubectl create` does (e.g. to change an immutable field): its
+    /// Machines lose their controller reference, the MachineSet is deleted and created again
+    /// under the same name with a new UID. Its controllers adopt the Machines (when the
+    /// cluster is not paused).
+    RecreateMachineSet { side: String, cluster: String },
     /// Deletes an object on `side` through its API (background propagation).
     Delete { side: String, kind: &'static crate::k8s::Kind, name: String },
     /// Restarts every workload agent (they resolve the domain again).
@@ -362,6 +372,7 @@ pub struct ControlPlane {
     pub gate: Option<ControllerGate>,
     pub iaas: Iaas,
     pub leader_election: bool,
+    pub machineset_order: MachineSetOrder,
 }
 
 impl ControlPlane {
@@ -375,12 +386,14 @@ impl ControlPlane {
             gate,
             iaas: parts.iaas.clone(),
             leader_election: cfg.leader_election,
+            machineset_order: cfg.machineset_order,
         };
         [plane(primary_lags, cfg.primary_gate.clone()), plane(standby_lags, cfg.standby_gate.clone())]
     }
 
     pub fn spawn(self, api: &Arc<ApiServer>, etcd: &etcd_client::Client) {
-        let ControlPlane { gc_lags, capi_lag, compaction_interval_s, gate, iaas, leader_election } = self;
+        let ControlPlane { gc_lags, capi_lag, compaction_interval_s, gate, iaas, leader_election, machineset_order } =
+            self;
         let elect = |e: leader::Election, actor: &str| {
             leader_election.then(|| {
                 let (tx, rx) = watch::channel(false);
@@ -402,7 +415,8 @@ impl ControlPlane {
         tokio::spawn(crate::k8s::tokens::run(tokens_api, etcd.clone(), capi_lag));
         let capi_api = Api::new(api.clone(), etcd, "capi-controller-manager");
         let leading = elect(leader::CAPI_CONTROLLER_MANAGER, "capi-controller-manager");
-        tokio::spawn(capi::run(capi_api, etcd.clone(), CapiConfig { informer_lag: capi_lag, gate, iaas, leading }));
+        let capi = CapiConfig { informer_lag: capi_lag, machineset_order, gate, iaas, leading };
+        tokio::spawn(capi::run(capi_api, etcd.clone(), capi));
         if let Some(s) = compaction_interval_s {
             tokio::spawn(compactor(etcd.clone(), Duration::from_secs(s)));
         }
@@ -589,6 +603,38 @@ async fn operate(
                 topology::with_template(json!({"replicas": workers}), provider),
             );
             api.create(owned(md)).await.map(|_| ())
+        }
+        Action::RecreateMachineSet { side, cluster } => {
+            let api = api_of(side);
+            let ms = api.require(&kind::MACHINE_SET, topology::NS, &format!("{cluster}-md-0")).await?;
+            let owned: Vec<_> = api
+                .list(&kind::MACHINE)
+                .await?
+                .0
+                .into_iter()
+                .filter(|m| m.obj.meta.owner_references.iter().flatten().any(|r| r.uid == ms.obj.uid()))
+                .collect();
+            api.server.trace.record(
+                side,
+                "operator.recreate-machineset",
+                json!({"cluster": cluster, "machineset": ms.obj.name(), "orphaned": owned.len()}),
+            );
+            // The garbage collector's orphan propagation, done first so the delete has no
+            // dependents left.
+            for m in owned {
+                let mut obj = m.obj.clone();
+                let mut refs = obj.meta.owner_references.take().unwrap_or_default();
+                refs.retain(|r| r.uid != ms.obj.uid());
+                obj.meta.owner_references = Some(refs).filter(|r| !r.is_empty());
+                api.update(&m, obj).await?;
+            }
+            let why = json!({"controller": "operator", "rule": "delete --cascade=orphan"});
+            api.delete(&ms, crate::k8s::api::Propagation::Background, why).await?;
+            let mut again = ms.obj.clone();
+            again.meta.uid = None;
+            again.meta.resource_version = None;
+            again.meta.creation_timestamp = None;
+            api.create(again).await.map(|_| ())
         }
         Action::Delete { side, kind, name } => {
             let api = api_of(side);

@@ -7,8 +7,8 @@ use serde_saphyr::{Location, Spanned};
 
 use crate::scenario::{
     AgentAuth, Condition, CreateWorkload, Delay, Encryption, Entry, Expect, FailbackSpec, FailoverEnd, FailoverSpec,
-    Host, Invariant, ObjectRef, Pause, Provider, Scale, Scenario, Side, SlowDisk, SnapshotRestore, SyncSpec, Topology,
-    Traffic, Variant,
+    Host, Invariant, MachineSetOrder, ObjectRef, Pause, Provider, Scale, Scenario, Side, SlowDisk, SnapshotRestore,
+    SyncSpec, Topology, Traffic, Variant,
 };
 
 /// Limits of the vocabulary (small enough that 256 cases run in minutes on two cores).
@@ -501,6 +501,7 @@ impl Case {
                 misnamed_global: false,
                 agent_auth,
                 leader_election: self.leader_election,
+                machineset_order: MachineSetOrder::AdoptFirst,
             },
             traffic: Traffic {
                 writes_per_s: f64::from(self.writes_per_s),

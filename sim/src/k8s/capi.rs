@@ -68,15 +68,29 @@ pub struct ControllerGate {
 #[derive(Clone)]
 pub struct CapiConfig {
     pub informer_lag: Duration,
+    pub machineset_order: MachineSetOrder,
     pub gate: Option<ControllerGate>,
     pub iaas: Iaas,
     /// Whether the manager leads its election (None: no leader election, it always acts).
     pub leading: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
+/// What a MachineSet does first with Machines that carry its `set-name` label but no controller
+/// (orphans: their MachineSet was deleted with `--cascade=orphan` and created again).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum MachineSetOrder {
+    /// Adopt them, then create or delete to reach the replicas (CAPI's reconcile).
+    #[default]
+    AdoptFirst,
+    /// Create the replicas it finds missing, then adopt, then delete the surplus: the order
+    /// cluster-api #3770 reports after a restore (the adopted Machines are scaled away).
+    CreateFirst,
+}
+
 struct Manager {
     api: Api,
     iaas: Iaas,
+    machineset_order: MachineSetOrder,
     cache: BTreeMap<String, Stored>,
     /// Controller UID → keys of the cached objects it controls.
     children: BTreeMap<String, BTreeSet<String>>,
@@ -99,6 +113,7 @@ pub async fn run(api: Api, etcd: etcd_client::Client, cfg: CapiConfig) {
     let mut m = Manager {
         api,
         iaas: cfg.iaas,
+        machineset_order: cfg.machineset_order,
         cache: BTreeMap::new(),
         children: BTreeMap::new(),
         orphans: BTreeSet::new(),
@@ -453,7 +468,32 @@ impl Manager {
         if ms.obj.deleting() {
             return Ok(());
         }
-        // Adopt labelled Machines that lost their controller reference (as CAPI does).
+        let create_first = self.machineset_order == MachineSetOrder::CreateFirst;
+        if !create_first {
+            self.adopt(&ms).await?;
+        }
+        let mut machines = self.live_owned(&kind::MACHINE, ms.obj.uid());
+        let want = Self::replicas(&ms.obj) as usize;
+        while machines.len() < want {
+            let m = self.new_machine(&ms.obj, false).await?;
+            machines.push(m.obj.key());
+        }
+        if create_first {
+            self.adopt(&ms).await?;
+            machines = self.live_owned(&kind::MACHINE, ms.obj.uid());
+        }
+        while machines.len() > want {
+            let key = machines.pop().expect("more than wanted");
+            let m = self.cache.get(&key).cloned().expect("an indexed key is cached");
+            let why = json!({"controller": "machineset", "rule": "scale-down", "machineset": ms.obj.name(), "replicas": want});
+            self.api.delete(&m, Propagation::Background, why).await?;
+        }
+        Ok(())
+    }
+
+    /// Adopts the Machines labelled with `ms`'s name that lost their controller reference (as
+    /// CAPI does).
+    async fn adopt(&mut self, ms: &Stored) -> Result<(), ApiError> {
         let orphans: Vec<Stored> = self
             .orphans
             .iter()
@@ -465,18 +505,6 @@ impl Manager {
             let mut obj = m.obj.clone();
             obj.owned_by(&ms.obj);
             self.update(&m, obj).await?;
-        }
-        let mut machines = self.live_owned(&kind::MACHINE, ms.obj.uid());
-        let want = Self::replicas(&ms.obj) as usize;
-        while machines.len() < want {
-            let m = self.new_machine(&ms.obj, false).await?;
-            machines.push(m.obj.key());
-        }
-        while machines.len() > want {
-            let key = machines.pop().expect("more than wanted");
-            let m = self.cache.get(&key).cloned().expect("an indexed key is cached");
-            let why = json!({"controller": "machineset", "rule": "scale-down", "machineset": ms.obj.name(), "replicas": want});
-            self.api.delete(&m, Propagation::Background, why).await?;
         }
         Ok(())
     }

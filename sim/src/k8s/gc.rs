@@ -285,7 +285,11 @@ impl GarbageCollector {
             }
             return Ok(());
         }
-        if item.obj.deleting() || node.owners.is_empty() {
+        // The live object's owners decide, not the graph's: an informer that has not caught up
+        // may still show references the object has since lost (orphaned, or adopted
+        // elsewhere). With none left it is nobody's dependent (kube's attemptToDeleteItem
+        // returns on an empty `ownerReferences`); "all owners absent" must not hold vacuously.
+        if item.obj.deleting() || item.obj.owners().is_empty() {
             return Ok(());
         }
         let mut solid = 0;
