@@ -78,6 +78,8 @@ fn impossible_timelines_point_at_the_entry() {
     assert!(msg.contains("an upgrade's uninstall and a failover"), "{msg}");
     let (_, _, msg) = t("  - at_s: 1\n    scale: {cluster: wc-99, replicas: 1}\n");
     assert!(msg.contains("wc-99"), "{msg}");
+    let (line, _, msg) = t("  - at_s: 1\n    recreate_machineset: {side: primary, cluster: wc-02}\n");
+    assert!(line == 5 && msg.contains("recreate_machineset of `wc-02`, not one of the topology's clusters"), "{msg}");
     let (line, _, msg) =
         t("  - at_s: 1\n    snapshot_save: standby\n  - at_s: 2\n    snapshot_restore: {side: primary}\n");
     assert!(

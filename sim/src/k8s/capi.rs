@@ -2,7 +2,8 @@
 //! control-plane provider and the DCS infrastructure provider), acting through the model's API:
 //!
 //! - MachineDeployment → MachineSet (a missing MachineSet is created anew, with a new name and
-//!   UID) → Machine replicas, scale up and down, adoption of labelled orphans;
+//!   UID) → Machine replicas, scale up and down, adoption of labelled orphans (before scaling,
+//!   or after with cluster-api #3770's order, [`MachineSetOrder`]);
 //! - Machine: finalizer `machine.cluster.x-k8s.io`; a deleted Machine deletes its infrastructure
 //!   machine and only then drops its finalizer; a DCSMachine being deleted deletes its VM in the
 //!   shared IaaS; a BaremetalMachine being deleted resets its host through a plan
