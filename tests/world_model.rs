@@ -343,3 +343,71 @@ fn machines_orphaned_just_before_their_owner_is_deleted_are_not_collected() {
         assert_ne!(after, before, "seed {seed}: the same name, a new UID");
     }
 }
+
+/// Advances `etcd`'s revision to at least `rev` with writes of unrelated keys (a cluster's own
+/// traffic: Leases, Events, the sync's bookkeeping).
+fn advance(etcd: &sim::etcd::SimEtcd, rev: i64) {
+    for i in 0..(rev - etcd.revision()).max(0) {
+        etcd.seed(&[(format!("/test/traffic/{i}").into_bytes(), b"x".to_vec())]);
+    }
+}
+
+/// The cluster agent's informer (wc-00's Machines, through the platform domain) keeps its
+/// resourceVersion — the primary's etcd revision R — when the primary stops answering, and
+/// resumes its watch from R on the standby the domain names next. The standby's revisions count
+/// another history: a Machine change it holds at a revision below R (the sync copied a
+/// heartbeat) is never delivered, and the cache stays stale although the standby answers 200.
+/// Only a relist (here: the agent restarted, as seed 001 does after a failover) shows it. With
+/// the standby's head still below R the watch is refused as "Too large resource version" and
+/// the informer relists by itself. A model that relisted on every reconnect, or that resumed by
+/// content rather than by revision number, fails the first half.
+#[test]
+fn an_informer_carrying_its_resource_version_across_the_switch_misses_changes_until_it_relists() {
+    use std::sync::Mutex;
+    for standby_ahead in [true, false] {
+        let mut cfg = config(4, 60);
+        cfg.standby_preloaded = true;
+        cfg.writes_per_s = 0.0;
+        cfg.dns_ttl_s = 5;
+        cfg.cluster_agent = Some("wc-00".into());
+        let seen: Mutex<Vec<sim::clusteragent::View>> = Mutex::new(Vec::new());
+        let (p, mut sim) = Platform::build(cfg).expect("world builds");
+        let look = |_: &mut turmoil::Sim<'_>| seen.lock().unwrap().push(p.cluster_agent.lock().unwrap().clone());
+        let steps = vec![
+            Step::new(Duration::from_secs(11), |_| {
+                // The sync copies a heartbeat of wc-00-md-0-0 onto the standby; then the primary's
+                // history runs ahead of it, and (standby_ahead) the standby's too.
+                let key = "/registry/cluster.x-k8s.io/machines/cpaas-system/wc-00-md-0-0";
+                let v = p.standby.etcd.get(key.as_bytes()).expect("preloaded");
+                let mut m = p.standby.api.decode(key, &v).expect("decodes");
+                m.meta
+                    .annotations
+                    .get_or_insert_with(Default::default)
+                    .insert("drlab.io/heartbeat".into(), "s1".into());
+                put(&p, &m);
+                advance(&p.primary.etcd, p.standby.etcd.revision() + 200);
+            }),
+            Step::new(Duration::from_secs(17), look),
+            Step::new(Duration::from_secs(18), |_| {
+                let r = p.cluster_agent.lock().unwrap().resource_version;
+                if standby_ahead {
+                    advance(&p.standby.etcd, r + 50);
+                }
+                p.primary.api.set_fenced(true);
+                p.dns.switch(STANDBY, "test");
+            }),
+            Step::new(Duration::from_secs(35), look),
+            Step::new(Duration::from_secs(36), |_| p.act(Action::RestartAgents)),
+            Step::new(Duration::from_secs(50), look),
+        ];
+        p.run(&mut sim, steps).expect("runs");
+        let seen = seen.lock().unwrap().clone();
+        let beat = |v: &sim::clusteragent::View| v.cache.get("wc-00-md-0-0").cloned();
+        assert_eq!((seen[0].served_by.as_str(), beat(&seen[0])), (PRIMARY, Some(String::new())), "{seen:?}");
+        assert!(seen[0].resource_version > p.standby.etcd.revision() - 300, "the primary's revision: {seen:?}");
+        assert_eq!(seen[1].served_by, STANDBY, "{seen:?}");
+        let stale = if standby_ahead { String::new() } else { "s1".into() };
+        assert_eq!(beat(&seen[1]), Some(stale), "standby_ahead={standby_ahead}: {seen:?}");
+        assert_eq!(beat(&seen[2]), Some("s1".into()), "a relist shows the standby's copy: {seen:?}");
+    }
+}

@@ -8,7 +8,8 @@
 //! - [`serve_ingress`]: port 443 of a VIP host, naming the cluster that served each request:
 //!   `/kubernetes/global/version` answers 401 (as an unauthenticated curl sees it), and a bearer
 //!   token's PATCH of a Secret goes through the cluster's authenticator and RBAC
-//!   ([`crate::k8s::auth`]) — the bare-metal system agent's plan Secret patch.
+//!   ([`crate::k8s::auth`]) — the bare-metal system agent's plan Secret patch; a cluster
+//!   agent's list or watch of its Machines is answered by [`crate::clusteragent::answer`].
 //! - [`agent`]: a workload-side agent that resolves the domain once per connection and keeps
 //!   its established connection until it breaks or is restarted — why seed 001 restarts the
 //!   monitoring agent after a failover.
@@ -114,13 +115,9 @@ pub async fn serve_ingress(cluster: String, links: Links, api: crate::k8s::Api) 
             let (r, mut w) = tokio::io::split(conn);
             let mut r = BufReader::new(r);
             while let Ok(Some(head)) = read_head(&mut r).await {
-                let crate::k8s::auth::PlanPatch { status, reason, plan } = route(&api, &head).await;
-                let reason = if reason.is_empty() { String::new() } else { format!("{REASON_HEADER}: {reason}\r\n") };
-                let plan = plan
-                    .map(|p| format!("{PLAN_HEADER}: {}{}\r\n", p.generation, if p.reset { " reset" } else { "" }))
-                    .unwrap_or_default();
+                let (status, headers) = route(&api, &head).await;
                 let resp = format!(
-                    "HTTP/1.1 {status} {}\r\n{SERVED_BY_HEADER}: {cluster}\r\n{reason}{plan}content-length: 0\r\n\r\n",
+                    "HTTP/1.1 {status} {}\r\n{SERVED_BY_HEADER}: {cluster}\r\n{headers}content-length: 0\r\n\r\n",
                     status_text(status)
                 );
                 if w.write_all(resp.as_bytes()).await.is_err() {
@@ -131,13 +128,26 @@ pub async fn serve_ingress(cluster: String, links: Links, api: crate::k8s::Api) 
     }
 }
 
-/// One request's status, refusal reason and plan: the version path, or a Secret PATCH with a
-/// bearer token; anything else is 404.
-async fn route(api: &crate::k8s::Api, head: &[String]) -> crate::k8s::auth::PlanPatch {
-    let answer = |status: u16, reason: &str| crate::k8s::auth::PlanPatch { status, reason: reason.into(), plan: None };
+/// One request's status and extra header lines: the version path, a cluster agent's list or
+/// watch ([`crate::clusteragent`]), or a Secret PATCH with a bearer token; anything else is 404.
+async fn route(api: &crate::k8s::Api, head: &[String]) -> (u16, String) {
     // "PATCH /path HTTP/1.1" → ("PATCH", "/path")
     let mut first = head[0].split(' ');
     let (method, path) = (first.next().unwrap_or_default(), first.next().unwrap_or_default());
+    if method == "GET" && path.starts_with(crate::clusteragent::PATH) {
+        return crate::clusteragent::answer(api, path).await;
+    }
+    let crate::k8s::auth::PlanPatch { status, reason, plan } = plan_route(api, method, path, head).await;
+    let reason = if reason.is_empty() { String::new() } else { format!("{REASON_HEADER}: {reason}\r\n") };
+    let plan = plan
+        .map(|p| format!("{PLAN_HEADER}: {}{}\r\n", p.generation, if p.reset { " reset" } else { "" }))
+        .unwrap_or_default();
+    (status, format!("{reason}{plan}"))
+}
+
+/// The version path, or a Secret PATCH with a bearer token.
+async fn plan_route(api: &crate::k8s::Api, method: &str, path: &str, head: &[String]) -> crate::k8s::auth::PlanPatch {
+    let answer = |status: u16, reason: &str| crate::k8s::auth::PlanPatch { status, reason: reason.into(), plan: None };
     if path == VERSION_PATH {
         return answer(401, "");
     }
@@ -156,11 +166,14 @@ async fn route(api: &crate::k8s::Api, head: &[String]) -> crate::k8s::auth::Plan
 fn status_text(status: u16) -> &'static str {
     match status {
         200 => "OK",
+        400 => "Bad Request",
+        410 => "Gone",
         401 => "Unauthorized",
         403 => "Forbidden",
         404 => "Not Found",
         409 => "Conflict",
         503 => "Service Unavailable",
+        504 => "Gateway Timeout",
         _ => "Error",
     }
 }
@@ -209,21 +222,42 @@ async fn request<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
     exchange(conn, &format!("GET {VERSION_PATH} HTTP/1.1\r\nhost: {host}\r\n\r\n")).await
 }
 
+/// A response head: its status and header lines.
+pub struct Head {
+    pub status: u16,
+    lines: Vec<String>,
+}
+
+impl Head {
+    /// The value of header `name` ("" when absent).
+    pub fn header(&self, name: &str) -> String {
+        let prefix = format!("{name}: ");
+        self.lines.iter().find_map(|h| h.strip_prefix(&prefix)).unwrap_or_default().to_string()
+    }
+}
+
 /// Sends one request head on an established connection and reads the response head.
+pub(crate) async fn exchange_head<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+    conn: &mut BufReader<S>,
+    req: &str,
+) -> std::io::Result<Head> {
+    conn.get_mut().write_all(req.as_bytes()).await?;
+    let mut lines =
+        read_head(conn).await?.ok_or_else(|| std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "no response"))?;
+    // "HTTP/1.1 401 Unauthorized" → "401"
+    let status = lines[0].split(' ').nth(1).unwrap_or_default();
+    let status = status.parse().map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "bad status"))?;
+    lines.remove(0);
+    Ok(Head { status, lines })
+}
+
+/// [`exchange_head`], read as a probe.
 pub(crate) async fn exchange<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
     conn: &mut BufReader<S>,
     req: &str,
 ) -> std::io::Result<Probe> {
-    conn.get_mut().write_all(req.as_bytes()).await?;
-    let head =
-        read_head(conn).await?.ok_or_else(|| std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "no response"))?;
-    // "HTTP/1.1 401 Unauthorized" → "401"
-    let status = head[0].split(' ').nth(1).unwrap_or_default();
-    let header = |name: &str| {
-        let prefix = format!("{name}: ");
-        head[1..].iter().find_map(|h| h.strip_prefix(&prefix)).unwrap_or_default().to_string()
-    };
-    let status = status.parse().map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "bad status"))?;
+    let head = exchange_head(conn, req).await?;
+    let (status, header) = (head.status, |name: &str| head.header(name));
     // "7" or "7 reset"
     let plan = header(PLAN_HEADER);
     let mut words = plan.split(' ');

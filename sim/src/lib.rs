@@ -4,6 +4,7 @@
 //! - [`etcd`]: a simulated etcd member speaking the etcd v3 gRPC API.
 //! - [`net`]: turmoil TCP with world-controlled connection resets, and the client connector.
 //! - [`fault`]: faults as small rules (partition as hold, resets, latency, crash / restart).
+//! - [`clusteragent`]: a workload cluster's informer of its Machines through the platform domain.
 //! - [`clock`]: simulated time in turmoil, real time when the models run against real etcd.
 //! - [`trace`]: the structured JSON-lines trace and its hash.
 //! - [`world`]: turmoil worlds built from these parts.
@@ -14,6 +15,7 @@
 compile_error!("drlab-sim needs `--cfg tokio_unstable` (set in .cargo/config.toml; a RUSTFLAGS variable replaces it)");
 
 pub mod clock;
+pub mod clusteragent;
 pub mod dns;
 pub mod etcd;
 pub mod fault;

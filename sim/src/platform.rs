@@ -80,6 +80,9 @@ pub struct PlatformConfig {
     /// Both sides' MachineSet controllers: adopt orphans before scaling (CAPI), or cluster-api
     /// #3770's order.
     pub machineset_order: MachineSetOrder,
+    /// A workload cluster whose agent runs an informer of its Machines through the platform
+    /// domain ([`crate::clusteragent`]); None: no such agent.
+    pub cluster_agent: Option<String>,
     /// The names the platform certificate (`cpaas-system/dex.tls`, the same on both sides)
     /// covers: the platform domain and both VIPs when installed as seed 000 asks.
     pub platform_cert_names: Vec<String>,
@@ -109,6 +112,7 @@ impl Default for PlatformConfig {
             writes_per_s: 2.0,
             leader_election: false,
             machineset_order: MachineSetOrder::AdoptFirst,
+            cluster_agent: None,
             platform_cert_names: [DOMAIN, PRIMARY, STANDBY].map(String::from).to_vec(),
         }
     }
@@ -167,6 +171,8 @@ pub struct Platform {
     pub standby: Side,
     actions: mpsc::Sender<Action>,
     agents_restart: Arc<Notify>,
+    /// What the cluster agent's informer holds (empty without one).
+    pub cluster_agent: Arc<std::sync::Mutex<crate::clusteragent::View>>,
     /// Which cluster each agent was last served by.
     pub agents_served: Vec<watch::Receiver<String>>,
 }
@@ -281,9 +287,20 @@ impl Platform {
             served_tx.push(tx);
             agents_served.push(rx);
         }
+        let cluster_agent = Arc::new(std::sync::Mutex::new(crate::clusteragent::View::default()));
         {
             let (dns, links, restart, trace) = (dns.clone(), links.clone(), agents_restart.clone(), trace.clone());
+            let (watched, view) = (cfg.cluster_agent.clone(), cluster_agent.clone());
             sim.host("agents", move || {
+                if let Some(cluster) = &watched {
+                    // A (re)started host starts its agent with an empty cache.
+                    *view.lock().expect("view lock") = crate::clusteragent::View::default();
+                    let (r, l, t) = (Resolver::new(dns.clone()), links.clone(), trace.clone());
+                    let period = Duration::from_secs(5);
+                    let agent =
+                        crate::clusteragent::run(cluster.clone(), r, l, period, restart.clone(), view.clone(), t);
+                    tokio::spawn(agent);
+                }
                 if !system_agent.plans.is_empty() {
                     let (r, l, t) = (Resolver::new(dns.clone()), links.clone(), trace.clone());
                     tokio::spawn(crate::sysagent::run(system_agent.clone(), r, l, restart.clone(), t));
@@ -306,8 +323,20 @@ impl Platform {
 
         let (actions, rx) = action_queue();
         let faults = Faults::new(links.clone(), trace.clone());
-        let p =
-            Platform { cfg, trace, links, faults, iaas, dns, primary, standby, actions, agents_restart, agents_served };
+        let p = Platform {
+            cfg,
+            trace,
+            links,
+            faults,
+            iaas,
+            dns,
+            primary,
+            standby,
+            actions,
+            agents_restart,
+            agents_served,
+            cluster_agent,
+        };
         p.add_operator(&mut sim, rx);
         Ok((p, sim))
     }

@@ -143,6 +143,15 @@ pub enum ApiError {
     Decode(#[from] DecodeError),
 }
 
+/// Why a watch cannot resume at a resourceVersion.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resume {
+    /// 410: compacted away; the client relists.
+    Gone,
+    /// Past the head ("Too large resource version"); client-go's reflector relists too.
+    TooLarge,
+}
+
 /// How a delete treats dependents (metadata.deleteOptions.propagationPolicy).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Propagation {
@@ -214,6 +223,37 @@ impl Api {
             }
         }
         Ok((out, rev))
+    }
+
+    /// The objects under `prefix` modified after resourceVersion `after`, and the head: what a
+    /// watch resumed at `after` reports (each object's latest state; deletions are not
+    /// modelled). `Resume::Gone` when `after` is compacted away (410 "too old resource
+    /// version"; kube-apiserver's watch cache window is this etcd's history here),
+    /// `Resume::TooLarge` past the head ("Too large resource version").
+    pub async fn changed_since(
+        &self,
+        prefix: &str,
+        after: i64,
+    ) -> Result<Result<(Vec<Stored>, i64), Resume>, ApiError> {
+        let probe = GetOptions::new().with_prefix().with_count_only().with_revision(after);
+        match self.kv.clone().get(prefix, Some(probe)).await {
+            Err(e) if e.to_string().contains("has been compacted") => return Ok(Err(Resume::Gone)),
+            Err(e) if e.to_string().contains("future revision") => return Ok(Err(Resume::TooLarge)),
+            r => r?,
+        };
+        let opts = GetOptions::new().with_prefix().with_min_mod_revision(after + 1).with_limit(LIST_OBJECTS_MAX);
+        let r = self.kv.clone().get(prefix, Some(opts)).await?;
+        assert!(!r.more(), "a watch under {prefix} hit LIST_OBJECTS_MAX");
+        let head = r.header().map(|h| h.revision()).unwrap_or(0);
+        let mut out = Vec::with_capacity(r.kvs().len());
+        for kv in r.kvs() {
+            let key = String::from_utf8_lossy(kv.key()).into_owned();
+            match self.server.decode(&key, kv.value()) {
+                Ok(obj) => out.push(Stored { obj, rev: kv.mod_revision() }),
+                Err(e) => self.trace_error(&key, &e),
+            }
+        }
+        Ok(Ok((out, head)))
     }
 
     pub fn trace_error(&self, key: &str, e: &ApiError) {
