@@ -262,6 +262,10 @@ impl Platform {
     /// Builds the world; add the sync / orchestrator hosts to the returned sim, then [`Platform::run`].
     pub fn build<'a>(cfg: PlatformConfig) -> Result<(Platform, turmoil::Sim<'a>), WorldError> {
         assert!(cfg.agents <= AGENTS_MAX, "more agents than AGENTS_MAX");
+        assert!(
+            cfg.cluster_agent.is_none() || cfg.topology.machines <= crate::clusteragent::ITEMS_MAX,
+            "the cluster agent watches clusters of at most clusteragent::ITEMS_MAX Machines"
+        );
         let duration = Duration::from_secs(cfg.sim_secs + 30) + SETTLE;
         let mut sim = crate::world::builder(cfg.seed, duration, Duration::from_millis(cfg.tick_ms)).build();
         let parts = Parts::new(&cfg)?;
