@@ -59,20 +59,12 @@ pub async fn answer(api: &Api, path: &str) -> (u16, String) {
         return (503, format!("{}: fenced\r\n", dns::REASON_HEADER));
     }
     let prefix = format!("{}{}/{cluster}-", kind::MACHINE.prefix(), crate::topology::NS);
-    let (objects, head) = if after == 0 {
-        match api.list(&kind::MACHINE).await {
-            Ok((all, head)) => (all.into_iter().filter(|s| s.obj.key().starts_with(&prefix)).collect(), head),
-            Err(e) => return (503, format!("{}: {e}\r\n", dns::REASON_HEADER)),
-        }
-    } else {
-        match api.changed_since(&prefix, after).await {
-            Ok(Ok(changed)) => changed,
-            Ok(Err(Resume::Gone)) => return (410, format!("{}: too old resource version\r\n", dns::REASON_HEADER)),
-            Ok(Err(Resume::TooLarge)) => {
-                return (504, format!("{}: Too large resource version\r\n", dns::REASON_HEADER));
-            }
-            Err(e) => return (503, format!("{}: {e}\r\n", dns::REASON_HEADER)),
-        }
+    // resourceVersion 0 is a list: every Machine of the cluster (changed since revision 0).
+    let (objects, head) = match api.changed_since(&prefix, after).await {
+        Ok(Ok(changed)) => changed,
+        Ok(Err(Resume::Gone)) => return (410, format!("{}: too old resource version\r\n", dns::REASON_HEADER)),
+        Ok(Err(Resume::TooLarge)) => return (504, format!("{}: Too large resource version\r\n", dns::REASON_HEADER)),
+        Err(e) => return (503, format!("{}: {e}\r\n", dns::REASON_HEADER)),
     };
     assert!(objects.len() <= ITEMS_MAX, "the cluster agent watches clusters of at most ITEMS_MAX Machines");
     let items: Vec<String> = objects

@@ -40,8 +40,7 @@ async fn load_values(etcd: &Etcd, prefix: &str, n: usize, value: fn(usize) -> Ve
     txns(etcd, prefix, n, IN_FLIGHT, value).await
 }
 
-/// The bench's `i`-th key under `prefix`: fixed width, so key order is `i`'s order and a range
-/// `[key(a), key(b))` holds exactly `a..b` (what [`free`] deletes by).
+/// The bench's `i`-th key under `prefix`: fixed width, so key order is `i`'s order.
 fn key(prefix: &str, i: usize) -> String {
     format!("{prefix}{i:08}")
 }
@@ -69,7 +68,7 @@ async fn txns(etcd: &Etcd, prefix: &str, n: usize, in_flight: usize, value: fn(u
 
 /// Keys each put mode writes at most (single puts are slow: a sample is enough for a rate).
 const PUT_SAMPLE_KEYS_MAX: usize = 5_000;
-/// Keys one delete request removes (see [`free`]).
+/// Keys one delete request removes (see [`delete_prefix`]).
 const DELETE_KEYS_MAX: usize = 10_000;
 /// Puts in flight in the concurrent-puts mode.
 const PUTS_IN_FLIGHT: usize = 64;
@@ -94,7 +93,7 @@ async fn ceiling(etcd: &Etcd, keys: usize) -> Result<Vec<(String, f64)>, String>
         } else {
             txns(etcd, &prefix, n, in_flight, |_| vec![b'v'; VALUE_BYTES]).await
         };
-        free(etcd, &prefix, n).await?;
+        free(etcd, &prefix).await?;
         out.push((mode, rate));
     }
     Ok(out)
@@ -103,24 +102,9 @@ async fn ceiling(etcd: &Etcd, keys: usize) -> Result<Vec<(String, f64)>, String>
 /// Deletes `prefix`'s keys, compacts and defragments, so the ceiling's writes leave the target
 /// neither their history nor their pages (three copies of 1M × 1 KiB would pass etcd's 2 GiB
 /// quota, which counts the file, free pages included).
-async fn free(etcd: &Etcd, prefix: &str, n: usize) -> Result<(), String> {
+async fn free(etcd: &Etcd, prefix: &str) -> Result<(), String> {
+    let head = delete_prefix(etcd, prefix).await?;
     let mut kv = etcd.kv.clone();
-    // `n` keys `key(prefix, i)`, deleted a range of `DELETE_KEYS_MAX` at a time: one delete of 1M
-    // keys outlasts etcd's own request timeout ("etcdserver: request timed out").
-    let mut head = 0;
-    for from in (0..n).step_by(DELETE_KEYS_MAX) {
-        let opts = etcd_client::DeleteOptions::new().with_range(key(prefix, (from + DELETE_KEYS_MAX).min(n)));
-        let deleted = etcd.call(kv.delete(key(prefix, from), Some(opts))).await.map_err(|e| e.to_string())?;
-        head = deleted.header().map(|h| h.revision()).unwrap_or_default();
-    }
-    let left = etcd
-        .call(kv.get(prefix, Some(etcd_client::GetOptions::new().with_prefix().with_count_only())))
-        .await
-        .map_err(|e| e.to_string())?
-        .count();
-    if left != 0 {
-        return Err(format!("{left} of the ceiling's keys under {prefix} were not deleted"));
-    }
     etcd.call(kv.compact(head, Some(etcd_client::CompactionOptions::new().with_physical())))
         .await
         .map_err(|e| e.to_string())?;
@@ -129,9 +113,10 @@ async fn free(etcd: &Etcd, prefix: &str, n: usize) -> Result<(), String> {
     Ok(())
 }
 
-/// Deletes every key under `prefix`, `DELETE_KEYS_MAX` at a time (for keys not named by [`key`]:
-/// the streaming rounds'); bounded by the keys it found first.
-async fn delete_prefix(etcd: &Etcd, prefix: &str) -> Result<(), String> {
+/// Deletes every key under `prefix`, `DELETE_KEYS_MAX` at a time (one delete of 1M keys outlasts
+/// etcd's own request timeout, "etcdserver: request timed out"); bounded by the keys it found
+/// first, and checked gone. Returns the head revision after the deletes.
+async fn delete_prefix(etcd: &Etcd, prefix: &str) -> Result<i64, String> {
     let mut kv = etcd.kv.clone();
     let count_only = etcd_client::GetOptions::new().with_prefix().with_count_only();
     let found = etcd.call(kv.get(prefix, Some(count_only.clone()))).await.map_err(|e| e.to_string())?.count();
@@ -144,11 +129,11 @@ async fn delete_prefix(etcd: &Etcd, prefix: &str) -> Result<(), String> {
         let opts = etcd_client::DeleteOptions::new().with_range(end);
         etcd.call(kv.delete(first.key(), Some(opts))).await.map_err(|e| e.to_string())?;
     }
-    let left = etcd.call(kv.get(prefix, Some(count_only))).await.map_err(|e| e.to_string())?.count();
-    if left != 0 {
-        return Err(format!("{left} keys under {prefix} were not deleted"));
+    let left = etcd.call(kv.get(prefix, Some(count_only))).await.map_err(|e| e.to_string())?;
+    if left.count() != 0 {
+        return Err(format!("{} keys under {prefix} were not deleted", left.count()));
     }
-    Ok(())
+    Ok(left.header().map(|h| h.revision()).unwrap_or_default())
 }
 
 /// Writes `n` single puts `prefix{i}`, `in_flight` at a time; returns keys/s.

@@ -214,6 +214,11 @@ impl Api {
         let r = self.kv.clone().get(kind.prefix(), Some(opts)).await?;
         assert!(!r.more(), "a list of {} hit LIST_OBJECTS_MAX", kind.resource);
         let rev = r.header().map(|h| h.revision()).unwrap_or(0);
+        Ok((self.decode_all(&r), rev))
+    }
+
+    /// The objects a read returned; those that do not decode are left out and traced.
+    fn decode_all(&self, r: &etcd_client::GetResponse) -> Vec<Stored> {
         let mut out = Vec::with_capacity(r.kvs().len());
         for kv in r.kvs() {
             let key = String::from_utf8_lossy(kv.key()).into_owned();
@@ -222,38 +227,32 @@ impl Api {
                 Err(e) => self.trace_error(&key, &e),
             }
         }
-        Ok((out, rev))
+        out
     }
 
     /// The objects under `prefix` modified after resourceVersion `after`, and the head: what a
     /// watch resumed at `after` reports (each object's latest state; deletions are not
     /// modelled). `Resume::Gone` when `after` is compacted away (410 "too old resource
     /// version"; kube-apiserver's watch cache window is this etcd's history here),
-    /// `Resume::TooLarge` past the head ("Too large resource version").
+    /// `Resume::TooLarge` past the head ("Too large resource version"). `after` 0 is a list.
     pub async fn changed_since(
         &self,
         prefix: &str,
         after: i64,
     ) -> Result<Result<(Vec<Stored>, i64), Resume>, ApiError> {
-        let probe = GetOptions::new().with_prefix().with_count_only().with_revision(after);
-        match self.kv.clone().get(prefix, Some(probe)).await {
-            Err(e) if e.to_string().contains("has been compacted") => return Ok(Err(Resume::Gone)),
-            Err(e) if e.to_string().contains("future revision") => return Ok(Err(Resume::TooLarge)),
-            r => r?,
-        };
+        if after > 0 {
+            let probe = GetOptions::new().with_prefix().with_count_only().with_revision(after);
+            match self.kv.clone().get(prefix, Some(probe)).await {
+                Err(e) if e.to_string().contains("has been compacted") => return Ok(Err(Resume::Gone)),
+                Err(e) if e.to_string().contains("future revision") => return Ok(Err(Resume::TooLarge)),
+                r => r?,
+            };
+        }
         let opts = GetOptions::new().with_prefix().with_min_mod_revision(after + 1).with_limit(LIST_OBJECTS_MAX);
         let r = self.kv.clone().get(prefix, Some(opts)).await?;
         assert!(!r.more(), "a watch under {prefix} hit LIST_OBJECTS_MAX");
         let head = r.header().map(|h| h.revision()).unwrap_or(0);
-        let mut out = Vec::with_capacity(r.kvs().len());
-        for kv in r.kvs() {
-            let key = String::from_utf8_lossy(kv.key()).into_owned();
-            match self.server.decode(&key, kv.value()) {
-                Ok(obj) => out.push(Stored { obj, rev: kv.mod_revision() }),
-                Err(e) => self.trace_error(&key, &e),
-            }
-        }
-        Ok(Ok((out, head)))
+        Ok(Ok((self.decode_all(&r), head)))
     }
 
     pub fn trace_error(&self, key: &str, e: &ApiError) {
